@@ -1,0 +1,84 @@
+"""Build the compiled kernels.
+
+Layering: ``src/*.pyx`` hold the kernels (one cell family per file), with
+shared fused-type BLAS wrappers and activations in ``.pxd`` files and a small
+C header for the vectorisable exp.  Python wrappers in ``rnnkernels/ops.py``
+validate and allocate; the kernels only compute.
+
+Environment variables:
+    RNNKERNELS_DEBUG=1   build with Cython bounds checks, -O0 -g (for tests
+                         under valgrind/ASan and for catching indexing bugs).
+    RNNKERNELS_NO_OPENMP=1  build serially even if OpenMP is available.
+"""
+import os
+import sys
+import tempfile
+import warnings
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _openmp_flags(compiler):
+    """Return (compile_args, link_args) for OpenMP, or ([], []) when the
+    compiler cannot build an OpenMP program (we then build serially)."""
+    if os.environ.get("RNNKERNELS_NO_OPENMP"):
+        return [], []
+    if sys.platform == "win32" and compiler.compiler_type == "msvc":
+        return ["/openmp"], []
+    flags = ["-fopenmp"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_probe.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objs, os.path.join(tmp, "omp_probe"),
+                                     extra_postargs=flags)
+        except Exception:  # any compiler/linker failure means no OpenMP
+            warnings.warn("OpenMP is not available: rnnkernels will be built "
+                          "serially (single-threaded kernels).")
+            return [], []
+    return flags, flags
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        debug = bool(os.environ.get("RNNKERNELS_DEBUG"))
+        omp_c, omp_l = _openmp_flags(self.compiler)
+        if debug:
+            opt = ["-O0", "-g"]
+        elif self.compiler.compiler_type == "msvc":
+            opt = ["/O2"]
+        else:
+            # -O3 vectorises the fused gate loops; no -ffast-math (it would
+            # turn on flush-to-zero process-wide and break NaN propagation).
+            opt = ["-O3", "-fno-math-errno"]
+        for ext in self.extensions:
+            ext.extra_compile_args = opt + omp_c
+            ext.extra_link_args = omp_l
+        super().build_extensions()
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    debug = bool(os.environ.get("RNNKERNELS_DEBUG"))
+    directives = {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": False,
+        "initializedcheck": debug,
+        "cdivision": True,
+        "nonecheck": debug,
+    }
+    modules = ["_lstm", "_gru", "_rnn", "_threads"]
+    exts = [
+        Extension(f"rnnkernels.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
+        for m in modules
+    ]
+    return cythonize(exts, include_path=["src"], compiler_directives=directives,
+                     compile_time_env={"RNNKERNELS_DEBUG": debug})
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
