@@ -72,7 +72,7 @@ def _extensions():
         "cdivision": True,
         "nonecheck": debug,
     }
-    modules = ["_lstm", "_gru", "_rnn", "_threads"]
+    modules = [m for m in ("_lstm", "_gru", "_rnn", "_threads") if os.path.exists(f"src/{m}.pyx")]
     exts = [
         Extension(f"rnnkernels.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
         for m in modules

@@ -1,0 +1,323 @@
+"""Compiled forward/backward kernels for RNN, LSTM and GRU.
+
+Same signatures and semantics as :mod:`rnnkernels.reference` (see
+docs/kernel-abi.md).  This module is the Python half of the layering: it
+validates arguments, sorts and packs variable-length batches, permutes the
+weights into the kernels' tile layout and allocates every buffer; the Cython
+modules (``_lstm``, ``_gru``, ``_rnn``) only compute.
+
+Packing: sequences are sorted by length (longest first) and step ``s`` keeps
+only the ``counts[s]`` sequences still running, as PyTorch's PackedSequence
+does, so work follows ``sum(lengths)`` rather than ``T * B``.  A reversed
+sequence is packed back to front, so the kernels always run forward in time.
+"""
+import contextlib
+import os
+
+import numpy as np
+
+from . import _config
+
+_FLOAT_DTYPES = (np.float32, np.float64)
+
+
+# ---------------------------------------------------------------- validation
+def _input(x):
+    if not hasattr(x, "__array__") and not isinstance(x, (list, tuple)):
+        raise TypeError(f"x: expected an array of shape (T, B, I), got {type(x).__name__}")
+    x = np.asarray(x)
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x: expected dtype float32 or float64, got {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected 3 dimensions (T, B, I), got shape {x.shape}")
+    if x.shape[2] < 1:
+        raise ValueError(f"x: expected input size I >= 1, got shape {x.shape}")
+    return x
+
+
+def _array(name, a, dtype, shape, allow_none=False):
+    """Convert ``a`` to a C-contiguous array of ``dtype`` with exactly ``shape``."""
+    if a is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name}: expected an array of shape {shape}, got None")
+    if not hasattr(a, "__array__") and not isinstance(a, (list, tuple)):
+        raise TypeError(f"{name}: expected an array of shape {shape}, got {type(a).__name__}")
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _weights(w_ih, w_hh, b_ih, b_hh, gates, cell, x):
+    dtype = x.dtype
+    I = x.shape[2]
+    for name, w in (("w_ih", w_ih), ("w_hh", w_hh)):
+        if w is None or not hasattr(w, "shape") and not isinstance(w, (list, tuple)):
+            raise TypeError(f"{name}: expected a 2-D array, got {type(w).__name__}")
+    w_hh = np.asarray(w_hh)
+    if w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != gates * w_hh.shape[1]:
+        raise ValueError(f"w_hh: expected shape ({gates}*H, H) for {cell} "
+                         f"({gates} gates), got {w_hh.shape}")
+    H = w_hh.shape[1]
+    w_ih = _array("w_ih", w_ih, dtype, (gates * H, I))
+    w_hh = _array("w_hh", w_hh, dtype, (gates * H, H))
+    b_ih = _array("b_ih", b_ih, dtype, (gates * H,), allow_none=True)
+    b_hh = _array("b_hh", b_hh, dtype, (gates * H,), allow_none=True)
+    return w_ih, w_hh, b_ih, b_hh, H
+
+
+def _state(name, s, dtype, B, H):
+    if s is None:
+        return np.zeros((B, H), dtype)
+    return _array(name, s, dtype, (B, H))
+
+
+def _lengths(lengths, T, B):
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise TypeError(f"lengths: expected integers, got non-integral values of dtype {arr.dtype}")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected an integer array of shape ({B},), got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},) (one length per sequence), got {arr.shape}")
+    arr = arr.astype(np.int64)
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"lengths: expected values in [0, {T}] (T={T}), got min {arr.min()} max {arr.max()}")
+    return arr
+
+
+def _cache_for(cache, kind):
+    if cache is None:
+        raise ValueError(f"cache: got None; run {kind}_forward with training=True "
+                         "to keep what backward needs")
+    if not isinstance(cache, _Cache) or cache.kind != kind:
+        raise TypeError(f"cache: expected the cache returned by ops.{kind}_forward, "
+                        f"got {type(cache).__name__}"
+                        + (f" from {cache.kind}_forward" if isinstance(cache, _Cache) else ""))
+    return cache
+
+
+def _grad(name, g, plan, dtype, H):
+    """Validate an output gradient (T, B, H) and pack it like the forward rows."""
+    if g is None:
+        return None
+    g = _array(name, g, dtype, (plan.T, plan.B, H))
+    return plan.pack(g)
+
+
+# ------------------------------------------------------------------- packing
+class _Plan:
+    """How a (T, B) batch with given lengths maps to the kernels' packed rows."""
+
+    def __init__(self, T, B, lengths, reverse):
+        self.T, self.B = T, B
+        if lengths is None:
+            lengths = np.full(B, T, dtype=np.int64)
+        # Longest first; stable so equal lengths keep their order.
+        self.order = np.argsort(-lengths, kind="stable")
+        sorted_len = lengths[self.order]
+        self.S = S = int(sorted_len[0]) if B else 0
+        self.counts = np.zeros(S, dtype=np.intp)
+        if S:
+            # counts[s] = number of sequences longer than s
+            self.counts[:] = B - np.searchsorted(sorted_len[::-1], np.arange(S), side="right")
+        self.offsets = np.zeros(S + 1, dtype=np.intp)
+        np.cumsum(self.counts, out=self.offsets[1:])
+        self.N = N = int(self.offsets[-1])
+        self.n_first = int(self.counts[0]) if S else 0
+        # The common case (all full length, forward) needs no gathers at all.
+        self.identity = S == T and N == T * B and not reverse and np.all(self.order == np.arange(B))
+        if not self.identity:
+            step = np.repeat(np.arange(S), self.counts)
+            row = np.arange(N) - self.offsets[step]
+            self.batch_index = self.order[row]
+            self.time_index = sorted_len[row] - 1 - step if reverse else step
+            nxt = np.append(self.counts, 0)[step + 1]
+            # where the state leaving packed row p is stored (see _lstm.pyx)
+            self.out_index = np.where(row < nxt, self.offsets[np.minimum(step + 1, S)] + row, N + row)
+
+    def pack(self, a):
+        """(T, B, F) -> (N, F) packed rows, C-contiguous."""
+        if self.identity:
+            return np.ascontiguousarray(a.reshape(self.T * self.B, a.shape[2]))
+        return a[self.time_index, self.batch_index]
+
+    def unpack(self, rows, F):
+        """(N, F) packed rows -> (T, B, F), zero beyond each length."""
+        if self.identity:
+            return rows.reshape(self.T, self.B, F)
+        out = np.zeros((self.T, self.B, F), rows.dtype)
+        out[self.time_index, self.batch_index] = rows
+        return out
+
+    def state_buffer(self, init, H):
+        """(N + B, H) state buffer with the initial states placed (see _lstm.pyx)."""
+        buf = np.empty((self.N + self.B, H), init.dtype)
+        init = init[self.order]
+        buf[: self.n_first] = init[: self.n_first]
+        buf[self.N + self.n_first:] = init[self.n_first:]
+        return buf
+
+    def outputs(self, buf, H):
+        """y (T, B, H) from a state buffer written by the kernels."""
+        if self.identity:
+            return buf[self.B:].reshape(self.T, self.B, H)
+        y = np.zeros((self.T, self.B, H), buf.dtype)
+        y[self.time_index, self.batch_index] = buf[self.out_index]
+        return y
+
+    def final(self, buf):
+        out = np.empty((self.B, buf.shape[1]), buf.dtype)
+        out[self.order] = buf[self.N:]
+        return out
+
+    def to_sorted(self, a):
+        return np.ascontiguousarray(a[self.order])
+
+    def from_sorted(self, a):
+        out = np.empty_like(a)
+        out[self.order] = a
+        return out
+
+
+def _unit_tiles(H):
+    """Hidden-unit tile bounds.  Depend on H only, so that every thread count
+    gives the same GEMM shapes and therefore bitwise-identical results."""
+    ub = int(os.environ.get("RNNKERNELS_UNIT_TILE", 0)) or (32 if H <= 256 else 64)
+    return np.array(list(range(0, H, ub)) + [H], dtype=np.intp)
+
+
+class _Weights:
+    """Weights permuted so that each tile's gates are contiguous columns."""
+
+    def __init__(self, w_ih, w_hh, gates, tiles):
+        H = w_hh.shape[1]
+        colmap = []
+        for u0, u1 in zip(tiles[:-1], tiles[1:]):
+            for g in range(gates):
+                colmap.extend(range(g * H + u0, g * H + u1))
+        self.colmap = np.array(colmap, dtype=np.intp)
+        self.tiles = tiles
+        self.w_ih = w_ih[self.colmap]                    # (G*H, I) for dX
+        self.w_ih_t = np.ascontiguousarray(self.w_ih.T)  # (I, G*H) for the input projection
+        w_hh_p = w_hh[self.colmap]
+        # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T ; backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]
+        self.w_hh_fwd = np.concatenate(
+            [w_hh_p[gates * u0: gates * u1].T.ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])])
+        self.w_hh_bwd = np.concatenate(
+            [w_hh_p[:, u0:u1].ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])])
+
+    def permute(self, v):
+        return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
+
+    def unpermute(self, v):
+        out = np.empty_like(v)
+        out[self.colmap] = v
+        return out
+
+
+class _Cache:
+    """What backward needs; opaque to callers."""
+
+    def __init__(self, kind, **fields):
+        self.kind = kind
+        self.__dict__.update(fields)
+
+
+# ----------------------------------------------------------- BLAS threading
+_blas_controller = None
+
+
+@contextlib.contextmanager
+def _kernel_threads():
+    """Keep BLAS single-threaded while our OpenMP regions run (they would
+    otherwise fight over the cores), and return the kernels' thread count."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_controller = ThreadpoolController().select(user_api="blas")
+    if all(info["num_threads"] == 1 for info in _blas_controller.info()):
+        yield _config.get_num_threads()
+        return
+    with _blas_controller.limit(limits=1):
+        yield _config.get_num_threads()
+
+
+# ---------------------------------------------------------------------- LSTM
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
+                 reverse=False, training=True):
+    """LSTM over a time-major batch; see docs/kernel-abi.md.
+
+    Returns ``y (T, B, H), h_n (B, H), c_n (B, H), cache`` (cache None unless training).
+    """
+    from . import _lstm
+    x = _input(x)
+    dtype = x.dtype
+    T, B, _ = x.shape
+    w_ih, w_hh, b_ih, b_hh, H = _weights(w_ih, w_hh, b_ih, b_hh, 4, "lstm", x)
+    h0 = _state("h0", h0, dtype, B, H)
+    c0 = _state("c0", c0, dtype, B, H)
+    plan = _Plan(T, B, _lengths(lengths, T, B), bool(reverse))
+    tiles = _unit_tiles(H)
+    weights = _Weights(w_ih, w_hh, 4, tiles)
+    bias = np.zeros(4 * H, dtype)
+    for b in (b_ih, b_hh):
+        if b is not None:
+            bias += b
+    bias = weights.permute(bias)
+    xp = plan.pack(x)
+    hbuf = plan.state_buffer(h0, H)
+    cbuf = plan.state_buffer(c0, H)
+    gates = np.empty((plan.N, 4 * H), dtype)
+    with _kernel_threads() as nthreads:
+        _lstm.forward(xp, weights.w_ih_t, weights.w_hh_fwd, bias, plan.counts, plan.offsets,
+                      tiles, hbuf, cbuf, gates, bool(training), nthreads)
+    y = plan.outputs(hbuf, H)
+    h_n, c_n = plan.final(hbuf), plan.final(cbuf)
+    if not training:
+        return y, h_n, c_n, None
+    y.flags.writeable = False  # may be a view of the state buffer that backward reads
+    cache = _Cache("lstm", plan=plan, weights=weights, x=xp, h=hbuf, c=cbuf, gates=gates,
+                   H=H, I=x.shape[2], dtype=dtype, has_b_ih=b_ih is not None,
+                   has_b_hh=b_hh is not None)
+    return y, h_n, c_n, cache
+
+
+def lstm_backward(cache, dy, dh_n=None, dc_n=None):
+    """Gradients of an LSTM forward pass; returns a dict with keys
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
+    from . import _lstm
+    cache = _cache_for(cache, "lstm")
+    plan, H, dtype = cache.plan, cache.H, cache.dtype
+    dy_p = _grad("dy", dy, plan, dtype, H)
+    dh = plan.to_sorted(_state("dh_n", dh_n, dtype, plan.B, H))
+    dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
+    G4, I = 4 * H, cache.I
+    dgates = np.empty((plan.N, G4), dtype)
+    dxp = np.empty((plan.N, I), dtype)
+    dw_ih = np.zeros((G4, I), dtype)
+    dw_hh = np.zeros((G4, H), dtype)
+    db = np.zeros(G4, dtype)
+    if plan.N:
+        with _kernel_threads() as nthreads:
+            _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
+                           cache.c, cache.gates, dy_p if dy_p is not None else np.empty((0, H), dtype),
+                           plan.counts, plan.offsets, cache.weights.tiles, dh, dc, dgates, dxp,
+                           dw_ih, dw_hh, db, dy_p is not None, nthreads)
+    w = cache.weights
+    db = w.unpermute(db)
+    return {
+        "x": plan.unpack(dxp, I),
+        "h0": plan.from_sorted(dh),
+        "c0": plan.from_sorted(dc),
+        "w_ih": w.unpermute(dw_ih),
+        "w_hh": w.unpermute(dw_hh),
+        "b_ih": db.copy() if cache.has_b_ih else None,
+        "b_hh": db if cache.has_b_hh else None,
+    }

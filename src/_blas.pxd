@@ -1,0 +1,39 @@
+# Row-major, fused-type GEMM on top of scipy.linalg.cython_blas.
+#
+# The kernels keep every matrix row-major (C order).  BLAS is column-major, and
+# a row-major A (m x k) is the column-major A^T, so C = op(A) @ op(B) in row-major
+# is C^T = op(B)^T @ op(A)^T in column-major: swap the operands and m/n.
+# BLAS is only ever called single-threaded from inside our own OpenMP regions
+# (ops.py limits OpenBLAS to one thread for the duration of each call).
+from cython cimport floating
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha,
+                      const floating* a, int lda,        # IN  (m x k), or (k x m) if trans_a
+                      const floating* b, int ldb,        # IN  (k x n), or (n x k) if trans_b
+                      floating beta,
+                      floating* c, int ldc) noexcept nogil:   # OUT (m x n)
+    """C = alpha * op(A) @ op(B) + beta * C, all row-major."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if m <= 0 or n <= 0:
+        return
+    if k <= 0:
+        # BLAS would not scale C by beta for k == 0 in every implementation.
+        _scale(m, n, beta, c, ldc)
+        return
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
+              &beta, c, &ldc)
+
+
+cdef inline void _scale(int m, int n, floating beta, floating* c, int ldc) noexcept nogil:
+    cdef int i, j
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]

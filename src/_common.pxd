@@ -1,0 +1,60 @@
+# Work shared by every cell: the merged GEMMs that do not depend on the
+# recurrence (input projection, dX, dW_ih, dW_hh) and bias-gradient sums.
+#
+# Each is split into pieces whose shapes depend only on the problem, never on
+# the thread count: OpenBLAS's result for an element depends on the GEMM's
+# shape, so a thread-count-dependent split would make results differ in the
+# last bits between 1 and 2 threads.  Threads take pieces by a static schedule.
+from cython cimport floating
+from cython.parallel cimport prange
+from _blas cimport gemm
+
+# Rows per piece of a row-split GEMM (input projection, dX): large enough for
+# OpenBLAS's blocked kernels, small enough to spread over 16 cores at T*B=6400.
+cdef enum:
+    ROW_PIECE = 256
+    # Output rows (gate columns) per piece of a weight-gradient GEMM.
+    WGRAD_PIECE = 64
+
+
+cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
+                           const floating* a, int lda,      # IN  (rows x k)
+                           const floating* b, int ldb,      # IN  (k x n)
+                           floating* c, int ldc) noexcept nogil:   # OUT (rows x n)
+    """C = A @ B, split over row pieces of A and C."""
+    cdef Py_ssize_t piece, npiece = (rows + ROW_PIECE - 1) // ROW_PIECE
+    cdef int r0, r1
+    for piece in prange(npiece, num_threads=nthreads, schedule='static'):
+        r0 = piece * ROW_PIECE
+        r1 = rows if r0 + ROW_PIECE > rows else r0 + ROW_PIECE
+        gemm(False, False, r1 - r0, n, k, 1, a + r0 * lda, lda, b, ldb, 0, c + r0 * ldc, ldc)
+
+
+cdef inline void gemm_weight_grad(int nthreads, int m, int n, int k,
+                                  const floating* a, int lda,   # IN  (k x m): per-row gate gradients
+                                  const floating* b, int ldb,   # IN  (k x n): per-row inputs or states
+                                  floating* c, int ldc) noexcept nogil:   # OUT (m x n)
+    """C = A^T @ B: the reduction over all k = sum(lengths) rows in one GEMM per
+    piece of output rows, so the summation order is fixed."""
+    cdef Py_ssize_t piece, npiece = (m + WGRAD_PIECE - 1) // WGRAD_PIECE
+    cdef int m0, m1
+    for piece in prange(npiece, num_threads=nthreads, schedule='static'):
+        m0 = piece * WGRAD_PIECE
+        m1 = m if m0 + WGRAD_PIECE > m else m0 + WGRAD_PIECE
+        gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
+
+
+cdef inline void column_sums(int nthreads, int rows, int cols,
+                             const floating* a, int lda,    # IN  (rows x cols)
+                             floating* out) noexcept nogil: # OUT (cols,)
+    """out[j] = sum_i a[i, j], summed in row order for every thread count."""
+    cdef Py_ssize_t piece, npiece = (cols + WGRAD_PIECE - 1) // WGRAD_PIECE
+    cdef int j0, j1, i, j
+    for piece in prange(npiece, num_threads=nthreads, schedule='static'):
+        j0 = piece * WGRAD_PIECE
+        j1 = cols if j0 + WGRAD_PIECE > cols else j0 + WGRAD_PIECE
+        for j in range(j0, j1):
+            out[j] = 0
+        for i in range(rows):
+            for j in range(j0, j1):
+                out[j] += a[i * lda + j]
