@@ -9,6 +9,7 @@ Environment variables:
     RNNKERNELS_DEBUG=1   build with Cython bounds checks, -O0 -g (for tests
                          under valgrind/ASan and for catching indexing bugs).
     RNNKERNELS_NO_OPENMP=1  build serially even if OpenMP is available.
+    RNNKERNELS_PORTABLE=1   no -march=native (for wheels that run on other CPUs).
 """
 import os
 import sys
@@ -42,6 +43,18 @@ def _openmp_flags(compiler):
     return flags, flags
 
 
+def _accepts(compiler, flag):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "flag_probe.c")
+        with open(src, "w") as f:
+            f.write("int main(void){return 0;}\n")
+        try:
+            compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+        except Exception:
+            return False
+    return True
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         debug = bool(os.environ.get("RNNKERNELS_DEBUG"))
@@ -53,7 +66,14 @@ class BuildExt(build_ext):
         else:
             # -O3 vectorises the fused gate loops; no -ffast-math (it would
             # turn on flush-to-zero process-wide and break NaN propagation).
-            opt = ["-O3", "-fno-math-errno"]
+            # -fno-trapping-math lets gcc turn the activations' clamps into
+            # vector selects; unlike -ffast-math it changes no result (NaN and
+            # Inf still propagate), it only drops support for FP traps.
+            opt = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+            if not os.environ.get("RNNKERNELS_PORTABLE") and _accepts(self.compiler, "-march=native"):
+                # Vector width of this CPU (AVX2/AVX-512) for the gate loops.
+                # Set RNNKERNELS_PORTABLE=1 to build a wheel for other machines.
+                opt.append("-march=native")
         for ext in self.extensions:
             ext.extra_compile_args = opt + omp_c
             ext.extra_link_args = omp_l

@@ -277,7 +277,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     gates = np.empty((plan.N, 4 * H), dtype)
     with _kernel_threads() as nthreads:
         _lstm.forward(xp, weights.w_ih_t, weights.w_hh_fwd, bias, plan.counts, plan.offsets,
-                      tiles, hbuf, cbuf, gates, bool(training), nthreads)
+                      tiles, hbuf, cbuf, gates, nthreads)
     y = plan.outputs(hbuf, H)
     h_n, c_n = plan.final(hbuf), plan.final(cbuf)
     if not training:
@@ -309,7 +309,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
                            cache.c, cache.gates, dy_p if dy_p is not None else np.empty((0, H), dtype),
                            plan.counts, plan.offsets, cache.weights.tiles, dh, dc, dgates, dxp,
-                           dw_ih, dw_hh, db, dy_p is not None, nthreads)
+                           dw_ih, dw_hh, db, nthreads)
     w = cache.weights
     db = w.unpermute(db)
     return {

@@ -37,3 +37,24 @@ cdef inline void _scale(int m, int n, floating beta, floating* c, int ldc) noexc
     for i in range(m):
         for j in range(n):
             c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
+
+
+cdef extern from "_smallgemm.h" nogil:
+    void rk_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a, Py_ssize_t lda,
+                        const float* b, Py_ssize_t ldb, float* c, Py_ssize_t ldc, int accumulate)
+    void rk_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a, Py_ssize_t lda,
+                        const double* b, Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
+
+
+cdef inline void step_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                           const floating* a, Py_ssize_t lda,    # IN  (m x k)
+                           const floating* b, Py_ssize_t ldb,    # IN  (k x n), a cached weight tile
+                           floating* c, Py_ssize_t ldc,          # IN/OUT (m x n)
+                           bint accumulate) noexcept nogil:
+    """C (+)= A @ B for the small per-step recurrent products (see _smallgemm.h)."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        rk_small_sgemm(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+    else:
+        rk_small_dgemm(m, n, k, a, lda, b, ldb, c, ldc, accumulate)

@@ -58,3 +58,13 @@ cdef inline void column_sums(int nthreads, int rows, int cols,
         for i in range(rows):
             for j in range(j0, j1):
                 out[j] += a[i * lda + j]
+
+
+cdef inline void add_rows(Py_ssize_t rows, Py_ssize_t cols,
+                          const floating* a, Py_ssize_t lda,   # IN  (rows x cols)
+                          floating* out, Py_ssize_t ldo) noexcept nogil:  # IN/OUT
+    """out += a, row by row (adds dL/dy to the recurrent gradient)."""
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(cols):
+            out[i * ldo + j] += a[i * lda + j]

@@ -15,51 +15,30 @@ Parallel structure: hidden units are split into fixed tiles (tiles[k] ..
 tiles[k+1]); weights are permuted so that a tile's four gates are contiguous
 (columns 4*u0 .. 4*u1 hold i, f, g, o for units u0..u1).  Per step, each tile
 does its slice of the recurrent GEMM and the fused gate update for its units,
-then one barrier.  Tiles depend only on H, so results are bitwise identical
-for any thread count.
+then one barrier (Cython's prange inside a parallel block has none).  Tiles
+depend only on H, and the per-step GEMM sums in a fixed order, so results are
+bitwise identical for any thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-from _activations cimport sigmoid, tanh_
-from _blas cimport gemm
-from _common cimport column_sums, gemm_rows, gemm_weight_grad
+from _blas cimport step_gemm
+from _cells cimport lstm_bwd, lstm_fwd, rk_barrier
+from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad
 
 
 cdef void _forward_tile(floating* gates, floating* h, floating* c,
                         const floating* w_hh_tile, const floating* bias,
                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
-                        Py_ssize_t u0, Py_ssize_t u1, bint training) noexcept nogil:
-    cdef Py_ssize_t ub = u1 - u0, G4 = 4 * H, j, u, dst
-    cdef floating* g
-    cdef floating* c_prev
-    cdef floating* c_new
-    cdef floating* h_new
-    cdef const floating* b = bias + 4 * u0
-    cdef floating gi, gf, gg, go, cv
+                        Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    cdef Py_ssize_t ub = u1 - u0, G4 = 4 * H, j, dst
     # gates[off:off+n, 4u0:4u1] += h_prev[off:off+n, :] @ W_hh_tile (H x 4ub)
-    gemm(False, False, <int>n, <int>(4 * ub), <int>H, 1, h + off * H, <int>H,
-         w_hh_tile, <int>(4 * ub), 1, gates + off * G4 + 4 * u0, <int>G4)
+    step_gemm(n, 4 * ub, H, h + off * H, H, w_hh_tile, 4 * ub, gates + off * G4 + 4 * u0, G4, True)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
-        g = gates + (off + j) * G4 + 4 * u0
-        c_prev = c + (off + j) * H + u0
-        c_new = c + dst * H + u0
-        h_new = h + dst * H + u0
-        for u in range(ub):
-            gi = sigmoid(g[u] + b[u])
-            gf = sigmoid(g[ub + u] + b[ub + u])
-            gg = tanh_(g[2 * ub + u] + b[2 * ub + u])
-            go = sigmoid(g[3 * ub + u] + b[3 * ub + u])
-            cv = gf * c_prev[u] + gi * gg
-            c_new[u] = cv
-            h_new[u] = go * tanh_(cv)
-            if training:
-                g[u] = gi
-                g[ub + u] = gf
-                g[2 * ub + u] = gg
-                g[3 * ub + u] = go
+        lstm_fwd(ub, gates + (off + j) * G4 + 4 * u0, bias + 4 * u0,
+                 c + (off + j) * H + u0, c + dst * H + u0, h + dst * H + u0)
 
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
@@ -71,81 +50,47 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             const Py_ssize_t[::1] tiles,         # IN  (ntiles+1,) hidden-unit tile bounds
             floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
             floating[:, ::1] c,                  # IN/OUT (N+B, H)
-            floating[:, ::1] gates,              # OUT (N, 4H) activated gates (if training)
-            bint training, int nthreads):
+            floating[:, ::1] gates,              # OUT (N, 4H) activated gates
+            int nthreads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
-    cdef Py_ssize_t s, k, n_next, off_next
-    cdef floating* gp
-    cdef floating* hp
-    cdef floating* cp
-    cdef const floating* wp
-    cdef const floating* bp
+    cdef Py_ssize_t s, k
     if N == 0:
         return
-    gp = &gates[0, 0]
-    hp = &h[0, 0]
-    cp = &c[0, 0]
-    wp = &w_hh_tiles[0]
-    bp = &bias[0]
+    cdef floating* gp = &gates[0, 0]
+    cdef floating* hp = &h[0, 0]
+    cdef floating* cp = &c[0, 0]
+    cdef const floating* wp = &w_hh_tiles[0]
+    cdef const floating* bp = &bias[0]
     with nogil:
         gemm_rows(nthreads, <int>N, <int>(4 * H), <int>I, &x[0, 0], <int>I,
                   &w_ih_t[0, 0], <int>(4 * H), gp, <int>(4 * H))
         with parallel(num_threads=nthreads):
             for s in range(S):
-                n_next = counts[s + 1] if s + 1 < S else 0
-                off_next = offsets[s + 1]
                 for k in prange(ntiles, schedule='static'):
                     _forward_tile(gp, hp, cp, wp + H * 4 * tiles[k], bp, counts[s],
-                                  n_next, offsets[s], off_next, N, H,
-                                  tiles[k], tiles[k + 1], training)
+                                  counts[s + 1] if s + 1 < S else 0, offsets[s],
+                                  offsets[s + 1], N, H, tiles[k], tiles[k + 1])
+                rk_barrier()
 
 
 cdef void _backward_tile(floating* dgates, floating* dh, floating* dc,
-                         const floating* gates, const floating* h, const floating* c,
+                         const floating* gates, const floating* c,
                          const floating* dy, const floating* w_hh_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
                          Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
-                         Py_ssize_t u0, Py_ssize_t u1, bint has_dy) noexcept nogil:
-    cdef Py_ssize_t ub = u1 - u0, G4 = 4 * H, j, u, dst
-    cdef const floating* g
-    cdef floating* dg
-    cdef const floating* c_prev
-    cdef const floating* c_new
-    cdef floating* dh_row
-    cdef floating* dc_row
-    cdef const floating* dy_row
-    cdef floating gi, gf, gg, go, tc, dhv, dcv
+                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    cdef Py_ssize_t ub = u1 - u0, G4 = 4 * H, j, dst
     # Gradient arriving through the recurrence from step s+1, for the rows
     # that go on: dh[0:n_next, u0:u1] = dgates[s+1] @ W_hh[:, u0:u1].  Rows
     # that end at step s keep dh_n, placed in dh before the loop.
-    gemm(False, False, <int>n_next, <int>ub, <int>G4, 1, dgates + off_next * G4, <int>G4,
-         w_hh_tile, <int>ub, 0, dh + u0, <int>H)
+    step_gemm(n_next, ub, G4, dgates + off_next * G4, G4, w_hh_tile, ub, dh + u0, H, False)
+    if dy != NULL:
+        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
-        g = gates + (off + j) * G4 + 4 * u0
-        dg = dgates + (off + j) * G4 + 4 * u0
-        c_prev = c + (off + j) * H + u0
-        c_new = c + dst * H + u0
-        dh_row = dh + j * H + u0
-        dc_row = dc + j * H + u0
-        if has_dy:
-            dy_row = dy + (off + j) * H + u0
-            for u in range(ub):
-                dh_row[u] += dy_row[u]
-        for u in range(ub):
-            gi = g[u]
-            gf = g[ub + u]
-            gg = g[2 * ub + u]
-            go = g[3 * ub + u]
-            tc = tanh_(c_new[u])
-            dhv = dh_row[u]
-            dcv = dc_row[u] + dhv * go * (1 - tc * tc)
-            dg[u] = dcv * gg * gi * (1 - gi)
-            dg[ub + u] = dcv * c_prev[u] * gf * (1 - gf)
-            dg[2 * ub + u] = dcv * gi * (1 - gg * gg)
-            dg[3 * ub + u] = dhv * tc * go * (1 - go)
-            dc_row[u] = dcv * gf
+        lstm_bwd(ub, gates + (off + j) * G4 + 4 * u0, dgates + (off + j) * G4 + 4 * u0,
+                 c + (off + j) * H + u0, c + dst * H + u0, dh + j * H + u0, dc + j * H + u0)
 
 
 def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
@@ -154,7 +99,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
              const floating[:, ::1] c,           # IN  (N+B, H)
              const floating[:, ::1] gates,       # IN  (N, 4H) activated gates
-             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy (ignored unless has_dy)
+             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy, or (0, H) for none
              const Py_ssize_t[::1] counts,       # IN  (S,)
              const Py_ssize_t[::1] offsets,      # IN  (S+1,)
              const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
@@ -165,37 +110,30 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_ih,             # OUT (4H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (4H, H) permuted
              floating[::1] db,                   # OUT (4H,) permuted
-             bint has_dy, int nthreads):
+             int nthreads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G4 = 4 * H
-    cdef Py_ssize_t s, k, n_next, off_next
-    cdef floating* dgp
+    cdef Py_ssize_t s, k
+    if N == 0:
+        return
+    cdef floating* dgp = &dgates[0, 0]
     cdef floating* dhp = &dh[0, 0]
     cdef floating* dcp = &dc[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
-    cdef const floating* dyp = NULL
-    if N == 0:
-        dw_ih[:, :] = 0
-        dw_hh[:, :] = 0
-        db[:] = 0
-        return
-    dgp = &dgates[0, 0]
-    if has_dy:
-        dyp = &dy[0, 0]
+    cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
     with nogil:
         with parallel(num_threads=nthreads):
             for s in range(S - 1, -1, -1):
-                n_next = counts[s + 1] if s + 1 < S else 0
-                off_next = offsets[s + 1]
                 for k in prange(ntiles, schedule='static'):
-                    _backward_tile(dgp, dhp, dcp, &gates[0, 0], &h[0, 0], &c[0, 0], dyp,
-                                   wp + G4 * tiles[k], counts[s], n_next, offsets[s],
-                                   off_next, N, H, tiles[k], tiles[k + 1], has_dy)
-        # dL/dh0 for the rows active at step 0 (the others keep dh_n).
-        for k in prange(ntiles, num_threads=nthreads, schedule='static'):
-            gemm(False, False, <int>counts[0], <int>(tiles[k + 1] - tiles[k]), <int>G4, 1,
-                 dgp, <int>G4, wp + G4 * tiles[k], <int>(tiles[k + 1] - tiles[k]), 0,
-                 dhp + tiles[k], <int>H)
+                    _backward_tile(dgp, dhp, dcp, &gates[0, 0], &c[0, 0], dyp,
+                                   wp + G4 * tiles[k], counts[s],
+                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
+                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1])
+                rk_barrier()
+            # dL/dh0 for the rows active at step 0 (the others keep dh_n).
+            for k in prange(ntiles, schedule='static'):
+                step_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4, wp + G4 * tiles[k],
+                          tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
         gemm_rows(nthreads, <int>N, <int>I, <int>G4, dgp, <int>G4, &w_ih[0, 0], <int>I,
                   &dx[0, 0], <int>I)
         gemm_weight_grad(nthreads, <int>G4, <int>I, <int>N, dgp, <int>G4, &x[0, 0], <int>I,

@@ -1,0 +1,99 @@
+/* Register-blocked GEMM for the per-step recurrent products.
+ *
+ * C (m x n) = A (m x k) @ B (k x n)  [+ C when accumulate], all row-major.
+ *
+ * Why not BLAS: the recurrent product at each step is small (m = batch rows,
+ * n = one tile's gate columns, k = H) and OpenBLAS runs such shapes at about a
+ * third of its large-GEMM speed (its packing costs as much as the arithmetic).
+ * Here B is a weight tile that stays in cache across all time steps, so no
+ * packing is needed: the kernel keeps an MR x NR block of C in registers,
+ * broadcasts one element of A per row and streams rows of B.
+ *
+ * Every element of C is summed over k in increasing order, whatever the
+ * shapes, so the result never depends on how the work is split.
+ * Written with GCC vector extensions: the vector width follows -march
+ * (8 floats with AVX2, 16 with AVX-512), no intrinsics.
+ */
+#ifndef RK_SMALLGEMM_H
+#define RK_SMALLGEMM_H
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define RK_VBYTES 64
+#else
+#define RK_VBYTES 32
+#endif
+#define RK_MR 6
+
+#define RK_DEFINE_SMALL_GEMM(NAME, T)                                                   \
+typedef T NAME##_vec __attribute__((vector_size(RK_VBYTES), aligned(sizeof(T))));       \
+enum { NAME##_VL = RK_VBYTES / sizeof(T), NAME##_NR = 2 * (RK_VBYTES / sizeof(T)) };    \
+                                                                                         \
+static inline void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,   \
+                                const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc,        \
+                                int accumulate)                                          \
+{   /* mr (<= RK_MR) rows x NR columns */                                                \
+    NAME##_vec acc0[RK_MR], acc1[RK_MR];                                                 \
+    ptrdiff_t r, p;                                                                      \
+    for (r = 0; r < RK_MR; r++) {                                                        \
+        acc0[r] = (NAME##_vec){0};                                                       \
+        acc1[r] = (NAME##_vec){0};                                                       \
+    }                                                                                    \
+    if (mr == RK_MR) {                                                                   \
+        for (p = 0; p < k; p++) {                                                        \
+            NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                           \
+            NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);               \
+            for (r = 0; r < RK_MR; r++) {                                                \
+                T av = a[r * lda + p];                                                   \
+                acc0[r] += av * b0;                                                      \
+                acc1[r] += av * b1;                                                      \
+            }                                                                            \
+        }                                                                                \
+    } else {                                                                             \
+        for (p = 0; p < k; p++) {                                                        \
+            NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                           \
+            NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);               \
+            for (r = 0; r < mr; r++) {                                                   \
+                T av = a[r * lda + p];                                                   \
+                acc0[r] += av * b0;                                                      \
+                acc1[r] += av * b1;                                                      \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    for (r = 0; r < mr; r++) {                                                           \
+        NAME##_vec* c0 = (NAME##_vec*)(c + r * ldc);                                     \
+        NAME##_vec* c1 = (NAME##_vec*)(c + r * ldc + NAME##_VL);                         \
+        if (accumulate) {                                                                \
+            *c0 += acc0[r];                                                              \
+            *c1 += acc1[r];                                                              \
+        } else {                                                                         \
+            *c0 = acc0[r];                                                               \
+            *c1 = acc1[r];                                                               \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
+static inline void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
+                        const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
+{                                                                                        \
+    ptrdiff_t i0, j0, j, r, p;                                                           \
+    ptrdiff_t n_vec = n - n % NAME##_NR;                                                 \
+    for (j0 = 0; j0 < n_vec; j0 += NAME##_NR)                                            \
+        for (i0 = 0; i0 < m; i0 += RK_MR)                                                \
+            NAME##_block(m - i0 < RK_MR ? m - i0 : RK_MR, k, a + i0 * lda, lda,          \
+                         b + j0, ldb, c + i0 * ldc + j0, ldc, accumulate);               \
+    /* leftover columns (n not a multiple of NR): same summation order */               \
+    for (r = 0; r < m; r++)                                                              \
+        for (j = n_vec; j < n; j++) {                                                    \
+            T s = 0;                                                                     \
+            for (p = 0; p < k; p++)                                                      \
+                s += a[r * lda + p] * b[p * ldb + j];                                    \
+            c[r * ldc + j] = accumulate ? c[r * ldc + j] + s : s;                        \
+        }                                                                                \
+}
+
+RK_DEFINE_SMALL_GEMM(rk_small_sgemm, float)
+RK_DEFINE_SMALL_GEMM(rk_small_dgemm, double)
+
+#endif
