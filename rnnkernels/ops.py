@@ -206,12 +206,24 @@ class _Weights:
         self.tiles = tiles
         self.w_ih = w_ih[self.colmap]                    # (G*H, I) for dX
         self.w_ih_t = np.ascontiguousarray(self.w_ih.T)  # (I, G*H) for the input projection
-        w_hh_p = w_hh[self.colmap]
+        self.w_hh_p = w_hh_p = w_hh[self.colmap]
         # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T ; backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]
         self.w_hh_fwd = np.concatenate(
             [w_hh_p[gates * u0: gates * u1].T.ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])])
         self.w_hh_bwd = np.concatenate(
             [w_hh_p[:, u0:u1].ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])])
+
+    def gate_split_bwd(self, n_gate):
+        """Backward tiles of W_hh with gate ``n_gate``'s rows zeroed, and with
+        only those rows (GRU before the reset reaches W_hn through r*h)."""
+        H = self.w_hh_p.shape[1]
+        is_n = (self.colmap // H) == n_gate
+        split = []
+        for keep in (~is_n, is_n):
+            w = self.w_hh_p * keep[:, None]
+            split.append(np.concatenate(
+                [w[:, u0:u1].ravel() for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])]))
+        return split
 
     def permute(self, v):
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
@@ -249,6 +261,68 @@ def _kernel_threads():
         yield _config.get_num_threads()
 
 
+class _Prepared:
+    """Validated arguments of a forward call, packed and permuted for the kernels."""
+
+    def __init__(self, cell, gates, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
+        self.x = x = _input(x)
+        self.dtype = x.dtype
+        self.T, self.B, self.I = x.shape
+        self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.H = _weights(
+            w_ih, w_hh, b_ih, b_hh, gates, cell, x)
+        self.h0 = _state("h0", h0, self.dtype, self.B, self.H)
+        self.plan = _Plan(self.T, self.B, _lengths(lengths, self.T, self.B), bool(reverse))
+        self.tiles = _unit_tiles(self.H)
+        self.weights = _Weights(self.w_ih, self.w_hh, gates, self.tiles)
+        self.xp = self.plan.pack(x)
+        self.hbuf = self.plan.state_buffer(self.h0, self.H)
+
+    def bias_sum(self, gates):
+        """b_ih + b_hh (missing biases count as zero), in the tile permutation."""
+        bias = np.zeros(gates * self.H, self.dtype)
+        for b in (self.b_ih, self.b_hh):
+            if b is not None:
+                bias += b
+        return self.weights.permute(bias)
+
+    def cache(self, kind, **fields):
+        return _Cache(kind, plan=self.plan, weights=self.weights, x=self.xp, h=self.hbuf,
+                      H=self.H, I=self.I, dtype=self.dtype, has_b_ih=self.b_ih is not None,
+                      has_b_hh=self.b_hh is not None, **fields)
+
+
+def _backward_setup(cache, kind, dy, dh_n):
+    cache = _cache_for(cache, kind)
+    plan, H, dtype = cache.plan, cache.H, cache.dtype
+    dy_p = _grad("dy", dy, plan, dtype, H)
+    if dy_p is None:
+        dy_p = np.empty((0, H), dtype)
+    dh = plan.to_sorted(_state("dh_n", dh_n, dtype, plan.B, H))
+    return cache, plan, dy_p, dh
+
+
+def _grads(cache, dxp, dh, dw_ih, dw_hh, db_ih, db_hh):
+    """Un-permute and unpack kernel gradients into the public dict."""
+    plan, w = cache.plan, cache.weights
+    return {
+        "x": plan.unpack(dxp, cache.I),
+        "h0": plan.from_sorted(dh),
+        "w_ih": w.unpermute(dw_ih),
+        "w_hh": w.unpermute(dw_hh),
+        "b_ih": w.unpermute(db_ih) if cache.has_b_ih else None,
+        "b_hh": w.unpermute(db_hh) if cache.has_b_hh else None,
+    }
+
+
+def _outputs(p, training, kind, **fields):
+    y = p.plan.outputs(p.hbuf, p.H)
+    h_n = p.plan.final(p.hbuf)
+    if not training:
+        return y, h_n, None
+    y.flags.writeable = False  # may be a view of the state buffer that backward reads
+    return y, h_n, p.cache(kind, **fields)
+
+
 # ---------------------------------------------------------------------- LSTM
 def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
                  reverse=False, training=True):
@@ -257,35 +331,16 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     Returns ``y (T, B, H), h_n (B, H), c_n (B, H), cache`` (cache None unless training).
     """
     from . import _lstm
-    x = _input(x)
-    dtype = x.dtype
-    T, B, _ = x.shape
-    w_ih, w_hh, b_ih, b_hh, H = _weights(w_ih, w_hh, b_ih, b_hh, 4, "lstm", x)
-    h0 = _state("h0", h0, dtype, B, H)
-    c0 = _state("c0", c0, dtype, B, H)
-    plan = _Plan(T, B, _lengths(lengths, T, B), bool(reverse))
-    tiles = _unit_tiles(H)
-    weights = _Weights(w_ih, w_hh, 4, tiles)
-    bias = np.zeros(4 * H, dtype)
-    for b in (b_ih, b_hh):
-        if b is not None:
-            bias += b
-    bias = weights.permute(bias)
-    xp = plan.pack(x)
-    hbuf = plan.state_buffer(h0, H)
-    cbuf = plan.state_buffer(c0, H)
-    gates = np.empty((plan.N, 4 * H), dtype)
-    with _kernel_threads() as nthreads:
-        _lstm.forward(xp, weights.w_ih_t, weights.w_hh_fwd, bias, plan.counts, plan.offsets,
-                      tiles, hbuf, cbuf, gates, nthreads)
-    y = plan.outputs(hbuf, H)
-    h_n, c_n = plan.final(hbuf), plan.final(cbuf)
-    if not training:
-        return y, h_n, c_n, None
-    y.flags.writeable = False  # may be a view of the state buffer that backward reads
-    cache = _Cache("lstm", plan=plan, weights=weights, x=xp, h=hbuf, c=cbuf, gates=gates,
-                   H=H, I=x.shape[2], dtype=dtype, has_b_ih=b_ih is not None,
-                   has_b_hh=b_hh is not None)
+    p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    c0 = _state("c0", c0, p.dtype, p.B, p.H)
+    cbuf = p.plan.state_buffer(c0, p.H)
+    gates = np.empty((p.plan.N, 4 * p.H), p.dtype)
+    if p.plan.N:
+        with _kernel_threads() as nthreads:
+            _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
+                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates, nthreads)
+    c_n = p.plan.final(cbuf)
+    y, h_n, cache = _outputs(p, training, "lstm", c=cbuf, gates=gates)
     return y, h_n, c_n, cache
 
 
@@ -293,31 +348,128 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     """Gradients of an LSTM forward pass; returns a dict with keys
     x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
     from . import _lstm
-    cache = _cache_for(cache, "lstm")
-    plan, H, dtype = cache.plan, cache.H, cache.dtype
-    dy_p = _grad("dy", dy, plan, dtype, H)
-    dh = plan.to_sorted(_state("dh_n", dh_n, dtype, plan.B, H))
+    cache, plan, dy_p, dh = _backward_setup(cache, "lstm", dy, dh_n)
+    H, I, dtype = cache.H, cache.I, cache.dtype
     dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
-    G4, I = 4 * H, cache.I
-    dgates = np.empty((plan.N, G4), dtype)
+    dgates = np.empty((plan.N, 4 * H), dtype)
     dxp = np.empty((plan.N, I), dtype)
-    dw_ih = np.zeros((G4, I), dtype)
-    dw_hh = np.zeros((G4, H), dtype)
-    db = np.zeros(G4, dtype)
+    dw_ih = np.zeros((4 * H, I), dtype)
+    dw_hh = np.zeros((4 * H, H), dtype)
+    db = np.zeros(4 * H, dtype)
     if plan.N:
         with _kernel_threads() as nthreads:
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
-                           cache.c, cache.gates, dy_p if dy_p is not None else np.empty((0, H), dtype),
-                           plan.counts, plan.offsets, cache.weights.tiles, dh, dc, dgates, dxp,
-                           dw_ih, dw_hh, db, nthreads)
-    w = cache.weights
-    db = w.unpermute(db)
-    return {
-        "x": plan.unpack(dxp, I),
-        "h0": plan.from_sorted(dh),
-        "c0": plan.from_sorted(dc),
-        "w_ih": w.unpermute(dw_ih),
-        "w_hh": w.unpermute(dw_hh),
-        "b_ih": db.copy() if cache.has_b_ih else None,
-        "b_hh": db if cache.has_b_hh else None,
-    }
+                           cache.c, cache.gates, dy_p, plan.counts, plan.offsets,
+                           cache.weights.tiles, dh, dc, dgates, dxp, dw_ih, dw_hh, db, nthreads)
+    grads = _grads(cache, dxp, dh, dw_ih, dw_hh, db, db)
+    grads["c0"] = plan.from_sorted(dc)
+    return grads
+
+
+# ----------------------------------------------------------------------- RNN
+_NONLINEARITIES = ("tanh", "relu")
+
+
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
+                nonlinearity="tanh", training=True):
+    """Vanilla (Elman) RNN over a time-major batch; see docs/kernel-abi.md.
+
+    Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
+    """
+    from . import _rnn
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    relu = nonlinearity == "relu"
+    pre = np.empty((p.plan.N, p.H), p.dtype)
+    if p.plan.N:
+        with _kernel_threads() as nthreads:
+            _rnn.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
+                         p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, relu, nthreads)
+    return _outputs(p, training, "rnn", relu=relu)
+
+
+def rnn_backward(cache, dy, dh_n=None):
+    """Gradients of an RNN forward pass; returns a dict with keys
+    x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
+    from . import _rnn
+    cache, plan, dy_p, dh = _backward_setup(cache, "rnn", dy, dh_n)
+    H, I, dtype = cache.H, cache.I, cache.dtype
+    dpre = np.empty((plan.N, H), dtype)
+    dxp = np.empty((plan.N, I), dtype)
+    dw_ih = np.zeros((H, I), dtype)
+    dw_hh = np.zeros((H, H), dtype)
+    db = np.zeros(H, dtype)
+    if plan.N:
+        with _kernel_threads() as nthreads:
+            _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy_p,
+                          plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dxp,
+                          dw_ih, dw_hh, db, cache.relu, nthreads)
+    return _grads(cache, dxp, dh, dw_ih, dw_hh, db, db)
+
+
+# ----------------------------------------------------------------------- GRU
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
+                reset_after=True, training=True):
+    """GRU over a time-major batch; see docs/kernel-abi.md.
+
+    Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
+    """
+    from . import _gru
+    if not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"reset_after: expected True or False, got {reset_after!r}")
+    p = _Prepared("gru", 3, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    H, N = p.H, p.plan.N
+    # r and z (and, before the reset, n) take b_ih + b_hh; after the reset,
+    # b_hn sits inside r * (W_hn h + b_hn) and is passed apart.
+    b_h = np.zeros(3 * H, p.dtype) if p.b_hh is None else p.b_hh.copy()
+    b_hn = np.zeros(H, p.dtype)
+    if reset_after:
+        b_hn[:] = b_h[2 * H:]
+        b_h[2 * H:] = 0
+    bias = p.weights.permute(b_h if p.b_ih is None else p.b_ih + b_h)
+    gates = np.empty((N, 3 * H), p.dtype)
+    aux = np.empty((N, H), p.dtype)
+    gh = np.empty((p.B, 3 * H), p.dtype)
+    if N:
+        with _kernel_threads() as nthreads:
+            _gru.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
+                         p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
+                         bool(reset_after), nthreads)
+    return _outputs(p, training, "gru", gates=gates, aux=aux, reset_after=bool(reset_after))
+
+
+def gru_backward(cache, dy, dh_n=None):
+    """Gradients of a GRU forward pass; returns a dict with keys
+    x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
+    from . import _gru
+    cache, plan, dy_p, dh = _backward_setup(cache, "gru", dy, dh_n)
+    H, I, dtype, N, w = cache.H, cache.I, cache.dtype, plan.N, cache.weights
+    reset_after = cache.reset_after
+    G3 = 3 * H
+    dw_ih = np.zeros((G3, I), dtype)
+    dw_hh = np.zeros((G3, H), dtype)
+    db_ih = np.zeros(G3, dtype)
+    db_hh = np.zeros(G3, dtype)
+    dxp = np.empty((N, I), dtype)
+    if reset_after:
+        w_hh_tiles, w_hn_tiles = w.w_hh_bwd, np.zeros(1, dtype)
+        dgx = np.empty((N, G3), dtype)
+        dgh = np.empty((N, G3), dtype)
+        dw_hn = np.zeros((1, 1), dtype)
+    else:
+        w_hh_tiles, w_hn_tiles = w.gate_split_bwd(n_gate=2)
+        dgx = np.zeros((N, G3), dtype)  # r columns are read (times zero) before written
+        dgh = np.empty((0, G3), dtype)
+        dw_hn = np.zeros((G3, H), dtype)
+    if N:
+        with _kernel_threads() as nthreads:
+            _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
+                          cache.aux, dy_p, plan.counts, plan.offsets, w.tiles, dh,
+                          np.empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
+                          dxp, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after, nthreads)
+    if not reset_after:
+        n_rows = w.colmap >= 2 * H  # W_hn's rows take their gradient from r*h
+        dw_hh[n_rows] = dw_hn[n_rows]
+        db_hh = db_ih
+    return _grads(cache, dxp, dh, dw_ih, dw_hh, db_ih, db_hh)

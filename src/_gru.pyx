@@ -1,0 +1,230 @@
+"""GRU forward and backward-through-time kernels, both forms:
+
+reset_after=True (PyTorch, Keras default):  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+reset_after=False (Keras reset_after=False): n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
+
+Same packed layout, state buffers and hidden-unit tiles as _lstm.pyx (read its
+header first); a tile's gate columns are r, z, n for its units.
+
+reset_after=True: the recurrent product of a step goes to a scratch buffer
+(W_hn h must stay apart from W_in x), one barrier per step.  Backward keeps two
+gradient buffers, input side (r z n) and recurrent side (r z, n scaled by r).
+
+reset_after=False needs r of every unit before W_hn (r*h), so each step runs
+in two phases with a barrier between them, forward and backward.  Backward
+reaches the n rows (and, for the carry, the r z rows) of W_hh through tiles
+in which the other gates' rows are zero, so every product stays one GEMM.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+
+from _blas cimport step_gemm
+from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
+                     gru_rb_fwd2, rk_barrier)
+from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad
+
+
+cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* h,
+                        const floating* w_tile, const floating* bias, const floating* b_hn,
+                        Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
+                        Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
+                        Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """reset_after=True: gh = h_prev @ W_hh_tile, then the fused update."""
+    cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j, dst
+    step_gemm(n, 3 * ub, H, h + off * H, H, w_tile, 3 * ub, gh + 3 * u0, G3, False)
+    for j in range(n):
+        dst = off_next + j if j < n_next else N + j
+        gru_fwd(ub, gates + (off + j) * G3 + 3 * u0, gh + j * G3 + 3 * u0, bias + 3 * u0,
+                b_hn + u0, h + (off + j) * H + u0, aux + (off + j) * H + u0, h + dst * H + u0)
+
+
+cdef void _forward_tile_rz(floating* gates, floating* rh, const floating* h,
+                           const floating* w_tile, const floating* bias,
+                           Py_ssize_t n, Py_ssize_t off, Py_ssize_t H,
+                           Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """reset_after=False, phase 1: r and z, and r*h for phase 2."""
+    cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
+    step_gemm(n, 2 * ub, H, h + off * H, H, w_tile, 3 * ub, gates + off * G3 + 3 * u0, G3, True)
+    for j in range(n):
+        gru_rb_fwd1(ub, gates + (off + j) * G3 + 3 * u0, bias + 3 * u0,
+                    h + (off + j) * H + u0, rh + (off + j) * H + u0)
+
+
+cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
+                          const floating* w_tile, const floating* bias,
+                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
+                          Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
+                          Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """reset_after=False, phase 2: n from W_hn (r*h), and the new state."""
+    cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j, dst
+    step_gemm(n, ub, H, rh + off * H, H, w_tile + 2 * ub, 3 * ub,
+              gates + off * G3 + 3 * u0 + 2 * ub, G3, True)
+    for j in range(n):
+        dst = off_next + j if j < n_next else N + j
+        gru_rb_fwd2(ub, gates + (off + j) * G3 + 3 * u0, bias + 3 * u0,
+                    h + (off + j) * H + u0, h + dst * H + u0)
+
+
+def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
+            const floating[:, ::1] w_ih_t,       # IN  (I, 3H) permuted W_ih^T
+            const floating[::1] w_hh_tiles,      # IN  tile k: (H, 3*ub_k) at H*3*u0
+            const floating[::1] bias,            # IN  (3H,) permuted r, z: b_i+b_h; n: b_in (+ b_hn if not reset_after)
+            const floating[::1] b_hn,            # IN  (H,) b_hn (reset_after; zeros otherwise)
+            const Py_ssize_t[::1] counts,        # IN  (S,)
+            const Py_ssize_t[::1] offsets,       # IN  (S+1,)
+            const Py_ssize_t[::1] tiles,         # IN  (ntiles+1,)
+            floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
+            floating[:, ::1] gates,              # OUT (N, 3H) r, z, n
+            floating[:, ::1] aux,                # OUT (N, H) W_hn h + b_hn (reset_after) or r*h
+            floating[:, ::1] gh,                 # scratch (B, 3H)
+            bint reset_after, int nthreads):
+    cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
+    cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
+    cdef Py_ssize_t s, k
+    if N == 0:
+        return
+    cdef floating* gp = &gates[0, 0]
+    cdef floating* ap = &aux[0, 0]
+    cdef floating* ghp = &gh[0, 0]
+    cdef floating* hp = &h[0, 0]
+    cdef const floating* wp = &w_hh_tiles[0]
+    cdef const floating* bp = &bias[0]
+    cdef const floating* bhp = &b_hn[0]
+    with nogil:
+        gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I,
+                  &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H))
+        with parallel(num_threads=nthreads):
+            for s in range(S):
+                if reset_after:
+                    for k in prange(ntiles, schedule='static'):
+                        _forward_tile(gp, ap, ghp, hp, wp + H * 3 * tiles[k], bp, bhp,
+                                      counts[s], counts[s + 1] if s + 1 < S else 0,
+                                      offsets[s], offsets[s + 1], N, H, tiles[k], tiles[k + 1])
+                else:
+                    for k in prange(ntiles, schedule='static'):
+                        _forward_tile_rz(gp, ap, hp, wp + H * 3 * tiles[k], bp, counts[s],
+                                         offsets[s], H, tiles[k], tiles[k + 1])
+                    rk_barrier()
+                    for k in prange(ntiles, schedule='static'):
+                        _forward_tile_n(gp, ap, hp, wp + H * 3 * tiles[k], bp, counts[s],
+                                        counts[s + 1] if s + 1 < S else 0, offsets[s],
+                                        offsets[s + 1], N, H, tiles[k], tiles[k + 1])
+                rk_barrier()
+
+
+cdef void _backward_tile(floating* dgx, floating* dgh, floating* dh,
+                         const floating* gates, const floating* aux, const floating* h,
+                         const floating* dy, const floating* w_tile,
+                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
+                         Py_ssize_t off_next, Py_ssize_t H,
+                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """reset_after=True.  dh holds the carry d*z from step s+1 (or dh_n for rows
+    ending here); add the recurrent term dgh[s+1] @ W_hh[:, u0:u1], then dy."""
+    cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
+    step_gemm(n_next, ub, G3, dgh + off_next * G3, G3, w_tile, ub, dh + u0, H, True)
+    if dy != NULL:
+        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+    for j in range(n):
+        gru_bwd(ub, gates + (off + j) * G3 + 3 * u0, aux + (off + j) * H + u0,
+                h + (off + j) * H + u0, dh + j * H + u0, dgx + (off + j) * G3 + 3 * u0,
+                dgh + (off + j) * G3 + 3 * u0)
+
+
+cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
+                            const floating* h, const floating* dy, const floating* w_rz_tile,
+                            Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
+                            Py_ssize_t off_next, Py_ssize_t H,
+                            Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """reset_after=False, phase 1: carry + dg[s+1]'s r z part @ W_hh, dy; z and n grads."""
+    cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
+    step_gemm(n_next, ub, G3, dg + off_next * G3, G3, w_rz_tile, ub, dh + u0, H, True)
+    if dy != NULL:
+        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+    for j in range(n):
+        gru_rb_bwd1(ub, gates + (off + j) * G3 + 3 * u0, h + (off + j) * H + u0,
+                    dh + j * H + u0, dg + (off + j) * G3 + 3 * u0)
+
+
+cdef void _backward_tile_r(floating* dg, floating* dh, floating* drh, const floating* gates,
+                           const floating* h, const floating* w_n_tile,
+                           Py_ssize_t n, Py_ssize_t off, Py_ssize_t H,
+                           Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """reset_after=False, phase 2: drh = dn @ W_hn[:, u0:u1]; r grads and the carry."""
+    cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
+    step_gemm(n, ub, G3, dg + off * G3, G3, w_n_tile, ub, drh + u0, H, False)
+    for j in range(n):
+        gru_rb_bwd2(ub, gates + (off + j) * G3 + 3 * u0, h + (off + j) * H + u0,
+                    drh + j * H + u0, dh + j * H + u0, dg + (off + j) * G3 + 3 * u0)
+
+
+def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
+             const floating[:, ::1] w_ih,        # IN  (3H, I) permuted W_ih
+             const floating[::1] w_hh_tiles,     # IN  tile k: (3H, ub_k) = W_hh_p[:, u0:u1] (n rows zero if not reset_after)
+             const floating[::1] w_hn_tiles,     # IN  same with only n rows (not reset_after; else unused)
+             const floating[:, ::1] h,           # IN  (N+B, H) states from forward
+             const floating[:, ::1] gates,       # IN  (N, 3H) r, z, n
+             const floating[:, ::1] aux,         # IN  (N, H) from forward
+             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy, or (0, H) for none
+             const Py_ssize_t[::1] counts,       # IN  (S,)
+             const Py_ssize_t[::1] offsets,      # IN  (S+1,)
+             const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
+             floating[:, ::1] dh,                # IN/OUT (B, H) dL/dh_n in, dL/dh0 out
+             floating[:, ::1] drh,               # scratch (B, H)
+             floating[:, ::1] dgx,               # OUT (N, 3H) input-side gate gradients (zeroed if not reset_after)
+             floating[:, ::1] dgh,               # OUT (N, 3H) recurrent-side (reset_after only)
+             floating[:, ::1] dx,                # OUT (N, I)
+             floating[:, ::1] dw_ih,             # OUT (3H, I) permuted
+             floating[:, ::1] dw_hh,             # OUT (3H, H) permuted: dgh^T h_prev (reset_after) or dgx^T h_prev
+             floating[:, ::1] dw_hn,             # OUT (3H, H) dgx^T (r*h) (not reset_after; its n rows are W_hn's)
+             floating[::1] db_ih,                # OUT (3H,)
+             floating[::1] db_hh,                # OUT (3H,) (reset_after only)
+             bint reset_after, int nthreads):
+    cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
+    cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G3 = 3 * H
+    cdef Py_ssize_t s, k
+    if N == 0:
+        return
+    cdef floating* dgxp = &dgx[0, 0]
+    cdef floating* dghp = &dgh[0, 0] if reset_after else dgxp
+    cdef floating* dhp = &dh[0, 0]
+    cdef floating* drhp = &drh[0, 0]
+    cdef const floating* wp = &w_hh_tiles[0]
+    cdef const floating* wnp = &w_hn_tiles[0] if not reset_after else NULL
+    cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
+    cdef const floating* gp = &gates[0, 0]
+    cdef const floating* ap = &aux[0, 0]
+    cdef const floating* hp = &h[0, 0]
+    with nogil:
+        with parallel(num_threads=nthreads):
+            for s in range(S - 1, -1, -1):
+                if reset_after:
+                    for k in prange(ntiles, schedule='static'):
+                        _backward_tile(dgxp, dghp, dhp, gp, ap, hp, dyp, wp + G3 * tiles[k],
+                                       counts[s], counts[s + 1] if s + 1 < S else 0,
+                                       offsets[s], offsets[s + 1], H, tiles[k], tiles[k + 1])
+                else:
+                    for k in prange(ntiles, schedule='static'):
+                        _backward_tile_zn(dgxp, dhp, gp, hp, dyp, wp + G3 * tiles[k],
+                                          counts[s], counts[s + 1] if s + 1 < S else 0,
+                                          offsets[s], offsets[s + 1], H, tiles[k], tiles[k + 1])
+                    rk_barrier()
+                    for k in prange(ntiles, schedule='static'):
+                        _backward_tile_r(dgxp, dhp, drhp, gp, hp, wnp + G3 * tiles[k],
+                                         counts[s], offsets[s], H, tiles[k], tiles[k + 1])
+                rk_barrier()
+            # dL/dh0 for the rows active at step 0: carry + recurrent term.
+            for k in prange(ntiles, schedule='static'):
+                step_gemm(counts[0], tiles[k + 1] - tiles[k], G3, dghp, G3, wp + G3 * tiles[k],
+                          tiles[k + 1] - tiles[k], dhp + tiles[k], H, True)
+        gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, &w_ih[0, 0], <int>I,
+                  &dx[0, 0], <int>I)
+        gemm_weight_grad(nthreads, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
+                         &dw_ih[0, 0], <int>I)
+        gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dghp, <int>G3, hp, <int>H,
+                         &dw_hh[0, 0], <int>H)
+        if not reset_after:
+            gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
+                             &dw_hn[0, 0], <int>H)
+        column_sums(nthreads, <int>N, <int>G3, dgxp, <int>G3, &db_ih[0])
+        if reset_after:
+            column_sums(nthreads, <int>N, <int>G3, dghp, <int>G3, &db_hh[0])

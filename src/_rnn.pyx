@@ -1,0 +1,114 @@
+"""Vanilla RNN (tanh or relu) forward and backward-through-time kernels.
+
+Same packed layout, state buffers and hidden-unit tiles as _lstm.pyx (read its
+header first); with one gate the tile permutation is the identity.  Backward
+needs no saved gates: the activation's derivative is read off the output
+(1 - h^2 for tanh, h > 0 for relu).
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+
+from _blas cimport step_gemm
+from _cells cimport rk_barrier, rnn_bwd, rnn_fwd
+from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad
+
+
+cdef void _forward_tile(floating* pre, floating* h, const floating* w_hh_tile,
+                        const floating* bias, Py_ssize_t n, Py_ssize_t n_next,
+                        Py_ssize_t off, Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
+                        Py_ssize_t u0, Py_ssize_t u1, int relu) noexcept nogil:
+    cdef Py_ssize_t ub = u1 - u0, j, dst
+    step_gemm(n, ub, H, h + off * H, H, w_hh_tile, ub, pre + off * H + u0, H, True)
+    for j in range(n):
+        dst = off_next + j if j < n_next else N + j
+        rnn_fwd(ub, pre + (off + j) * H + u0, bias + u0, h + dst * H + u0, relu)
+
+
+def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
+            const floating[:, ::1] w_ih_t,       # IN  (I, H) W_ih^T
+            const floating[::1] w_hh_tiles,      # IN  tile k: (H, ub_k) at H*u0
+            const floating[::1] bias,            # IN  (H,) b_ih + b_hh
+            const Py_ssize_t[::1] counts,        # IN  (S,) active rows per step
+            const Py_ssize_t[::1] offsets,       # IN  (S+1,) packed row offsets
+            const Py_ssize_t[::1] tiles,         # IN  (ntiles+1,) hidden-unit tile bounds
+            floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
+            floating[:, ::1] pre,                # OUT (N, H) scratch pre-activations
+            bint relu, int nthreads):
+    cdef Py_ssize_t S = counts.shape[0], N = pre.shape[0], H = h.shape[1]
+    cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
+    cdef Py_ssize_t s, k
+    if N == 0:
+        return
+    cdef floating* pp = &pre[0, 0]
+    cdef floating* hp = &h[0, 0]
+    cdef const floating* wp = &w_hh_tiles[0]
+    cdef const floating* bp = &bias[0]
+    with nogil:
+        gemm_rows(nthreads, <int>N, <int>H, <int>I, &x[0, 0], <int>I, &w_ih_t[0, 0], <int>H,
+                  pp, <int>H)
+        with parallel(num_threads=nthreads):
+            for s in range(S):
+                for k in prange(ntiles, schedule='static'):
+                    _forward_tile(pp, hp, wp + H * tiles[k], bp, counts[s],
+                                  counts[s + 1] if s + 1 < S else 0, offsets[s],
+                                  offsets[s + 1], N, H, tiles[k], tiles[k + 1], relu)
+                rk_barrier()
+
+
+cdef void _backward_tile(floating* dpre, floating* dh, const floating* h,
+                         const floating* dy, const floating* w_hh_tile,
+                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
+                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
+                         Py_ssize_t u0, Py_ssize_t u1, int relu) noexcept nogil:
+    cdef Py_ssize_t ub = u1 - u0, j, dst
+    # dh[0:n_next, u0:u1] = dpre[s+1] @ W_hh[:, u0:u1]; rows ending at s keep dh_n.
+    step_gemm(n_next, ub, H, dpre + off_next * H, H, w_hh_tile, ub, dh + u0, H, False)
+    if dy != NULL:
+        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+    for j in range(n):
+        dst = off_next + j if j < n_next else N + j
+        rnn_bwd(ub, h + dst * H + u0, dh + j * H + u0, dpre + (off + j) * H + u0, relu)
+
+
+def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
+             const floating[:, ::1] w_ih,        # IN  (H, I)
+             const floating[::1] w_hh_tiles,     # IN  tile k: (H, ub_k) = W_hh[:, u0:u1] at H*u0
+             const floating[:, ::1] h,           # IN  (N+B, H) states from forward
+             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy, or (0, H) for none
+             const Py_ssize_t[::1] counts,       # IN  (S,)
+             const Py_ssize_t[::1] offsets,      # IN  (S+1,)
+             const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
+             floating[:, ::1] dh,                # IN/OUT (B, H) dL/dh_n in, dL/dh0 out
+             floating[:, ::1] dpre,              # OUT (N, H) pre-activation gradients
+             floating[:, ::1] dx,                # OUT (N, I)
+             floating[:, ::1] dw_ih,             # OUT (H, I)
+             floating[:, ::1] dw_hh,             # OUT (H, H)
+             floating[::1] db,                   # OUT (H,)
+             bint relu, int nthreads):
+    cdef Py_ssize_t S = counts.shape[0], N = dpre.shape[0], H = h.shape[1]
+    cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
+    cdef Py_ssize_t s, k
+    if N == 0:
+        return
+    cdef floating* dpp = &dpre[0, 0]
+    cdef floating* dhp = &dh[0, 0]
+    cdef const floating* wp = &w_hh_tiles[0]
+    cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
+    with nogil:
+        with parallel(num_threads=nthreads):
+            for s in range(S - 1, -1, -1):
+                for k in prange(ntiles, schedule='static'):
+                    _backward_tile(dpp, dhp, &h[0, 0], dyp, wp + H * tiles[k], counts[s],
+                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
+                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1], relu)
+                rk_barrier()
+            for k in prange(ntiles, schedule='static'):
+                step_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H, wp + H * tiles[k],
+                          tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
+        gemm_rows(nthreads, <int>N, <int>I, <int>H, dpp, <int>H, &w_ih[0, 0], <int>I,
+                  &dx[0, 0], <int>I)
+        gemm_weight_grad(nthreads, <int>H, <int>I, <int>N, dpp, <int>H, &x[0, 0], <int>I,
+                         &dw_ih[0, 0], <int>I)
+        gemm_weight_grad(nthreads, <int>H, <int>H, <int>N, dpp, <int>H, &h[0, 0], <int>H,
+                         &dw_hh[0, 0], <int>H)
+        column_sums(nthreads, <int>N, <int>H, dpp, <int>H, &db[0])
