@@ -1,0 +1,214 @@
+"""Losses with Keras's names, each giving its value and its gradient.
+
+A loss maps ``y_true`` and ``y_pred`` of shape ``(B, ..., C)`` to one number:
+the mean over every position (batch, and time for sequence outputs) of a
+per-position loss.  ``weights`` of shape ``(B, ...)`` (a padding mask or sample
+weights) turn the mean into a weighted mean over the positions with weight > 0,
+as Keras 3 does with masks.
+
+Cross-entropies can be *fused* with the activation in front of them
+(softmax / sigmoid): :meth:`from_logits_value_and_grad` takes the logits ``z``
+and returns the loss and ``dL/dz = (p - y) / n`` computed stably from
+log-softmax / log-sigmoid, which is what :class:`rnnkernels.models.Sequential`
+uses when the last layer ends in that activation.
+"""
+import numpy as np
+
+__all__ = ["Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
+           "BinaryCrossentropy", "MeanSquaredError", "MeanAbsoluteError", "get", "serialize"]
+
+# Keras clips probabilities to [eps, 1 - eps] when a loss receives probabilities.
+EPSILON = 1e-7
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(z):
+    # exp of a non-positive number only, so no overflow warning for large |z|
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
+
+
+def _weighted_mean(per_position, weights):
+    """Mean of per-position losses (B, ...); with weights, sum(w*l)/sum(w>0)."""
+    if weights is None:
+        return float(np.mean(per_position)) if per_position.size else 0.0, None
+    w = np.broadcast_to(weights, per_position.shape).astype(per_position.dtype)
+    count = float(np.count_nonzero(w))
+    if count == 0:
+        return 0.0, w * 0
+    return float(np.sum(w * per_position) / count), w / count
+
+
+class Loss:
+    """Base class.  ``name`` is Keras's string name."""
+    name = None
+    #: activation this loss can be fused with ('softmax', 'sigmoid') or None
+    fuses_with = None
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+    def _check(self, y_true, y_pred):
+        y_pred = np.asarray(y_pred)
+        y_true = np.asarray(y_true)
+        if y_true.shape != y_pred.shape:
+            raise ValueError(f"y_true: expected shape {y_pred.shape} (the model's output shape) for "
+                             f"loss '{self.name}', got {y_true.shape}")
+        return y_true.astype(y_pred.dtype, copy=False), y_pred
+
+    def __call__(self, y_true, y_pred, weights=None):
+        """The loss value (a float)."""
+        return self.value_and_grad(y_true, y_pred, weights)[0]
+
+    def value_and_grad(self, y_true, y_pred, weights=None):
+        """``(loss, dloss/dy_pred)``; when ``from_logits`` ``y_pred`` is the logits."""
+        y_true, y_pred = self._check(y_true, y_pred)
+        if self.from_logits:
+            return self.from_logits_value_and_grad(y_true, y_pred, weights, checked=True)
+        per, dper = self._per_position(y_true, y_pred)
+        value, scale = _weighted_mean(per, weights)
+        return value, self._scale(dper, scale, per)
+
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False):
+        """Loss and gradient with respect to the logits ``z`` of the fused activation."""
+        raise ValueError(f"loss '{self.name}' cannot be computed from logits")
+
+    @staticmethod
+    def _scale(dper, scale, per):
+        """Chain rule through the mean: per-position gradient times d(mean)/d(per-position)."""
+        if scale is None:
+            n = per.size
+            return dper / n if n else dper
+        return dper * scale.reshape(scale.shape + (1,) * (dper.ndim - scale.ndim))
+
+    def __repr__(self):
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+class CategoricalCrossentropy(Loss):
+    """``-sum(y * log p)`` over the last axis; ``y_true`` one-hot (or soft) ``(B, ..., C)``."""
+    name = "categorical_crossentropy"
+    fuses_with = "softmax"
+
+    def _per_position(self, y, p):
+        pc = np.clip(p, EPSILON, 1 - EPSILON)
+        per = -np.sum(y * np.log(pc), axis=-1)
+        # Keras renormalises p before clipping; with rows that sum to 1 this is the gradient
+        dp = np.where((p > EPSILON) & (p < 1 - EPSILON), -y / pc, 0.0).astype(p.dtype)
+        return per, dp
+
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False):
+        if not checked:
+            y_true, z = self._check(y_true, z)
+        logp = _log_softmax(z)
+        per = -np.sum(y_true * logp, axis=-1)
+        value, scale = _weighted_mean(per, weights)
+        # d/dz of -sum(y log softmax(z)) = p * sum(y) - y  (= p - y for one-hot rows)
+        dz = np.exp(logp) * y_true.sum(axis=-1, keepdims=True) - y_true
+        return value, self._scale(dz, scale, per)
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Cross-entropy with integer class ids ``y_true (B, ...)`` against ``y_pred (B, ..., C)``."""
+    name = "sparse_categorical_crossentropy"
+
+    def _check(self, y_true, y_pred):
+        y_pred = np.asarray(y_pred)
+        y_true = np.asarray(y_true)
+        if y_true.shape == y_pred.shape[:-1] + (1,):
+            y_true = y_true[..., 0]
+        if y_true.shape != y_pred.shape[:-1]:
+            raise ValueError(f"y_true: expected integer class ids of shape {y_pred.shape[:-1]} for "
+                             f"loss '{self.name}', got shape {y_true.shape}")
+        if y_true.dtype.kind == "f":
+            if not np.all(y_true == np.round(y_true)):
+                raise ValueError("y_true: expected integer class ids, got non-integral values")
+        elif y_true.dtype.kind not in "iub":
+            raise TypeError(f"y_true: expected integer class ids, got dtype {y_true.dtype}")
+        ids = y_true.astype(np.int64)
+        C = y_pred.shape[-1]
+        if ids.size and (ids.min() < 0 or ids.max() >= C):
+            raise ValueError(f"y_true: expected class ids in [0, {C - 1}], got min {ids.min()} "
+                             f"max {ids.max()}")
+        onehot = np.zeros(y_pred.shape, y_pred.dtype)
+        np.put_along_axis(onehot, ids[..., None], 1.0, axis=-1)
+        return onehot, y_pred
+
+
+class BinaryCrossentropy(Loss):
+    """``-(y log p + (1-y) log(1-p))`` averaged over the last axis."""
+    name = "binary_crossentropy"
+    fuses_with = "sigmoid"
+
+    def _per_position(self, y, p):
+        pc = np.clip(p, EPSILON, 1 - EPSILON)
+        per = -np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc), axis=-1)
+        inside = (p > EPSILON) & (p < 1 - EPSILON)
+        dp = np.where(inside, (pc - y) / (pc * (1 - pc)), 0.0).astype(p.dtype) / p.shape[-1]
+        return per, dp
+
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False):
+        if not checked:
+            y_true, z = self._check(y_true, z)
+        # log(1 + exp(-|z|)) + max(z, 0) - z*y: the stable form of the logistic loss
+        per = np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))), axis=-1)
+        value, scale = _weighted_mean(per, weights)
+        dz = (_sigmoid(z) - y_true) / z.shape[-1]
+        return value, self._scale(dz, scale, per)
+
+
+class MeanSquaredError(Loss):
+    """``mean((y - p)^2)`` over the last axis."""
+    name = "mean_squared_error"
+
+    def _per_position(self, y, p):
+        d = p - y
+        return np.mean(d * d, axis=-1), 2.0 * d / p.shape[-1]
+
+
+class MeanAbsoluteError(Loss):
+    """``mean(|y - p|)`` over the last axis."""
+    name = "mean_absolute_error"
+
+    def _per_position(self, y, p):
+        d = p - y
+        return np.mean(np.abs(d), axis=-1), np.sign(d) / p.shape[-1]
+
+
+_CLASSES = [CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
+            MeanSquaredError, MeanAbsoluteError]
+_BY_NAME = {cls.name: cls for cls in _CLASSES}
+_BY_NAME.update({"mse": MeanSquaredError, "mae": MeanAbsoluteError})
+_BY_NAME.update({cls.__name__: cls for cls in _CLASSES})
+
+
+def get(identifier):
+    """A loss from a Keras name (``'categorical_crossentropy'``, ``'mse'``...), a config or a Loss."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, dict):
+        name, config = identifier.get("class_name"), identifier.get("config", {})
+    else:
+        name, config = identifier, {}
+    if isinstance(name, str) and name in _BY_NAME:
+        return _BY_NAME[name](**config)
+    raise ValueError(f"loss: expected one of {sorted(k for k in _BY_NAME if k.islower())} "
+                     f"or a Loss instance, got {identifier!r}")
+
+
+def serialize(loss):
+    if type(loss) not in _CLASSES:
+        raise ValueError(f"loss: cannot save custom loss {loss!r}")
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}

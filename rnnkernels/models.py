@@ -1,0 +1,576 @@
+"""Keras-style :class:`Sequential` model: compile, fit, evaluate, predict, save.
+
+Data is batch-major: ``x (N, T, F)`` for sequence models (or a list of
+``(T_i, F)`` arrays of different lengths, padded here with their lengths kept),
+``y`` one-hot ``(N, C)`` for categorical cross-entropy, ids ``(N,)`` for the
+sparse variant.  ``lengths=`` (``(N,)`` ints) gives each sequence's valid
+steps explicitly; the recurrent layers then skip the padding.
+
+Reproducibility: ``Sequential(seed=...)`` fixes the initial weights, and each
+epoch's shuffling and dropout masks come from a generator seeded by
+``(seed, epoch)``; every computation has a fixed order, so a seed gives
+bitwise-identical training for any thread count, and resuming from a
+checkpoint at epoch ``k`` continues exactly as the uninterrupted run.
+
+Ctrl-C during :meth:`Sequential.fit` finishes the current batch, leaves the
+model consistent (the weights after that batch), runs the callbacks'
+``on_train_end`` (CSVLogger closes its file; files already written by
+ModelCheckpoint stay intact) and then re-raises ``KeyboardInterrupt``;
+``model.history`` holds the completed epochs.  A second Ctrl-C interrupts at once.
+"""
+import contextlib
+import math
+import secrets
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import _serialization, losses, metrics as metrics_module, optimizers
+from .callbacks import Callback, History
+from .layers import Layer
+from .layers.core import InputLayer, time_mask
+
+__all__ = ["Sequential", "load_model", "pad_sequences"]
+
+
+def pad_sequences(sequences, dtype="float32", value=0.0):
+    """List of ``(T_i, F)`` arrays -> ``(x (N, max T_i, F), lengths (N,))``, padding at the end."""
+    arrays = [np.asarray(s) for s in sequences]
+    if not arrays:
+        raise ValueError("x: expected at least one sequence, got an empty list")
+    if any(a.ndim != 2 for a in arrays) or len({a.shape[1] for a in arrays}) != 1:
+        raise ValueError("x: expected a list of (timesteps, features) arrays with the same features, "
+                         f"got shapes {[a.shape for a in arrays][:5]}")
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    x = np.full((len(arrays), int(lengths.max()), arrays[0].shape[1]), value, dtype)
+    for i, a in enumerate(arrays):
+        x[i, :a.shape[0]] = a
+    return x, lengths
+
+
+class _BlasSingleThread:
+    """Keep BLAS (NumPy's matmuls) on one thread during training: results then cannot depend on
+    the thread count, and the kernels, which run their own threads, skip re-limiting per call."""
+    _controller = None
+
+    def __enter__(self):
+        if _BlasSingleThread._controller is None:
+            from threadpoolctl import ThreadpoolController
+            _BlasSingleThread._controller = ThreadpoolController().select(user_api="blas")
+        self._limit = _BlasSingleThread._controller.limit(limits=1)
+        return self
+
+    def __exit__(self, *exc):
+        self._limit.restore_original_limits()
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    Args:
+        layers: optional list of layers (same as calling :meth:`add` on each).
+        name: model name.
+        seed: integer fixing initial weights, shuffling and dropout (random when None;
+            the drawn seed is kept in ``model.seed`` and saved with the model).
+        dtype: 'float32' (default, as Keras) or 'float64'.
+    """
+
+    def __init__(self, layers=None, name=None, seed=None, dtype="float32"):
+        self.name = name or "sequential"
+        if seed is None:
+            seed = secrets.randbits(63)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self._init_rng = np.random.default_rng([self.seed, 0])
+        self.layers = []
+        self.optimizer = None
+        self.loss = None
+        self.metrics = []
+        self._metric_specs = []
+        self.stop_training = False
+        self.history = None
+        self.epochs_trained = 0
+        self._interrupted = False
+        for layer in layers or []:
+            self.add(layer)
+
+    # building -------------------------------------------------------------
+    def add(self, layer):
+        """Append ``layer``; built at once when its input shape is known."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer: expected an rnnkernels.layers layer, got {type(layer).__name__}")
+        if getattr(layer, "return_state", False):
+            raise ValueError(f"{layer.name}: return_state=True gives several outputs; a Sequential "
+                             "model needs one")
+        if any(l.name == layer.name for l in self.layers):
+            raise ValueError(f"layer: a layer named {layer.name!r} is already in the model; names must be unique")
+        if isinstance(layer, InputLayer) and self.layers:
+            raise ValueError("layer: an Input layer must come first")
+        self.layers.append(layer)
+        if len(self.layers) == 1:
+            if layer.declared_input_shape is not None:
+                self._build_layer(layer, layer.declared_input_shape)
+        elif self.layers[-2].built and not layer.built:
+            self._build_layer(layer, self.layers[-2].output_shape)
+
+    def _build_layer(self, layer, input_shape):
+        if layer.dtype is None:
+            layer.dtype = self.dtype
+        if layer.dtype != self.dtype:
+            raise TypeError(f"{layer.name}: dtype {layer.dtype} differs from the model's {self.dtype}")
+        layer.build(input_shape, self._init_rng, self.dtype)
+
+    def build(self, input_shape=None):
+        """Build every layer for inputs of shape ``(batch,) + input_shape`` (batch axis optional
+        in Keras style: a leading None is dropped)."""
+        if input_shape is not None:
+            input_shape = tuple(input_shape)
+        shape = None
+        for i, layer in enumerate(self.layers):
+            if not layer.built:
+                if shape is None:
+                    if input_shape is None:
+                        raise ValueError("input_shape: the model's input shape is unknown; give "
+                                         "input_shape= to the first layer or call build/fit with data")
+                    shape = input_shape
+                self._build_layer(layer, shape)
+            shape = layer.output_shape
+
+    @property
+    def built(self):
+        return bool(self.layers) and all(l.built for l in self.layers)
+
+    @property
+    def input_shape(self):
+        return None if not self.built else (None,) + tuple(self.layers[0].input_shape)
+
+    @property
+    def output_shape(self):
+        return None if not self.built else (None,) + tuple(self.layers[-1].output_shape)
+
+    def _ensure_built(self, sample_shape):
+        if not self.layers:
+            raise ValueError("model: add layers before fitting or predicting")
+        if not self.built:
+            first = self.layers[0]
+            self.build(first.input_shape if first.built else tuple(sample_shape))
+
+    # parameters -----------------------------------------------------------
+    def trainable_params(self):
+        """Trainable arrays (internal layout), in a fixed order; the optimizer's slots follow it."""
+        return [p for layer in self.layers for p in layer.trainable_params()]
+
+    def _trainable_grads(self):
+        return [g for layer in self.layers for g in layer.trainable_grads()]
+
+    def get_weights(self):
+        """All layers' weights, Keras layout, flattened in layer order (as Keras)."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights):
+        """Inverse of :meth:`get_weights`; every shape is checked before anything changes."""
+        weights = list(weights)
+        expected = [s for layer in self.layers for s in layer.weight_shapes()]
+        if len(weights) != len(expected):
+            raise ValueError(f"weights: expected {len(expected)} arrays, got {len(weights)}")
+        for i, (w, s) in enumerate(zip(weights, expected)):
+            if np.shape(w) != tuple(s):
+                raise ValueError(f"weights[{i}]: expected shape {tuple(s)}, got {np.shape(w)}")
+        for layer in self.layers:
+            n = len(layer.weight_shapes())
+            layer.set_weights(weights[:n])
+            weights = weights[n:]
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def reset_states(self):
+        """Forget the states carried by stateful recurrent layers."""
+        for layer in self.layers:
+            if hasattr(layer, "reset_states"):
+                layer.reset_states()
+
+    # compiling ------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """Set the optimizer (name or instance), loss (name or instance) and metrics (names)."""
+        if loss is None:
+            raise ValueError("loss: expected a loss name such as 'categorical_crossentropy' or a Loss")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, (str, metrics_module.Metric)):
+            metrics = [metrics]
+        self._metric_specs = list(metrics)
+        self._resolve_metrics()
+
+    def _resolve_metrics(self):
+        units = self.layers[-1].output_shape[-1] if self.built else None
+        self.metrics = [metrics_module.get(m, self.loss.name, units) for m in self._metric_specs]
+
+    @property
+    def metrics_names(self):
+        return ["loss"] + [m.name for m in self.metrics]
+
+    def _require_compiled(self):
+        if self.optimizer is None:
+            raise ValueError("model: call compile(optimizer, loss, metrics) before fit/evaluate")
+
+    def _fused(self):
+        """Whether the last layer's activation is folded into the loss (stable p - y gradients)."""
+        last = self.layers[-1]
+        return (not self.loss.from_logits and self.loss.fuses_with is not None
+                and getattr(last, "activation", None) == self.loss.fuses_with
+                and hasattr(last, "backward_from_logits"))
+
+    # data -----------------------------------------------------------------
+    def _prepare_x(self, x, lengths, argument="x"):
+        if isinstance(x, (list, tuple)) and x and np.ndim(x[0]) == 2 and lengths is None:
+            shapes = {np.shape(a)[0] for a in x}
+            if len(shapes) > 1:
+                x, lengths = pad_sequences(x, dtype=self.dtype)
+        if x is None:
+            raise ValueError(f"{argument}: expected an array of inputs, got None")
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{argument}: expected a numeric array, got dtype {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{argument}: expected at least 2 dimensions (samples first), got shape {x.shape}")
+        x = x.astype(self.dtype, copy=False)
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.dtype.kind not in "iu" or lengths.shape != (x.shape[0],):
+                raise ValueError(f"lengths: expected an integer array of shape ({x.shape[0]},), got "
+                                 f"dtype {lengths.dtype} shape {lengths.shape}")
+            if x.ndim != 3:
+                raise ValueError(f"lengths: only for sequence input (N, T, F), got x of shape {x.shape}")
+            if lengths.size and (lengths.min() < 0 or lengths.max() > x.shape[1]):
+                raise ValueError(f"lengths: expected values in [0, {x.shape[1]}], got min "
+                                 f"{lengths.min()} max {lengths.max()}")
+            lengths = lengths.astype(np.int64)
+        return x, lengths
+
+    def _prepare_y(self, y, n, argument="y"):
+        if y is None:
+            raise ValueError(f"{argument}: expected target values, got None")
+        y = np.asarray(y)
+        if y.shape[:1] != (n,):
+            raise ValueError(f"{argument}: expected {n} targets (one per input sample), got shape {y.shape}")
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"{argument}: expected numeric targets, got dtype {y.dtype}")
+        return y
+
+    def _check_output_shape(self, y):
+        out = self.layers[-1].output_shape
+        want = out if not isinstance(self.loss, losses.SparseCategoricalCrossentropy) else out[:-1]
+        got = y.shape[1:]
+        if isinstance(self.loss, losses.SparseCategoricalCrossentropy) and got == tuple(want) + (1,):
+            return
+        if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+            raise ValueError(f"y: expected targets of shape (N,) + {tuple(want)} for loss "
+                             f"'{self.loss.name}' and output shape {out}, got {y.shape}")
+
+    # running --------------------------------------------------------------
+    def _forward(self, x, training, lengths, rng=None):
+        for layer in self.layers:
+            layer.rng = rng
+            out = layer.forward(x, training=training, lengths=lengths)
+            lengths = layer.output_lengths(lengths)
+            x = out
+        return x, lengths
+
+    @staticmethod
+    def _position_weights(out, lengths):
+        if lengths is None or out.ndim != 3:
+            return None
+        return time_mask(lengths, out.shape[1], out.dtype)
+
+    def _loss(self, y, out, lengths, with_grad):
+        weights = self._position_weights(out, lengths)
+        if self._fused():
+            value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights)
+        else:
+            value, grad = self.loss.value_and_grad(y, out, weights)
+        return value, grad, weights
+
+    def _train_step(self, x, y, lengths, rng):
+        out, out_lengths = self._forward(x, True, lengths, rng)
+        value, grad, weights = self._loss(y, out, out_lengths, True)
+        layers = self.layers
+        if self._fused():
+            grad = layers[-1].backward_from_logits(grad)
+            layers = layers[:-1]
+        for layer in reversed(layers):
+            grad = layer.backward(grad)
+        self.optimizer.apply_gradients(self.trainable_params(), self._trainable_grads())
+        for m in self.metrics:
+            m.update(y, out, weights)
+        return value
+
+    def _epoch_rng(self, epoch):
+        return np.random.default_rng([self.seed, 1, epoch])
+
+    @contextlib.contextmanager
+    def _defer_interrupt(self):
+        """First Ctrl-C sets a flag checked at batch boundaries; a second one acts at once."""
+        self._interrupted = False
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT) if main else None
+        if not main or previous is not signal.default_int_handler:
+            yield
+            return
+
+        def handler(signum, frame):
+            self._interrupted = True
+            signal.signal(signal.SIGINT, previous)
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _logs(self, loss_tracker, prefix=""):
+        logs = {prefix + "loss": loss_tracker.result()}
+        for m in self.metrics:
+            logs[prefix + m.name] = m.result()
+        return logs
+
+    @staticmethod
+    def _format_logs(logs):
+        return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, lengths=None):
+        """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
+
+        ``validation_data``: ``(x_val, y_val)``; ``validation_split``: fraction of the
+        *last* samples held out (before shuffling, as Keras).  ``verbose``: 0 silent,
+        1 a progress bar per epoch (loss, metrics, samples/s, ETA), 2 one line per epoch.
+        ``lengths``: valid steps of each sequence of ``x``."""
+        self._require_compiled()
+        x, lengths = self._prepare_x(x, lengths)
+        y = self._prepare_y(y, x.shape[0])
+        batch_size = self._batch_size(batch_size)
+        for name, v in (("epochs", epochs), ("initial_epoch", initial_epoch)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
+        if not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"validation_split: expected a fraction in [0, 1), got {validation_split}")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            xv, lv = self._prepare_x(validation_data[0], None, "validation_data[0]")
+            val = (xv, self._prepare_y(validation_data[1], xv.shape[0], "validation_data[1]"), lv)
+        elif validation_split:
+            split = x.shape[0] - int(math.floor(x.shape[0] * validation_split))
+            val = (x[split:], y[split:], None if lengths is None else lengths[split:])
+            x, y = x[:split], y[:split]
+            lengths = None if lengths is None else lengths[:split]
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("x: expected at least one training sample, got 0")
+        self._ensure_built(x.shape[1:])
+        self._resolve_metrics()
+        self._check_output_shape(y)
+        history = History()
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks: expected Callback instances, got {type(cb).__name__}")
+        callbacks.append(history)
+        for cb in callbacks:
+            cb.set_model(self)
+        self.history = history
+        self.stop_training = False
+        from tqdm.auto import tqdm
+
+        with _BlasSingleThread(), self._defer_interrupt():
+            for cb in callbacks:
+                cb.on_train_begin({})
+            for epoch in range(initial_epoch, epochs):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch, {})
+                rng = self._epoch_rng(epoch)
+                order = rng.permutation(n) if shuffle else None
+                tracker = metrics_module.Mean()
+                for m in self.metrics:
+                    m.reset()
+                bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample", leave=True,
+                           disable=verbose != 1, file=sys.stderr, mininterval=0.5,
+                           dynamic_ncols=True)
+                started = time.perf_counter()
+                try:
+                    for batch, start in enumerate(range(0, n, batch_size)):
+                        for cb in callbacks:
+                            cb.on_train_batch_begin(batch, {})
+                        if order is None:
+                            sl = slice(start, start + batch_size)
+                        else:
+                            sl = order[start:start + batch_size]
+                        xb, yb = x[sl], y[sl]
+                        value = self._train_step(xb, yb, None if lengths is None else lengths[sl], rng)
+                        tracker.update(value, xb.shape[0])
+                        logs = self._logs(tracker)
+                        for cb in callbacks:
+                            cb.on_train_batch_end(batch, logs)
+                        bar.update(xb.shape[0])
+                        bar.set_postfix_str(self._format_logs(logs), refresh=False)
+                        if self._interrupted:
+                            raise KeyboardInterrupt
+                        if self.stop_training:
+                            break
+                    logs = self._logs(tracker)
+                    if val is not None:
+                        logs.update(self._evaluate_arrays(*val, batch_size, "val_"))
+                    bar.set_postfix_str(self._format_logs(logs))
+                finally:
+                    bar.close()
+                if verbose == 2:
+                    print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - started:.1f}s - "
+                          f"{self._format_logs(logs)}", flush=True)
+                self.epochs_trained = epoch + 1
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if self._interrupted:
+                    raise KeyboardInterrupt
+                if self.stop_training:
+                    break
+            for cb in callbacks:
+                cb.on_train_end({})
+        return history
+
+    def _batch_size(self, batch_size):
+        if batch_size is None:
+            batch_size = 32
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        return int(batch_size)
+
+    def _evaluate_arrays(self, x, y, lengths, batch_size, prefix="", verbose=0):
+        from tqdm.auto import tqdm
+        tracker = metrics_module.Mean()
+        for m in self.metrics:
+            m.reset()
+        n = x.shape[0]
+        with tqdm(total=n, unit="sample", disable=verbose != 1, file=sys.stderr, leave=True,
+                  desc="Evaluate") as bar:
+            for start in range(0, n, batch_size):
+                sl = slice(start, start + batch_size)
+                out, out_lengths = self._forward(x[sl], False, None if lengths is None else lengths[sl])
+                value = self._loss(y[sl], out, out_lengths, False)[0]
+                tracker.update(value, out.shape[0])
+                for m in self.metrics:
+                    m.update(y[sl], out, self._position_weights(out, out_lengths))
+                bar.update(out.shape[0])
+        return self._logs(tracker, prefix)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, lengths=None, return_dict=False):
+        """``[loss, metric...]`` over the data (the loss alone when there are no metrics);
+        ``return_dict=True`` gives ``{'loss': ..., 'accuracy': ...}``."""
+        self._require_compiled()
+        x, lengths = self._prepare_x(x, lengths)
+        y = self._prepare_y(y, x.shape[0])
+        self._ensure_built(x.shape[1:])
+        self._resolve_metrics()
+        self._check_output_shape(y)
+        with _BlasSingleThread():
+            logs = self._evaluate_arrays(x, y, lengths, self._batch_size(batch_size), verbose=verbose)
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x, batch_size=None, verbose=0, lengths=None):
+        """Model outputs for ``x``, batch by batch (inference mode: no dropout)."""
+        x, lengths = self._prepare_x(x, lengths)
+        self._ensure_built(x.shape[1:])
+        batch_size = self._batch_size(batch_size)
+        outs = []
+        with _BlasSingleThread():
+            for start in range(0, x.shape[0], batch_size):
+                sl = slice(start, start + batch_size)
+                outs.append(np.array(self._forward(x[sl], False,
+                                                   None if lengths is None else lengths[sl])[0]))
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.layers[-1].output_shape, self.dtype)
+
+    def __call__(self, x, training=False, lengths=None):
+        x, lengths = self._prepare_x(x, lengths)
+        self._ensure_built(x.shape[1:])
+        return self._forward(x, training, lengths, np.random.default_rng([self.seed, 3]))[0]
+
+    def train_on_batch(self, x, y, lengths=None):
+        """One optimizer step on this batch; returns the loss (and metrics, as a list)."""
+        self._require_compiled()
+        x, lengths = self._prepare_x(x, lengths)
+        y = self._prepare_y(y, x.shape[0])
+        self._ensure_built(x.shape[1:])
+        self._resolve_metrics()
+        self._check_output_shape(y)
+        for m in self.metrics:
+            m.reset()
+        with _BlasSingleThread():
+            value = self._train_step(x, y, lengths,
+                                     np.random.default_rng([self.seed, 2, self.optimizer.iterations]))
+        return value if not self.metrics else [value] + [m.result() for m in self.metrics]
+
+    def test_on_batch(self, x, y, lengths=None):
+        return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, lengths=lengths)
+
+    def predict_on_batch(self, x, lengths=None):
+        return self.predict(x, batch_size=max(1, len(x)), lengths=lengths)
+
+    # description ----------------------------------------------------------
+    def summary(self, print_fn=print):
+        """Print a table of layers, output shapes and parameter counts."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer in self.layers:
+            shape = "?" if layer.output_shape is None else str((None,) + tuple(layer.output_shape))
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, str(layer.count_params())))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "-" * sum(widths)
+        print_fn(f'Model: "{self.name}"')
+        print_fn(line)
+        for i, r in enumerate(rows):
+            print_fn("".join(c.ljust(w) for c, w in zip(r, widths)))
+            print_fn("=" * sum(widths) if i == 0 else line)
+        trainable = sum(p.size for p in self.trainable_params())
+        total = self.count_params()
+        print_fn(f"Total params: {total}")
+        print_fn(f"Trainable params: {trainable}")
+        print_fn(f"Non-trainable params: {total - trainable}")
+
+    def get_config(self):
+        return {"name": self.name, "seed": self.seed, "dtype": self.dtype.name}
+
+    # saving ---------------------------------------------------------------
+    def save(self, filepath, include_optimizer=True):
+        """Save architecture, weights, compile settings and optimizer state to one file,
+        atomically (format: docs/training.md)."""
+        _serialization.save_model(self, filepath, include_optimizer)
+
+    def save_weights(self, filepath):
+        """Save only the weights (Keras layouts), atomically."""
+        _serialization.save_weights(self, filepath)
+
+    def load_weights(self, filepath):
+        """Load weights saved by :meth:`save_weights` (or :meth:`save`); all shapes are checked
+        before any weight changes."""
+        _serialization.load_weights(self, filepath)
+
+    def __repr__(self):
+        return f"<Sequential name={self.name!r} layers={[l.name for l in self.layers]}>"
+
+
+def load_model(filepath):
+    """Rebuild a model saved by :meth:`Sequential.save` (weights, compile settings, optimizer
+    state, epoch count).  A truncated or corrupt file raises ValueError."""
+    return _serialization.load_model(filepath)
