@@ -13,8 +13,9 @@ from _blas cimport gemm
 # OpenBLAS's blocked kernels, small enough to spread over 16 cores at T*B=6400.
 cdef enum:
     ROW_PIECE = 256
-    # Output rows (gate columns) per piece of a weight-gradient GEMM.
-    WGRAD_PIECE = 64
+    # Output rows (gate columns) per piece of a weight-gradient GEMM: each piece
+    # packs the whole (N x I) operand again, so pieces must not be too small.
+    WGRAD_PIECE = 256
 
 
 cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
