@@ -1,0 +1,309 @@
+"""Layers: Keras weight layouts against an independent NumPy computation of Keras's
+equations, gradients of whole models by central differences (float64), masking."""
+import numpy as np
+import pytest
+
+from rnnkernels.layers import (GRU, LSTM, Activation, BatchNormalization, Bidirectional, Dense,
+                               Dropout, GlobalAveragePooling1D, GlobalMaxPooling1D, LayerNormalization,
+                               Masking, SimpleRNN)
+from rnnkernels.models import Sequential, _BlasSingleThread
+
+
+def sig(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def keras_rnn(kind, x, weights, lengths=None, go_backwards=False, reset_after=True, activation=np.tanh):
+    """Keras's recurrences, written from Keras's docs with Keras's gate orders and masking
+    (a masked step keeps the state; masked outputs repeat the previous output)."""
+    kernel, rec = weights[0], weights[1]
+    bias = weights[2] if len(weights) > 2 else None
+    N, T, _ = x.shape
+    U = rec.shape[0]
+    mask = np.ones((N, T), bool) if lengths is None else np.arange(T)[None] < np.asarray(lengths)[:, None]
+    if go_backwards:
+        x, mask = x[:, ::-1], mask[:, ::-1]
+    h = np.zeros((N, U))
+    c = np.zeros((N, U))
+    out = np.zeros((N, T, U))
+    prev_out = np.zeros((N, U))
+    for t in range(T):
+        xt = x[:, t]
+        if kind == "lstm":
+            z = xt @ kernel + h @ rec + (0 if bias is None else bias)
+            i, f, g, o = sig(z[:, :U]), sig(z[:, U:2 * U]), np.tanh(z[:, 2 * U:3 * U]), sig(z[:, 3 * U:])
+            c_new = f * c + i * g
+            h_new = o * np.tanh(c_new)
+        elif kind == "gru":
+            if reset_after:
+                bi, br = (bias[0], bias[1]) if bias is not None else (0, 0)
+                xz = xt @ kernel + bi
+                hz = h @ rec + br
+                zg = sig(xz[:, :U] + hz[:, :U])
+                r = sig(xz[:, U:2 * U] + hz[:, U:2 * U])
+                hh = np.tanh(xz[:, 2 * U:] + r * hz[:, 2 * U:])
+            else:
+                b = 0 if bias is None else bias
+                xz = xt @ kernel + b
+                zg = sig(xz[:, :U] + h @ rec[:, :U])
+                r = sig(xz[:, U:2 * U] + h @ rec[:, U:2 * U])
+                hh = np.tanh(xz[:, 2 * U:] + (r * h) @ rec[:, 2 * U:])
+            h_new = zg * h + (1 - zg) * hh
+            c_new = c
+        else:
+            h_new = activation(xt @ kernel + h @ rec + (0 if bias is None else bias))
+            c_new = c
+        m = mask[:, t:t + 1]
+        h = np.where(m, h_new, h)
+        c = np.where(m, c_new, c)
+        prev_out = np.where(m, h_new, prev_out)
+        out[:, t] = prev_out
+    return out, h, mask
+
+
+CASES = [("lstm", LSTM, {}), ("gru", GRU, {}), ("gru", GRU, {"reset_after": False}),
+         ("rnn", SimpleRNN, {}), ("rnn", SimpleRNN, {"activation": "relu"})]
+
+
+@pytest.mark.parametrize("kind,cls,kw", CASES)
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_keras_layout_matches_numpy_keras_equations(kind, cls, kw, go_backwards):
+    rng = np.random.default_rng(1)
+    N, T, F, U = 4, 6, 3, 5
+    layer = cls(U, return_sequences=True, go_backwards=go_backwards, **kw)
+    layer.build((T, F), rng, "float64")
+    weights = [rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()]
+    layer.set_weights(weights)
+    for w, got in zip(weights, layer.get_weights()):
+        np.testing.assert_array_equal(w, got)
+    x = rng.normal(size=(N, T, F))
+    lengths = np.array([6, 3, 0, 5])
+    act = np.tanh if kw.get("activation", "tanh") == "tanh" else (lambda z: np.maximum(z, 0))
+    ref, ref_h, mask = keras_rnn(kind, x, weights, lengths, go_backwards, kw.get("reset_after", True), act)
+    y = layer.forward(x, lengths=lengths)
+    np.testing.assert_allclose(y[mask], ref[mask], rtol=1e-10, atol=1e-12)
+    layer.return_sequences = False
+    np.testing.assert_allclose(layer.forward(x, lengths=lengths), ref_h, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave"])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_matches_numpy_keras(merge_mode, return_sequences):
+    rng = np.random.default_rng(2)
+    N, T, F, U = 3, 5, 2, 4
+    layer = Bidirectional(LSTM(U, return_sequences=return_sequences), merge_mode=merge_mode,
+                          input_shape=(T, F))
+    layer.build((T, F), rng, "float64")
+    w = [rng.normal(scale=0.5, size=s) for s in layer.weight_shapes()]
+    layer.set_weights(w)
+    x = rng.normal(size=(N, T, F))
+    lengths = np.array([5, 2, 4])
+    fo, fh, mask = keras_rnn("lstm", x, w[:3], lengths)
+    # Keras's backward layer: go_backwards over the masked sequence, outputs re-reversed
+    bo, bh, _ = keras_rnn("lstm", x, w[3:], lengths, go_backwards=True)
+    bo = bo[:, ::-1]
+    a, b = (fo, bo) if return_sequences else (fh, bh)
+    expected = {"concat": np.concatenate([a, b], -1), "sum": a + b, "mul": a * b, "ave": (a + b) / 2}[merge_mode]
+    y = layer.forward(x, lengths=lengths)
+    if return_sequences:
+        y, expected = y[mask], expected[mask]
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    assert layer.count_params() == 2 * (4 * U * (F + U + 1))
+
+
+def test_lstm_defaults_are_keras():
+    rng = np.random.default_rng(0)
+    layer = LSTM(8)
+    layer.build((5, 3), rng, "float64")
+    kernel, rec, bias = layer.get_weights()
+    np.testing.assert_array_equal(bias, np.r_[np.zeros(8), np.ones(8), np.zeros(16)])
+    limit = np.sqrt(6 / (3 + 32))
+    assert np.abs(kernel).max() <= limit
+    np.testing.assert_allclose(rec @ rec.T, np.eye(8), atol=1e-12)  # orthogonal rows
+    gru = GRU(4)
+    gru.build((5, 3), rng, "float64")
+    assert [w.shape for w in gru.get_weights()] == [(3, 12), (4, 12), (2, 12)]
+    gru = _built(GRU(4, reset_after=False), (2, 3))
+    assert [w.shape for w in gru.get_weights()] == [(3, 12), (4, 12), (12,)]
+
+
+def _built(layer, shape):
+    layer.build(shape, np.random.default_rng(0), "float64")
+    return layer
+
+
+def test_masking_gives_lengths_and_zeroes_padding():
+    x = np.ones((3, 5, 2))
+    x[0, 3:] = 0
+    x[1, :] = 0
+    m = _built(Masking(0.0), (5, 2))
+    y = m.forward(x)
+    np.testing.assert_array_equal(m.output_lengths(None), [3, 0, 5])
+    assert y[0, 3:].sum() == 0
+    x[2, 1] = 0
+    with pytest.warns(UserWarning, match="treated as data"):
+        m.forward(x)
+
+
+def _model_loss(model, x, y, lengths, seed=7):
+    out, lens = model._forward(x, True, lengths, np.random.default_rng(seed))
+    return model._loss(y, out, lens, True)[0]
+
+
+def _gradcheck(model, x, y, lengths=None, n_checks=3, tol=1e-6):
+    """Compare the model's backward pass with central differences of its loss."""
+    with _BlasSingleThread():
+        _gradcheck_inner(model, x, y, lengths, n_checks, tol)
+
+
+def _gradcheck_inner(model, x, y, lengths, n_checks, tol):
+    model.optimizer.learning_rate = 0.0
+    rng = np.random.default_rng(7)
+    out, lens = model._forward(x, True, lengths, rng)
+    _, grad, _ = model._loss(y, out, lens, True)
+    layers = model.layers
+    if model._fused():
+        grad = layers[-1].backward_from_logits(grad)
+        layers = layers[:-1]
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    params, grads = model.trainable_params(), [g.copy() for g in model._trainable_grads()]
+    pick = np.random.default_rng(3)
+    eps = 1e-6
+    for p, g in zip(params, grads):
+        for _ in range(n_checks):
+            i = tuple(pick.integers(0, s) for s in p.shape)
+            old = p[i]
+            p[i] = old + eps
+            up = _model_loss(model, x, y, lengths)
+            p[i] = old - eps
+            down = _model_loss(model, x, y, lengths)
+            p[i] = old
+            num = (up - down) / (2 * eps)
+            assert abs(num - g[i]) <= tol * max(1.0, abs(num)), (p.shape, i, num, g[i])
+
+
+def _compiled(layers, loss="categorical_crossentropy"):
+    model = Sequential(layers, seed=0, dtype="float64")
+    model.compile("sgd", loss)
+    return model
+
+
+@pytest.mark.parametrize("make", [
+    lambda: [LSTM(4, input_shape=(5, 3), dropout=0.3), Dropout(0.3), Dense(3, activation="softmax")],
+    lambda: [GRU(4, input_shape=(5, 3), return_sequences=True), GRU(3, reset_after=False, go_backwards=True),
+             Dense(3, activation="softmax")],
+    lambda: [SimpleRNN(4, input_shape=(5, 3), return_sequences=True), LayerNormalization(),
+             GlobalAveragePooling1D(), Dense(6, activation="tanh"), Dense(3, activation="softmax")],
+    lambda: [Masking(input_shape=(5, 3)), Bidirectional(LSTM(3, return_sequences=True), merge_mode="mul"),
+             Bidirectional(GRU(2)), Dense(3, activation="softmax")],
+    lambda: [Masking(input_shape=(5, 3)), Bidirectional(SimpleRNN(3, return_sequences=True), merge_mode="ave"),
+             BatchNormalization(), GlobalMaxPooling1D(), Dense(3), Activation("softmax")],
+    lambda: [LSTM(4, input_shape=(5, 3), recurrent_dropout=0.4, return_sequences=True),
+             Dense(3, activation="softmax")],
+])
+def test_model_gradients_by_central_differences(make):
+    rng = np.random.default_rng(5)
+    model = _compiled(make())
+    x = rng.normal(size=(4, 5, 3))
+    x[1, 3:] = 0.0  # padding seen by Masking
+    x[2, 1:] = 0.0
+    out_shape = model.layers[-1].output_shape
+    y = np.eye(3)[rng.integers(0, 3, size=(4,) + out_shape[:-1])]
+    _gradcheck(model, x, y)
+
+
+@pytest.mark.parametrize("loss,act", [("binary_crossentropy", "sigmoid"), ("mse", "linear"),
+                                      ("mae", "tanh"), ("sparse_categorical_crossentropy", "softmax")])
+def test_loss_gradients_with_lengths(loss, act):
+    rng = np.random.default_rng(6)
+    model = _compiled([GRU(4, input_shape=(6, 2), return_sequences=True), Dense(3, activation=act)], loss)
+    x = rng.normal(size=(3, 6, 2))
+    lengths = np.array([6, 2, 4])
+    if loss.startswith("sparse"):
+        y = rng.integers(0, 3, size=(3, 6))
+    else:
+        y = (rng.random((3, 6, 3)) > 0.5).astype(float)
+    _gradcheck(model, x, y, lengths=lengths)
+
+
+def test_lengths_make_padding_irrelevant():
+    rng = np.random.default_rng(8)
+    model = _compiled([LSTM(4, input_shape=(None, 3)), Dense(2, activation="softmax")])
+    x = rng.normal(size=(2, 7, 3))
+    lengths = np.array([7, 4])
+    p1 = model.predict(x, lengths=lengths)
+    x2 = x.copy()
+    x2[1, 4:] = 1e3
+    np.testing.assert_array_equal(model.predict(x2, lengths=lengths), p1)
+    np.testing.assert_allclose(model.predict(x[1:, :4]), p1[1:], rtol=1e-12)
+    ragged = [x[0], x[1, :4]]
+    np.testing.assert_allclose(model.predict(ragged), p1, rtol=1e-12)
+
+
+def test_stateful_carries_states_until_reset():
+    rng = np.random.default_rng(9)
+    layer = _built(LSTM(3, stateful=True, return_sequences=True), (None, 2))
+    x = rng.normal(size=(2, 8, 2))
+    full = _built(LSTM(3, return_sequences=True), (8, 2))
+    full.set_weights(layer.get_weights())
+    whole = full.forward(x)
+    parts = np.concatenate([layer.forward(x[:, :4]), layer.forward(x[:, 4:])], axis=1)
+    np.testing.assert_allclose(parts, whole, rtol=1e-12)
+    layer.reset_states()
+    np.testing.assert_allclose(layer.forward(x[:, :4]), whole[:, :4], rtol=1e-12)
+    with pytest.raises(ValueError, match="batch size"):
+        layer.forward(x[:1, :4])
+
+
+def test_recurrent_dropout_matches_masked_numpy():
+    rng = np.random.default_rng(10)
+    layer = _built(SimpleRNN(3, recurrent_dropout=0.5, return_sequences=True), (4, 2))
+    layer.rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 2))
+    y = layer.forward(x, training=True)
+    m = layer._rec_mask
+    k, r, b = layer.get_weights()
+    h = np.zeros((2, 3))
+    for t in range(4):
+        h = np.tanh(x[:, t] @ k + (h * m) @ r + b)
+        np.testing.assert_allclose(y[:, t], h, rtol=1e-12)
+
+
+def test_bad_layer_arguments():
+    with pytest.raises(ValueError, match="units"):
+        LSTM(0)
+    with pytest.raises(ValueError, match="dropout"):
+        LSTM(3, dropout=1.5)
+    with pytest.raises(ValueError, match="activation"):
+        LSTM(3, activation="relu")
+    with pytest.raises(ValueError, match="merge_mode"):
+        Bidirectional(LSTM(2), merge_mode="max")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Dense(3, kernel_regularizer="l2")
+    layer = _built(LSTM(2), (3, 4))
+    with pytest.raises(ValueError, match=r"weights\[1\]: expected shape \(2, 8\)"):
+        layer.set_weights([np.zeros((4, 8)), np.zeros((3, 8)), np.zeros(8)])
+    with pytest.raises(ValueError, match="expected input shape"):
+        layer.forward(np.zeros((2, 3, 5)))
+    with pytest.raises(ValueError, match="training=True"):
+        layer.forward(np.zeros((2, 3, 4)))
+        layer.backward(np.zeros((2, 2)))
+
+
+def test_against_keras():
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 6, 4)).astype("float32")
+    x[1, 4:] = 0
+    for ours, theirs in [
+            (LSTM(5, return_sequences=True), keras.layers.LSTM(5, return_sequences=True)),
+            (GRU(5), keras.layers.GRU(5)),
+            (GRU(5, reset_after=False), keras.layers.GRU(5, reset_after=False)),
+            (SimpleRNN(5, go_backwards=True, return_sequences=True),
+             keras.layers.SimpleRNN(5, go_backwards=True, return_sequences=True)),
+            (Bidirectional(LSTM(3)), keras.layers.Bidirectional(keras.layers.LSTM(3)))]:
+        theirs(x)
+        ours.build((6, 4), rng, "float32")
+        ours.set_weights(theirs.get_weights())
+        np.testing.assert_allclose(ours.forward(x), np.asarray(theirs(x)), rtol=2e-5, atol=2e-6)
