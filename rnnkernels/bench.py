@@ -902,7 +902,7 @@ def render(report):
     if rows:
         labels = [s for s in SYSTEMS if any(s in r["ms"] for r in rows)]
         head1 = ["", "", "", ""] + [MODE_TITLES[mode] if i == 0 else "" for mode in MODES
-                                    for i in range(len(labels))] + ["ratio to best peer", "", "rnnkernels f+b", ""]
+                                    for i in range(len(labels))] + ["vs best peer", "", "rnnkernels f+b", ""]
         head2 = ["cell", "size", "dtype", "thr"] + labels * 2 + ["fwd", "f+b", "GFLOP/s", "%peak"]
         body = [[r["cell"], r["size"], r["dtype"], r["threads"]]
                 + [_fmt(r["ms"].get(s, {}).get(mode)) for mode in MODES for s in labels]
