@@ -868,8 +868,8 @@ def _fmt(value, spec=".2f", suffix=""):
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def format_table(header, rows, groups=None):
-    """Plain-text table, the first four columns left-aligned, the rest right.
+def format_table(header, rows, groups=None, left=4):
+    """Plain-text table, the first ``left`` columns left-aligned, the rest right.
     ``groups`` is an optional row of titles, each spanning the columns up to
     the next title (widened where a title is longer than its span)."""
     width = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
@@ -880,7 +880,7 @@ def format_table(header, rows, groups=None):
             span = sum(width[start:end]) + 2 * (end - start - 1)
             width[end - 1] += max(0, len(groups[start]) + 1 - span)
         lines.append("".join(str(title).ljust(w + 2) for title, w in zip(groups, width)).rstrip())
-    cells = lambda r: "  ".join(str(v).ljust(w) if i < 4 else str(v).rjust(w)
+    cells = lambda r: "  ".join(str(v).ljust(w) if i < left else str(v).rjust(w)
                                 for i, (v, w) in enumerate(zip(r, width))).rstrip()
     lines += [cells(header), "  ".join("-" * w for w in width)] + [cells(r) for r in rows]
     return "\n".join(lines)
@@ -951,7 +951,7 @@ def render(report):
             out.append("targets (--quick sizes: the verdicts below exercise the code, they mean nothing)")
         body = [[t["status"], t["name"], t["goal"], _fmt(t["measured"], ".3f"), t["detail"]]
                 for t in report["targets"]]
-        out.append(format_table(["status", "target", "goal", "measured", "detail"], body))
+        out.append(format_table(["status", "target", "goal", "measured", "detail"], body, left=3))
     return "\n".join(out)
 
 
