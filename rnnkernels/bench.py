@@ -951,7 +951,7 @@ def render(report):
             out.append("targets (--quick sizes: the verdicts below exercise the code, they mean nothing)")
         body = [[t["status"], t["name"], t["goal"], _fmt(t["measured"], ".3f"), t["detail"]]
                 for t in report["targets"]]
-        out.append(format_table(["status", "target", "goal", "measured", "detail"], body, left=3))
+        out.append(format_table(["status", "target", "goal", "measured", "detail"], body, left=5))
     return "\n".join(out)
 
 
