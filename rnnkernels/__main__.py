@@ -1,0 +1,6 @@
+"""``python -m rnnkernels``: the same command line as the ``rnnkernels`` console script."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,456 @@
+"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers; bench.
+
+``rnnkernels train`` with no arguments trains the default recipe on the embedded
+spoken digits (official FSDD split). Every failure a user can cause (bad path,
+unreadable audio, corrupt model, bad option) ends with one line on stderr and a
+non-zero exit status, never a traceback; Ctrl-C exits with status 130.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from . import __version__
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure to report as one line (no traceback)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def build_parser():
+    from . import recipes
+
+    d = recipes.DEFAULT_RECIPE
+    parser = _Parser(prog="rnnkernels",
+                     description="Fast CPU recurrent networks: train and use audio classifiers.")
+    parser.add_argument("--version", action="version", version=f"rnnkernels {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    train = sub.add_parser(
+        "train", help="train a recurrent audio classifier (default: embedded spoken digits)",
+        description="Train a recurrent classifier on audio. With no options: the embedded Free "
+                    "Spoken Digit Dataset, official split (takes 0-4 are test).")
+    data = train.add_argument_group("data")
+    data.add_argument("--data", metavar="DIR",
+                      help="folder of recordings: FSDD-style names {label}_{speaker}_{index}.wav or "
+                           "one subfolder per class (default: the embedded spoken digits)")
+    data.add_argument("--test-data", metavar="DIR",
+                      help="separate test folder; then all of --data trains and --split is unused")
+    data.add_argument("--split", choices=("official", "speaker", "random"), default="official",
+                      help="official: FSDD takes 0-4 are test; speaker: one speaker never heard in "
+                           "training (--test-speaker); random: seeded, stratified (default: %(default)s)")
+    data.add_argument("--test-speaker", metavar="NAME",
+                      help="speaker held out by --split speaker (default: chosen by --seed)")
+    data.add_argument("--test-fraction", type=_positive_float, default=0.1, metavar="F",
+                      help="test share of --split random (default: %(default)s)")
+    model = train.add_argument_group("model")
+    model.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=d["cell"],
+                       help="recurrent cell (default: %(default)s)")
+    model.add_argument("--hidden", type=_positive_int, default=d["hidden"], metavar="N",
+                       help="units per recurrent layer and direction (default: %(default)s)")
+    model.add_argument("--layers", type=_positive_int, default=d["layers"], metavar="N",
+                       help="stacked recurrent layers (default: %(default)s)")
+    model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
+                       default=d["bidirectional"], help="run each layer both ways (default: %(default)s)")
+    model.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d["augment"],
+                       help="SpecAugment time/frequency masking of the training features, new each "
+                            "epoch (default: %(default)s)")
+    feats = train.add_argument_group("features")
+    feats.add_argument("--features", choices=("logmel", "mfcc"), default=d["features"].kind,
+                       help="log-mel energies or MFCCs (default: %(default)s)")
+    feats.add_argument("--n-mels", type=_positive_int, default=d["features"].n_mels, metavar="N",
+                       help="mel bands (default: %(default)s)")
+    feats.add_argument("--n-mfcc", type=_positive_int, default=d["features"].n_mfcc, metavar="N",
+                       help="cepstral coefficients with --features mfcc (default: %(default)s)")
+    feats.add_argument("--deltas", type=int, choices=(0, 1, 2), default=d["features"].deltas,
+                       help="append delta (and delta-delta) features (default: %(default)s)")
+    feats.add_argument("--hop-length", type=_positive_int, default=d["features"].hop_length,
+                       metavar="N", help="samples between frames (default: %(default)s)")
+    feats.add_argument("--sample-rate", type=_positive_int, default=d["features"].sample_rate,
+                       metavar="HZ", help="resample audio to this rate (default: %(default)s)")
+    fit = train.add_argument_group("training")
+    fit.add_argument("--epochs", type=_positive_int, default=d["epochs"], metavar="N",
+                     help="(default: %(default)s)")
+    fit.add_argument("--batch-size", type=_positive_int, default=d["batch_size"], metavar="N",
+                     help="(default: %(default)s)")
+    fit.add_argument("--lr", type=_positive_float, default=d["lr"], metavar="LR",
+                     help="Adam learning rate (default: %(default)s)")
+    fit.add_argument("--seed", type=_seed, default=0, metavar="N",
+                     help="seed of weights, shuffling, splits and augmentation (default: %(default)s)")
+    fit.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="kernel threads (default: OMP_NUM_THREADS or all usable cores)")
+    out = train.add_argument_group("outputs")
+    out.add_argument("--save", metavar="MODEL",
+                     help="save the model (with its feature settings and labels) here; it is "
+                          "rewritten after every epoch, atomically, so Ctrl-C keeps the last one")
+    out.add_argument("--report", metavar="REPORT.json", help="write a JSON report of the run")
+    out.add_argument("--plot", metavar="PNG", help="write training curves and a confusion matrix")
+    out.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser("evaluate", help="accuracy and loss of a saved model on a data folder",
+                        description="Evaluate a model saved by `rnnkernels train --save`.")
+    ev.add_argument("model", metavar="MODEL")
+    ev.add_argument("--data", metavar="DIR", required=True,
+                    help="folder of labelled recordings (same layouts as train)")
+    ev.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
+    ev.add_argument("--threads", type=_positive_int, metavar="N")
+    ev.add_argument("--report", metavar="REPORT.json", help="write the results as JSON")
+    ev.add_argument("--plot", metavar="PNG", help="write a confusion matrix")
+
+    pr = sub.add_parser("predict", help="label and class probabilities of audio files",
+                        description="Predict the class of each audio file with a saved model.")
+    pr.add_argument("model", metavar="MODEL")
+    pr.add_argument("files", metavar="FILE", nargs="+")
+    pr.add_argument("--threads", type=_positive_int, metavar="N")
+    pr.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
+
+    sub.add_parser("bench", help="benchmarks against PyTorch (arguments go to rnnkernels.bench)",
+                   add_help=False, prefix_chars="\0")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``rnnkernels`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "bench":
+            # Everything after `bench` belongs to the bench tool, --help included.
+            from . import bench
+            return bench.main(argv[1:]) or 0
+        args = build_parser().parse_args(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return _COMMANDS[args.command](args) or 0
+    except KeyboardInterrupt as exc:
+        # TrainingInterrupted says which checkpoint was kept; a bare Ctrl-C says nothing more.
+        print(f"rnnkernels: {_one_line(exc) if str(exc) else 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse --help / errors
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except (CommandError, ValueError, TypeError, OSError, ImportError) as exc:
+        print(f"rnnkernels: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(exc):
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename!r}: {exc.strerror or text}"
+    return " ".join(text.split())
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"rnnkernels: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _cmd_train(args):
+    from . import get_num_threads, recipes
+    from .audio import FeatureConfig
+
+    if args.test_data and not args.data:
+        raise CommandError("--test-data needs --data (the training folder)")
+    for option in ("save", "report", "plot"):
+        _check_writable(getattr(args, option), f"--{option}")
+    if args.threads:
+        from . import set_num_threads
+        set_num_threads(args.threads)
+    base = recipes.DEFAULT_FEATURES
+    features = FeatureConfig(kind=args.features, sample_rate=args.sample_rate, n_mels=args.n_mels,
+                             n_mfcc=args.n_mfcc, n_fft=base.n_fft, hop_length=args.hop_length,
+                             fmin=base.fmin, deltas=args.deltas, normalize=base.normalize)
+    train_set, test_set, data_desc, split_desc = _train_test_sets(args)
+    if not args.quiet:
+        print(f"rnnkernels {__version__}: {len(train_set)} training and {len(test_set)} test files "
+              f"({split_desc}), {get_num_threads()} threads")
+    result = recipes.train_classifier(
+        train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
+        bidirectional=args.bidirectional, augment=args.augment, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save,
+        verbose=0 if args.quiet else 1,
+        describe=dict(data=data_desc, split=split_desc))
+    result.report["command_options"] = {k: v for k, v in vars(args).items() if k != "command"}
+    _print_summary(result, sys.stdout)
+    if args.report:
+        write_json_atomic(args.report, result.report)
+        print(f"report: {args.report}")
+    if args.plot:
+        training_figure(result.report, args.plot)
+        print(f"plot:   {args.plot}")
+    if args.save:
+        print(f"model:  {args.save}")
+    return 0
+
+
+def _train_test_sets(args):
+    """(train, test, data description, split description) from --data/--test-data/--split."""
+    from .datasets import load_audio_folder, load_spoken_digits, split_dataset
+
+    if args.data is None:
+        full, data_desc = load_spoken_digits(), "embedded spoken digits (FSDD, CC BY-SA 4.0)"
+    else:
+        full, data_desc = load_audio_folder(args.data), args.data
+    if args.test_data:
+        test = load_audio_folder(args.test_data, label_names=full.label_names)
+        return full, test, f"{data_desc}; test: {args.test_data}", "separate test folder"
+    if args.split == "random" and not 0 < args.test_fraction < 1:
+        raise CommandError(f"--test-fraction: expected a number in (0, 1), got {args.test_fraction}")
+    train_idx, test_idx = split_dataset(full, args.split, seed=args.seed,
+                                        test_speakers=args.test_speaker,
+                                        test_fraction=args.test_fraction)
+    split_desc = args.split
+    if args.split == "speaker":
+        split_desc += " (test: " + ", ".join(sorted({full.speakers[i] for i in test_idx})) + ")"
+    elif args.test_speaker:
+        raise CommandError("--test-speaker needs --split speaker")
+    return full.subset(train_idx), full.subset(test_idx), data_desc, split_desc
+
+
+def _cmd_evaluate(args):
+    from . import recipes
+    from .datasets import load_audio_folder
+
+    if args.threads:
+        from . import set_num_threads
+        set_num_threads(args.threads)
+    for option in ("report", "plot"):
+        _check_writable(getattr(args, option), f"--{option}")
+    classifier = recipes.AudioClassifier.load(args.model)
+    dataset = load_audio_folder(args.data, label_names=classifier.label_names)
+    result = classifier.evaluate(dataset, batch_size=args.batch_size)
+    print(f"{args.model} on {args.data}: {len(dataset)} files, "
+          f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    if args.report:
+        write_json_atomic(args.report, dict(result, model=args.model, data=args.data,
+                                            version=__version__))
+        print(f"report: {args.report}")
+    if args.plot:
+        confusion_figure(np.array(result["confusion"]), classifier.label_names, args.plot,
+                               title=f"{os.path.basename(args.model)} on {args.data}: "
+                                     f"accuracy {result['accuracy']:.1%}")
+        print(f"plot:   {args.plot}")
+    return 0
+
+
+def _cmd_predict(args):
+    from . import recipes
+
+    if args.threads:
+        from . import set_num_threads
+        set_num_threads(args.threads)
+    classifier = recipes.AudioClassifier.load(args.model)
+    probs = classifier.predict_files(args.files)
+    names = classifier.label_names
+    for path, p in zip(args.files, probs):
+        best = int(np.argmax(p))
+        if args.json:
+            print(json.dumps({"file": path, "label": names[best],
+                              "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}}))
+        else:
+            top = np.argsort(p)[::-1][:3]
+            others = ", ".join(f"{names[i]} {p[i]:.3f}" for i in top[1:])
+            print(f"{path}: {names[best]} ({p[best]:.3f}; next: {others})")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+
+
+def _check_writable(path, option):
+    """Fail before training, not after, when an output cannot be written."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"{option} {path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path!r}: is a directory, expected a file name")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"{option} {path!r}: folder {folder!r} is not writable")
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _print_summary(result, out):
+    r = result.report
+    rows = [
+        ("data", r["data"]),
+        ("split", r["split"]),
+        ("model", r["model"]),
+        ("features", r["features_summary"]),
+        ("train / test files", f"{r['n_train']} / {r['n_test']}"),
+        ("epochs", str(r["epochs"])),
+        ("threads", str(r["threads"])),
+        ("train time", f"{r['train_seconds']:.1f} s ({r['train_samples_per_second']:.0f} samples/s)"),
+        ("final train accuracy", f"{r['history']['accuracy'][-1]:.4f}"),
+        ("test loss", f"{r['test_loss']:.4f}"),
+        ("test accuracy", f"{r['test_accuracy']:.4f} ({r['test_errors']} of {r['n_test']} wrong)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    print(line, file=out)
+    for k, v in rows:
+        print(f"{k:<{width}} | {v}", file=out)
+    print(line, file=out)
+    out.flush()
+
+
+# ---------------------------------------------------------------------------
+# Figures (matplotlib, Agg: no display needed)
+# ---------------------------------------------------------------------------
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise CommandError("--plot needs matplotlib: pip install 'rnnkernels[plot]'") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _draw_confusion(ax, confusion, label_names, title):
+    confusion = np.asarray(confusion)
+    totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    share = confusion / totals  # colour by the share of each true class, so classes compare
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    n = len(label_names)
+    for i in range(n):
+        for j in range(n):
+            c = confusion[i, j]
+            if c == 0:
+                continue
+            colour = "white" if share[i, j] > 0.6 else ("#c0392b" if i != j else "black")
+            ax.text(j, i, str(c), ha="center", va="center", fontsize=9 if n <= 12 else 6,
+                    color=colour, fontweight="bold" if i != j else "normal")
+    ax.set_xticks(range(n), label_names, rotation=0 if n <= 12 else 90)
+    ax.set_yticks(range(n), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+
+
+def _save_figure(fig, path):
+    # Atomic like every other output: render to a temporary file, then rename.
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        fig.savefig(tmp, dpi=110, format=fmt, bbox_inches="tight")
+        os.replace(tmp, path)
+    except ValueError as exc:  # unknown image format
+        raise CommandError(f"--plot {path!r}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def training_figure(report, path):
+    """Loss and accuracy per epoch (train and test) and the test confusion matrix, in one image."""
+    plt = _pyplot()
+    h = report["history"]
+    epochs = np.arange(1, len(h["loss"]) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.05]})
+    ax = axes[0]
+    ax.plot(epochs, h["loss"], "o-", label="train (augmented, dropout on)")
+    if "val_loss" in h:
+        ax.plot(epochs, h["val_loss"], "s-", label="test")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy (log scale)")
+    ax.set_title("loss")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax = axes[1]
+    ax.plot(epochs, 100 * np.asarray(h["accuracy"]), "o-", label="train")
+    if "val_accuracy" in h:
+        ax.plot(epochs, 100 * np.asarray(h["val_accuracy"]), "s-", label="test")
+        best = int(np.argmax(h["val_accuracy"]))
+        ax.annotate(f"{100 * h['val_accuracy'][-1]:.1f}%", (epochs[-1], 100 * h["val_accuracy"][-1]),
+                    textcoords="offset points", xytext=(-10, -16), ha="right")
+        del best
+    ax.set_ylim(max(0, 100 * min(h["accuracy"] + h.get("val_accuracy", [])) - 5), 100.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("accuracy")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        ax.set_xticks(epochs if len(epochs) <= 20 else np.linspace(1, epochs[-1], 10).astype(int))
+    _draw_confusion(axes[2], report["confusion"], report["label_names"],
+                    f"test confusion: {report['test_errors']} of {report['n_test']} wrong")
+    fig.suptitle(f"{report['model']}  |  {report['features_summary']}\n"
+                 f"{report['n_train']} train / {report['n_test']} test ({report['split']}), "
+                 f"test accuracy {100 * report['test_accuracy']:.1f}%, "
+                 f"{report['train_seconds']:.0f} s on {report['threads']} threads", fontsize=11)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def confusion_figure(confusion, label_names, path, title):
+    """A confusion matrix alone (``rnnkernels evaluate --plot``)."""
+    plt = _pyplot()
+    n = len(label_names)
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * n + 2), max(4.5, 0.5 * n + 1.5)))
+    _draw_confusion(ax, confusion, label_names, title)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)

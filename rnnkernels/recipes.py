@@ -1,0 +1,284 @@
+"""The default audio-classification recipe and the saved audio classifier.
+
+The recipe (chosen by leave-one-speaker-out measurements, docs/audio.md):
+per-utterance normalised log-mel features, a bidirectional GRU whose outputs are
+averaged over the utterance's real frames (mean pooling: a speaker's pace and
+the clip's silence matter less than with the last state), a small dense head,
+and SpecAugment-style masking drawn anew every epoch.
+
+An :class:`AudioClassifier` is a trained model plus what is needed to use it on
+new audio: the :class:`~rnnkernels.audio.FeatureConfig` and the class names.
+It saves to one file, the model archive of ``Sequential.save`` with one more
+entry (``audio.json``), written atomically.
+"""
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+from . import __version__
+from .audio import FeatureConfig, compute_features, pad_batch, spec_augment
+from .callbacks import Callback
+
+DEFAULT_FEATURES = FeatureConfig(kind="logmel", sample_rate=8000, n_mels=40, n_fft=256,
+                                 hop_length=128, deltas=0, normalize="utterance")
+DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, cell="gru", hidden=48, layers=1,
+                      bidirectional=True, augment=True, epochs=12, batch_size=32, lr=3e-3)
+
+_AUDIO_ENTRY = "audio.json"
+_AUDIO_FORMAT = "rnnkernels.audio_classifier"
+
+
+def featurize(dataset, config):
+    """Features of every item of an :class:`~rnnkernels.datasets.AudioDataset`.
+
+    Returns a list of N ``(T_i, F)`` float32 arrays.
+    """
+    return [compute_features(w, int(r), config)
+            for w, r in zip(dataset.waveforms, dataset.sample_rates)]
+
+
+def build_model(n_features, n_classes, cell="gru", hidden=64, layers=1, bidirectional=True,
+                lr=3e-3, dropout=0.2, seed=0):
+    """A compiled ``Sequential``: recurrent layer(s) -> mean over time -> dense head.
+
+    Input ``(N, T, n_features)`` with ``lengths (N,)`` passed to fit/predict (the
+    recurrent layers and the mean skip padding); output ``(N, n_classes)`` probabilities.
+    """
+    from .layers import GRU, LSTM, Bidirectional, Dense, Dropout, GlobalAveragePooling1D, SimpleRNN
+    from .models import Sequential
+    from .optimizers import Adam
+
+    cells = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}
+    if cell not in cells:
+        raise ValueError(f"cell: expected one of {sorted(cells)}, got {cell!r}")
+    model = Sequential(seed=seed)
+    for i in range(layers):
+        shape = dict(input_shape=(None, n_features)) if i == 0 else {}
+        rnn = cells[cell](hidden, return_sequences=True, **({} if bidirectional else shape))
+        model.add(Bidirectional(rnn, **shape) if bidirectional else rnn)
+    model.add(GlobalAveragePooling1D())
+    model.add(Dropout(dropout))
+    model.add(Dense(64, activation="relu"))
+    model.add(Dropout(dropout))
+    model.add(Dense(n_classes, activation="softmax"))
+    model.compile(optimizer=Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+@dataclasses.dataclass
+class AudioClassifier:
+    """A trained model with its feature settings and class names."""
+
+    model: object
+    features: FeatureConfig
+    label_names: list
+
+    def save(self, path):
+        """Write one file atomically: the model archive plus an ``audio.json`` entry."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp")
+        os.close(fd)
+        try:
+            self.model.save(tmp)
+            meta = {"format": _AUDIO_FORMAT, "version": __version__,
+                    "features": self.features.to_dict(), "label_names": list(self.label_names)}
+            with zipfile.ZipFile(tmp, "a") as zf:
+                zf.writestr(_AUDIO_ENTRY, json.dumps(meta, indent=1))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path):
+        """Read a file written by :meth:`save`; a missing, corrupt or foreign file is an error."""
+        from .models import load_model
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file {path!r}: no such file")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read(_AUDIO_ENTRY).decode("utf-8"))
+        except KeyError:
+            raise ValueError(f"model file {path!r}: no {_AUDIO_ENTRY} entry; not an audio "
+                             f"classifier saved by `rnnkernels train --save`") from None
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError, EOFError) as exc:
+            raise ValueError(f"model file {path!r}: corrupt or not an rnnkernels model "
+                             f"({exc})") from None
+        try:
+            if meta.get("format") != _AUDIO_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}")
+            features = FeatureConfig.from_dict(meta["features"])
+            label_names = [str(n) for n in meta["label_names"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"model file {path!r}: bad {_AUDIO_ENTRY} ({exc})") from None
+        model = load_model(path)
+        return cls(model=model, features=features, label_names=label_names)
+
+    def probabilities(self, features, batch_size=256):
+        """Class probabilities ``(N, C)`` of a list of ``(T_i, F)`` feature arrays."""
+        probs = []
+        for start in range(0, len(features), batch_size):
+            x, lengths = pad_batch(features[start:start + batch_size])
+            probs.append(np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0,
+                                                       lengths=lengths)))
+        return np.concatenate(probs).astype(np.float64)
+
+    def predict_files(self, paths):
+        """``(N, C)`` class probabilities of audio files (read, resampled, featurised as in training)."""
+        from .audio import file_features
+
+        return self.probabilities([file_features(p, self.features) for p in paths])
+
+    def evaluate(self, dataset, batch_size=256):
+        """Accuracy, loss (mean cross-entropy) and confusion matrix on a labelled dataset."""
+        probs = self.probabilities(featurize(dataset, self.features), batch_size)
+        return classification_metrics(probs, dataset.labels, len(self.label_names))
+
+
+def classification_metrics(probs, labels, n_classes):
+    """``{'accuracy', 'loss', 'confusion' (rows: true class, columns: predicted), 'n'}``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    pred = np.argmax(probs, axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {"accuracy": float(np.mean(pred == labels)), "loss": float(-np.mean(np.log(p_true))),
+            "confusion": confusion.tolist(), "n": int(len(labels))}
+
+
+class _EpochHooks(Callback):
+    """Fresh SpecAugment masks at each epoch's start; a checkpoint at each epoch's end.
+
+    ``x`` is the float32 array given to ``fit``, which trains on that very array
+    (it converts with ``copy=False``); rewriting it in place before each epoch
+    gives every epoch new masks within one ``fit`` call (one progress bar per
+    epoch, "Epoch k/N").
+    """
+
+    def __init__(self, classifier, x_clean, lengths, rng, augment, save):
+        super().__init__()
+        self.classifier, self.x_clean, self.lengths = classifier, x_clean, lengths
+        self.rng, self.augment, self.save = rng, augment, save
+        self.x = np.array(x_clean, dtype=np.float32, copy=True)
+        self.completed, self.saved_epoch = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.augment:
+            self.x[...] = spec_augment(self.x_clean, self.lengths, self.rng)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.completed = epoch + 1
+        if self.save:
+            self.classifier.save(self.save)
+            self.saved_epoch = epoch + 1
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train_classifier`; the message says which checkpoint was kept."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_classifier` returns: the classifier, per-epoch history and test results."""
+
+    classifier: AudioClassifier
+    history: dict
+    test: dict
+    report: dict
+
+
+def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell="gru", hidden=64,
+                     layers=1, bidirectional=True, augment=True, epochs=12, batch_size=32, lr=3e-3,
+                     seed=0, save=None, verbose=1, describe=None):
+    """Train the recipe on ``train_set`` and test it on ``test_set`` (AudioDatasets, same labels).
+
+    With ``save`` the classifier is written there after every epoch (atomically),
+    so an interruption keeps the last complete epoch. ``describe`` is merged into
+    the report (the options a caller wants recorded). Returns a :class:`TrainResult`.
+    """
+    from . import get_num_threads
+
+    if list(train_set.label_names) != list(test_set.label_names):
+        raise ValueError(f"test set labels {test_set.label_names} differ from the training set's "
+                         f"{train_set.label_names}")
+    t0 = time.perf_counter()
+    x_train, len_train = pad_batch(featurize(train_set, features))
+    test_features = featurize(test_set, features)
+    y_train, y_test = train_set.labels, test_set.labels
+    feature_seconds = time.perf_counter() - t0
+
+    model = build_model(features.n_features, len(train_set.label_names), cell, hidden, layers,
+                        bidirectional, lr, seed=seed)
+    classifier = AudioClassifier(model, features, list(train_set.label_names))
+    progress = _EpochHooks(classifier, x_train, len_train, np.random.default_rng(seed), augment,
+                           save)
+    t1 = time.perf_counter()
+    try:
+        # validation_data as a list of (T_i, F) arrays: fit pads it and keeps the lengths.
+        history = model.fit(progress.x, y_train, batch_size=batch_size, epochs=epochs,
+                            validation_data=(test_features, y_test), shuffle=True,
+                            verbose=verbose, lengths=len_train, callbacks=[progress]).history
+    except KeyboardInterrupt:
+        kept = (f"; the model of epoch {progress.saved_epoch} is kept in {save!r}"
+                if progress.saved_epoch else "; no epoch had completed, nothing was saved"
+                if save else "")
+        raise TrainingInterrupted(f"interrupted during epoch {progress.completed + 1}{kept}") from None
+    history = {k: [float(v) for v in vals] for k, vals in history.items()}
+    train_seconds = time.perf_counter() - t1
+
+    probs = classifier.probabilities(test_features)
+    test = classification_metrics(probs, y_test, len(train_set.label_names))
+    wrong = np.flatnonzero(np.argmax(probs, axis=1) != y_test)
+    report = dict(
+        version=__version__,
+        train_seconds=round(train_seconds, 3),
+        feature_seconds=round(feature_seconds, 3),
+        train_samples_per_second=round(epochs * len(train_set) / train_seconds, 1),
+        threads=get_num_threads(),
+        test_accuracy=test["accuracy"],
+        test_loss=test["loss"],
+        test_errors=int(wrong.size),
+        epochs=epochs,
+        n_train=len(train_set),
+        n_test=len(test_set),
+        label_names=list(train_set.label_names),
+        history=history,
+        confusion=test["confusion"],
+        misclassified=[{"source": test_set.sources[i], "true": train_set.label_names[y_test[i]],
+                        "predicted": train_set.label_names[int(np.argmax(probs[i]))]}
+                       for i in wrong[:50]],
+        features=features.to_dict(),
+        features_summary=describe_features(features),
+        model=describe_model(cell, hidden, layers, bidirectional),
+        options=dict(cell=cell, hidden=hidden, layers=layers, bidirectional=bidirectional,
+                     augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                     save=save),
+    )
+    report.update(describe or {})
+    return TrainResult(classifier=classifier, history=history, test=test, report=report)
+
+
+def describe_features(f):
+    base = f"{f.n_mels} log-mel" if f.kind == "logmel" else f"{f.n_mfcc} MFCC"
+    deltas = {0: "", 1: " + deltas", 2: " + deltas + delta-deltas"}[f.deltas]
+    norm = ", per-utterance normalised" if f.normalize == "utterance" else ""
+    return (f"{base}{deltas} ({f.n_features}/frame), {f.sample_rate} Hz, "
+            f"{1000 * f.hop_length / f.sample_rate:g} ms hop{norm}")
+
+
+def describe_model(cell, hidden, layers, bidirectional):
+    rnn = f"{'Bidirectional ' if bidirectional else ''}{cell.upper()}({hidden})"
+    stack = f"{layers} x {rnn}" if layers > 1 else rnn
+    return f"{stack} -> mean over time -> Dense(64, relu) -> Dense(softmax)"

@@ -1,0 +1,205 @@
+"""The rnnkernels command line: options, one-line errors, Ctrl-C, train/evaluate/predict/bench."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnkernels import __version__, cli
+
+soundfile = pytest.importorskip("soundfile")
+pytest.importorskip("librosa")
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles, status=1):
+    assert code == status
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "error" in lines[0]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    """A small FSDD-style folder cut from the embedded digits: 3 speakers x 10 digits x 8 takes."""
+    from rnnkernels.datasets import load_spoken_digits
+
+    folder = tmp_path_factory.mktemp("digits")
+    ds = load_spoken_digits()
+    for i in range(len(ds)):
+        if ds.speakers[i] != "nicolas" and ds.takes[i] < 8:
+            name = ds.sources[i].rsplit(":", 1)[1]
+            soundfile.write(folder / f"{name}.wav", ds.waveforms[i], 8000, subtype="PCM_16")
+    return folder
+
+
+# --- options and one-line errors -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--hidden", "many"], "--hidden"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--cell", "transformer"], "--cell"),
+    (["train", "--split", "alphabetical"], "--split"),
+    (["train", "--seed", "-3"], "--seed"),
+    (["train", "--frobnicate"], "--frobnicate"),
+    (["dance"], "dance"),
+    ([], "COMMAND"),
+    (["predict", "model.rnk"], "FILE"),
+    (["evaluate", "model.rnk"], "--data"),
+])
+def test_bad_options_are_one_line_usage_errors(capsys, argv, needle):
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, needle, status=2)
+
+
+def test_bad_paths_are_one_line_errors(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--data", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, err, "nowhere", "no such directory")
+    code, _, err = run_cli(capsys, "train", "--save", str(tmp_path / "no" / "m.rnk"))
+    assert_one_line_error(code, err, "--save", "does not exist")
+    code, _, err = run_cli(capsys, "train", "--report", str(tmp_path))
+    assert_one_line_error(code, err, "--report", "directory")
+    code, _, err = run_cli(capsys, "train", "--test-data", str(tmp_path))
+    assert_one_line_error(code, err, "--test-data needs --data")
+    code, _, err = run_cli(capsys, "train", "--test-speaker", "lucas")
+    assert_one_line_error(code, err, "--test-speaker needs --split speaker")
+    code, _, err = run_cli(capsys, "train", "--split", "speaker", "--test-speaker", "zed")
+    assert_one_line_error(code, err, "zed")
+
+
+def test_corrupt_model_files_are_one_line_errors(capsys, tmp_path):
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, np.zeros(800, np.float32), 8000)
+    cases = {"missing.rnk": None, "junk.rnk": b"not a model", "empty.rnk": b""}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        code, _, err = run_cli(capsys, "predict", str(tmp_path / name), str(clip))
+        assert_one_line_error(code, err, name)
+        code, _, err = run_cli(capsys, "evaluate", str(tmp_path / name), "--data", str(tmp_path))
+        assert_one_line_error(code, err, name)
+
+
+def test_version_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "rnnkernels", "--version"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == f"rnnkernels {__version__}"
+    out = subprocess.run([sys.executable, "-m", "rnnkernels", "train", "--epochs", "x"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_bench_forwards_its_arguments(capsys, monkeypatch):
+    import rnnkernels.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["bench", "--cell", "gru", "--help", "-x"]) == 0
+    assert seen == [["--cell", "gru", "--help", "-x"]]
+
+
+# --- train / evaluate / predict ---------------------------------------------------------------------
+
+def test_tiny_train_then_evaluate_and_predict(capsys, tmp_path, digit_folder):
+    model, report, plot = tmp_path / "m.rnk", tmp_path / "r.json", tmp_path / "p.png"
+    code, out, err = run_cli(capsys, "train", "--data", str(digit_folder), "--epochs", "2",
+                             "--hidden", "8", "--n-mels", "20", "--threads", "1", "--save",
+                             str(model), "--report", str(report), "--plot", str(plot))
+    assert code == 0, err
+    assert "test accuracy" in out and "Epoch 2/2" in err  # summary table and progress bars
+    r = json.loads(report.read_text())
+    for key in ("train_seconds", "test_accuracy", "test_loss", "epochs", "n_train", "n_test",
+                "history", "threads", "version", "options", "command_options"):
+        assert key in r, key
+    assert r["n_train"] == 90 and r["n_test"] == 150 and r["epochs"] == 2 and r["threads"] == 1
+    assert len(r["history"]["loss"]) == len(r["history"]["val_accuracy"]) == 2
+    assert r["features"]["n_mels"] == 20 and r["version"] == __version__
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(tmp_path) if "tmp" in p]  # atomic writes leave nothing
+
+    # evaluate on the test takes gives the report's numbers: same features (n_mels=20) from the file
+    test_folder = tmp_path / "test"
+    test_folder.mkdir()
+    for f in os.listdir(digit_folder):
+        if int(f.split("_")[2][:-4]) < 5:
+            os.link(digit_folder / f, test_folder / f)
+    code, out, err = run_cli(capsys, "evaluate", str(model), "--data", str(test_folder),
+                             "--report", str(tmp_path / "e.json"))
+    assert code == 0, err
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["n"] == 150 and e["accuracy"] == pytest.approx(r["test_accuracy"])
+    assert e["loss"] == pytest.approx(r["test_loss"], rel=1e-4)
+
+    files = sorted(str(test_folder / f) for f in os.listdir(test_folder))[:3]
+    code, out, err = run_cli(capsys, "predict", str(model), *files, "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [row["file"] for row in rows] == files
+    for row in rows:
+        probs = row["probabilities"]
+        assert sorted(probs, key=int) == [str(d) for d in range(10)]
+        assert sum(probs.values()) == pytest.approx(1, abs=1e-4)
+        assert row["label"] == max(probs, key=probs.get)
+    code, out, err = run_cli(capsys, "predict", str(model), files[0], str(tmp_path / "r.json"))
+    assert_one_line_error(code, err, "r.json", "cannot decode")
+
+
+def test_corrupt_file_in_data_folder_is_skipped_with_a_warning(capsys, tmp_path, digit_folder):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(os.listdir(digit_folder))[::4]:
+        os.link(digit_folder / f, data / f)
+    (data / "3_george_1.wav").write_bytes(b"RIFF....WAVEjunk")
+    code, out, err = run_cli(capsys, "train", "--data", str(data), "--split", "random",
+                             "--epochs", "1", "--hidden", "4", "--quiet", "--no-bidirectional",
+                             "--cell", "lstm")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "3_george_1.wav" in warning[0]
+
+
+def test_ctrl_c_exits_130_and_keeps_the_last_complete_epoch(capsys, tmp_path, digit_folder,
+                                                            monkeypatch):
+    from rnnkernels import recipes
+    from rnnkernels.models import load_model
+
+    real_begin = recipes._EpochHooks.on_epoch_begin
+
+    def ctrl_c_in_epoch_2(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_begin(self, epoch, logs)
+
+    monkeypatch.setattr(recipes._EpochHooks, "on_epoch_begin", ctrl_c_in_epoch_2)
+    model = tmp_path / "m.rnk"
+    code, out, err = run_cli(capsys, "train", "--data", str(digit_folder), "--epochs", "3",
+                             "--hidden", "4", "--quiet", "--save", str(model))
+    assert code == 130
+    assert err.strip().splitlines() == [
+        f"rnnkernels: interrupted during epoch 2; the model of epoch 1 is kept in {str(model)!r}"]
+    assert load_model(str(model)).epochs_trained == 1
+
+
+@pytest.mark.slow
+def test_default_train_reaches_97_percent(tmp_path):
+    """The README's main command: embedded digits, official split, default recipe."""
+    report = tmp_path / "r.json"
+    out = subprocess.run([sys.executable, "-m", "rnnkernels", "train", "--report", str(report)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(report.read_text())
+    assert r["n_train"] == 1800 and r["n_test"] == 200
+    assert r["test_accuracy"] >= 0.97
