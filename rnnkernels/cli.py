@@ -413,6 +413,11 @@ def training_figure(report, path):
     if "val_loss" in h:
         ax.plot(epochs, h["val_loss"], "s-", label="test")
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+    # Plain numbers (0.05, 0.1, 0.2, 0.5, 1, 2) rather than powers of ten.
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.1e}"[0] in "25" else ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy (log scale)")
     ax.set_title("loss")
@@ -422,10 +427,8 @@ def training_figure(report, path):
     ax.plot(epochs, 100 * np.asarray(h["accuracy"]), "o-", label="train")
     if "val_accuracy" in h:
         ax.plot(epochs, 100 * np.asarray(h["val_accuracy"]), "s-", label="test")
-        best = int(np.argmax(h["val_accuracy"]))
         ax.annotate(f"{100 * h['val_accuracy'][-1]:.1f}%", (epochs[-1], 100 * h["val_accuracy"][-1]),
                     textcoords="offset points", xytext=(-10, -16), ha="right")
-        del best
     ax.set_ylim(max(0, 100 * min(h["accuracy"] + h.get("val_accuracy", [])) - 5), 100.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
