@@ -26,8 +26,8 @@ from .callbacks import Callback
 
 DEFAULT_FEATURES = FeatureConfig(kind="logmel", sample_rate=8000, n_mels=40, n_fft=256,
                                  hop_length=128, deltas=0, normalize="utterance")
-DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, cell="gru", hidden=48, layers=1,
-                      bidirectional=True, augment=True, epochs=12, batch_size=32, lr=3e-3)
+DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, cell="gru", hidden=64, layers=1,
+                      bidirectional=True, augment=True, epochs=15, batch_size=32, lr=3e-3)
 
 _AUDIO_ENTRY = "audio.json"
 _AUDIO_FORMAT = "rnnkernels.audio_classifier"
