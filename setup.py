@@ -56,7 +56,11 @@ def _accepts(compiler, flag):
 
 
 class BuildExt(build_ext):
+    force_rebuild = False
+
     def build_extensions(self):
+        if self.force_rebuild:
+            self.force = True
         debug = bool(os.environ.get("RNNKERNELS_DEBUG"))
         omp_c, omp_l = _openmp_flags(self.compiler)
         if debug:
@@ -97,8 +101,16 @@ def _extensions():
         Extension(f"rnnkernels.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
         for m in modules
     ]
-    return cythonize(exts, include_path=["src"], compiler_directives=directives,
-                     compile_time_env={"RNNKERNELS_DEBUG": debug})
+    # A debug build must not reuse C files or objects of a release build (and
+    # vice versa): Cython and build_ext only look at timestamps, not flags.
+    mode_file = os.path.join("src", ".build-mode")
+    mode = "debug" if debug else "release"
+    previous = open(mode_file).read() if os.path.exists(mode_file) else None
+    force = previous != mode
+    with open(mode_file, "w") as f:
+        f.write(mode)
+    BuildExt.force_rebuild = force
+    return cythonize(exts, include_path=["src"], compiler_directives=directives, force=force)
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -83,6 +83,8 @@ def _lengths(lengths, T, B):
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise TypeError(f"lengths: expected integers, got non-integral values of dtype {arr.dtype}")
+    elif arr.dtype.kind == "b":
+        raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
     elif arr.dtype.kind not in "iu":
         raise TypeError(f"lengths: expected an integer array of shape ({B},), got dtype {arr.dtype}")
     if arr.shape != (B,):
@@ -91,6 +93,12 @@ def _lengths(lengths, T, B):
     if B and (arr.min() < 0 or arr.max() > T):
         raise ValueError(f"lengths: expected values in [0, {T}] (T={T}), got min {arr.min()} max {arr.max()}")
     return arr
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _cache_for(cache, kind):
@@ -266,19 +274,34 @@ def _scratch(shape, dtype):
 _blas_controller = None
 
 
+# Recurrent flops per step and thread below which another thread costs more
+# than it brings: each step ends in a barrier, and on a busy machine a thread
+# that has lost its core turns every barrier into a scheduler round trip.
+_MIN_FLOPS_PER_THREAD = 1_000_000
+
+
+def _threads_for(plan, gates, H, tiles):
+    """The thread count for one call: the configured count, but no more than
+    there are tiles or than the per-step work can keep busy.  (The work split
+    never depends on it, so neither do the results.)"""
+    flops = 2 * plan.n_first * gates * H * H
+    useful = max(1, flops // _MIN_FLOPS_PER_THREAD)
+    return int(min(_config.get_num_threads(), len(tiles) - 1, useful))
+
+
 @contextlib.contextmanager
-def _kernel_threads():
+def _kernel_threads(nthreads):
     """Keep BLAS single-threaded while our OpenMP regions run (they would
-    otherwise fight over the cores), and return the kernels' thread count."""
+    otherwise fight over the cores), and yield the kernels' thread count."""
     global _blas_controller
     if _blas_controller is None:
         from threadpoolctl import ThreadpoolController
         _blas_controller = ThreadpoolController().select(user_api="blas")
     if all(info["num_threads"] == 1 for info in _blas_controller.info()):
-        yield _config.get_num_threads()
+        yield nthreads
         return
     with _blas_controller.limit(limits=1):
-        yield _config.get_num_threads()
+        yield nthreads
 
 
 class _Prepared:
@@ -291,7 +314,8 @@ class _Prepared:
         self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.H = _weights(
             w_ih, w_hh, b_ih, b_hh, gates, cell, x)
         self.h0 = _state("h0", h0, self.dtype, self.B, self.H)
-        self.plan = _Plan(self.T, self.B, _lengths(lengths, self.T, self.B), bool(reverse))
+        self.plan = _Plan(self.T, self.B, _lengths(lengths, self.T, self.B),
+                          _flag("reverse", reverse))
         self.tiles = _unit_tiles(self.H)
         self.weights = _Weights(self.w_ih, self.w_hh, gates, self.tiles)
         self.xp = self.plan.pack(x)
@@ -351,12 +375,13 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     Returns ``y (T, B, H), h_n (B, H), c_n (B, H), cache`` (cache None unless training).
     """
     from . import _lstm
+    training = _flag("training", training)
     p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     c0 = _state("c0", c0, p.dtype, p.B, p.H)
     cbuf = p.plan.state_buffer(c0, p.H)
     gates = np.empty((p.plan.N, 4 * p.H), p.dtype)
     if p.plan.N:
-        with _kernel_threads() as nthreads:
+        with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles)) as nthreads:
             _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
                           p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates, nthreads)
     c_n = p.plan.final(cbuf)
@@ -377,7 +402,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     dw_hh = np.zeros((4 * H, H), dtype)
     db = np.zeros(4 * H, dtype)
     if plan.N:
-        with _kernel_threads() as nthreads:
+        with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles)) as nthreads:
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
                            cache.c, cache.gates, dy_p, plan.counts, plan.offsets,
                            cache.weights.tiles, dh, dc, dgates, dxp, dw_ih, dw_hh, db, nthreads)
@@ -399,11 +424,12 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     from . import _rnn
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    training = _flag("training", training)
     p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     relu = nonlinearity == "relu"
     pre = np.empty((p.plan.N, p.H), p.dtype)
     if p.plan.N:
-        with _kernel_threads() as nthreads:
+        with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles)) as nthreads:
             _rnn.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, relu, nthreads)
     return _outputs(p, training, "rnn", relu=relu)
@@ -421,7 +447,7 @@ def rnn_backward(cache, dy, dh_n=None):
     dw_hh = np.zeros((H, H), dtype)
     db = np.zeros(H, dtype)
     if plan.N:
-        with _kernel_threads() as nthreads:
+        with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles)) as nthreads:
             _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy_p,
                           plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dxp,
                           dw_ih, dw_hh, db, cache.relu, nthreads)
@@ -436,8 +462,8 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
     """
     from . import _gru
-    if not isinstance(reset_after, (bool, np.bool_)):
-        raise TypeError(f"reset_after: expected True or False, got {reset_after!r}")
+    reset_after = _flag("reset_after", reset_after)
+    training = _flag("training", training)
     p = _Prepared("gru", 3, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     H, N = p.H, p.plan.N
     # r and z (and, before the reset, n) take b_ih + b_hh; after the reset,
@@ -452,7 +478,7 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     aux = np.empty((N, H), p.dtype)
     gh = np.empty((p.B, 3 * H), p.dtype)
     if N:
-        with _kernel_threads() as nthreads:
+        with _kernel_threads(_threads_for(p.plan, 3, p.H, p.tiles)) as nthreads:
             _gru.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
                          bool(reset_after), nthreads)
@@ -483,7 +509,7 @@ def gru_backward(cache, dy, dh_n=None):
         dgh = np.empty((0, G3), dtype)
         dw_hn = np.zeros((G3, H), dtype)
     if N:
-        with _kernel_threads() as nthreads:
+        with _kernel_threads(_threads_for(plan, 3, H, w.tiles)) as nthreads:
             _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
                           cache.aux, dy_p, plan.counts, plan.offsets, w.tiles, dh,
                           np.empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
