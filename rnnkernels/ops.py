@@ -271,8 +271,6 @@ def _scratch(shape, dtype):
 
 
 # ----------------------------------------------------------- BLAS threading
-_blas_controller = None
-
 
 # Recurrent flops per step and thread below which another thread costs more
 # than it brings: each step ends in a barrier, and on a busy machine a thread
@@ -289,19 +287,36 @@ def _threads_for(plan, gates, H, tiles):
     return int(min(_config.get_num_threads(), len(tiles) - 1, useful))
 
 
+_kernel_blas = None
+
+
+def _kernels_blas():
+    """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas
+    (and so every kernel) calls: SciPy's OpenBLAS when it can be told apart,
+    else every BLAS loaded."""
+    global _kernel_blas
+    if _kernel_blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
+        from threadpoolctl import ThreadpoolController
+        libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        scipy_libs = [lib for lib in libs if "scipy" in os.path.basename(os.path.dirname(lib.filepath))
+                      or "scipy_openblas-" in os.path.basename(lib.filepath)]
+        _kernel_blas = scipy_libs or libs
+    return _kernel_blas
+
+
 @contextlib.contextmanager
 def _kernel_threads(nthreads):
-    """Keep BLAS single-threaded while our OpenMP regions run (they would
-    otherwise fight over the cores), and yield the kernels' thread count."""
-    global _blas_controller
-    if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController
-        _blas_controller = ThreadpoolController().select(user_api="blas")
-    if all(info["num_threads"] == 1 for info in _blas_controller.info()):
-        yield nthreads
-        return
-    with _blas_controller.limit(limits=1):
-        yield nthreads
+    """Keep the kernels' BLAS single-threaded: every BLAS call already runs
+    inside our own OpenMP regions, and a multi-threaded OpenBLAS would fight
+    them for the cores.  The setting is left in place rather than restored
+    after each call: switching OpenBLAS's thread count back and forth wakes its
+    thread pool, which then spins and steals the cores from the next call.
+    Only SciPy's OpenBLAS is touched (NumPy's, used by ``@``, is separate)."""
+    for lib in _kernels_blas():
+        if lib.get_num_threads() != 1:  # a ctypes call, about a microsecond
+            lib.set_num_threads(1)
+    yield nthreads
 
 
 class _Prepared:
