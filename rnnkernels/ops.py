@@ -219,20 +219,27 @@ class _Weights:
         # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T ; backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]
         self.w_hh_fwd = np.concatenate(
             [w_hh_p[gates * u0: gates * u1].T.ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])])
-        self.w_hh_bwd = np.concatenate(
-            [w_hh_p[:, u0:u1].ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])])
+        self._w_hh_bwd = None
+
+    @property
+    def w_hh_bwd(self):
+        """Backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]; built on first use, so
+        inference never pays for it (from the permuted copy taken at forward
+        time, so changing the weights in place before backward changes nothing)."""
+        if self._w_hh_bwd is None:
+            self._w_hh_bwd = self._tiles_bwd(self.w_hh_p)
+        return self._w_hh_bwd
+
+    def _tiles_bwd(self, w):
+        return np.concatenate([w[:, u0:u1].ravel()
+                               for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])])
 
     def gate_split_bwd(self, n_gate):
         """Backward tiles of W_hh with gate ``n_gate``'s rows zeroed, and with
         only those rows (GRU before the reset reaches W_hn through r*h)."""
         H = self.w_hh_p.shape[1]
         is_n = (self.colmap // H) == n_gate
-        split = []
-        for keep in (~is_n, is_n):
-            w = self.w_hh_p * keep[:, None]
-            split.append(np.concatenate(
-                [w[:, u0:u1].ravel() for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])]))
-        return split
+        return [self._tiles_bwd(self.w_hh_p * keep[:, None]) for keep in (~is_n, is_n)]
 
     def permute(self, v):
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
@@ -394,7 +401,8 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     c0 = _state("c0", c0, p.dtype, p.B, p.H)
     cbuf = p.plan.state_buffer(c0, p.H)
-    gates = np.empty((p.plan.N, 4 * p.H), p.dtype)
+    # Inference keeps no gates: reuse the scratch buffer (no fresh pages).
+    gates = (np.empty if training else _scratch)((p.plan.N, 4 * p.H), p.dtype)
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles)) as nthreads:
             _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
@@ -442,7 +450,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     training = _flag("training", training)
     p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     relu = nonlinearity == "relu"
-    pre = np.empty((p.plan.N, p.H), p.dtype)
+    pre = _scratch((p.plan.N, p.H), p.dtype)  # never kept: backward reads h
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles)) as nthreads:
             _rnn.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
