@@ -262,18 +262,19 @@ class _Cache:
 _scratch_pool = threading.local()
 
 
-def _scratch(shape, dtype):
+def _scratch(shape, dtype, slot=0):
     """A reusable buffer for gradients that never leave backward (gate
     gradients).  Fresh large allocations are zero-filled page by page by the
     kernel on first touch, which cost ~5% of a training step.  One buffer per
     Python thread and dtype, so concurrent calls from different threads
-    never share one."""
+    never share one; ``slot`` tells apart buffers needed at the same time."""
     dtype = np.dtype(dtype)
     size = int(np.prod(shape))
-    buf = getattr(_scratch_pool, dtype.name, None)
+    key = f"{dtype.name}_{slot}"
+    buf = getattr(_scratch_pool, key, None)
     if buf is None or buf.size < size:
         buf = np.empty(size, dtype)
-        setattr(_scratch_pool, dtype.name, buf)
+        setattr(_scratch_pool, key, buf)
     return buf[:size].reshape(shape)
 
 
@@ -523,12 +524,13 @@ def gru_backward(cache, dy, dh_n=None):
     dxp = np.empty((N, I), dtype)
     if reset_after:
         w_hh_tiles, w_hn_tiles = w.w_hh_bwd, np.zeros(1, dtype)
-        dgx = np.empty((N, G3), dtype)
-        dgh = np.empty((N, G3), dtype)
+        dgx = _scratch((N, G3), dtype, slot=0)
+        dgh = _scratch((N, G3), dtype, slot=1)
         dw_hn = np.zeros((1, 1), dtype)
     else:
         w_hh_tiles, w_hn_tiles = w.gate_split_bwd(n_gate=2)
-        dgx = np.zeros((N, G3), dtype)  # r columns are read (times zero) before written
+        dgx = _scratch((N, G3), dtype, slot=0)
+        dgx[:] = 0  # r columns are read (times zero) before they are written
         dgh = np.empty((0, G3), dtype)
         dw_hn = np.zeros((G3, H), dtype)
     if N:

@@ -9,8 +9,11 @@
  * packing is needed: the kernel keeps an MR x NR block of C in registers,
  * broadcasts one element of A per row and streams rows of B.
  *
- * Every element of C is summed over k in increasing order, whatever the
- * shapes, so the result never depends on how the work is split.
+ * k is taken in chunks of RK_KC so that the B strip of a block (RK_KC x NR)
+ * stays in L1 while all row blocks use it; later chunks start their
+ * accumulators from C, so every element of C is still summed over k in
+ * increasing order, one term at a time, whatever the shapes: the result never
+ * depends on how the work is split.
  * Written with GCC vector extensions: the vector width follows -march
  * (8 floats with AVX2, 16 with AVX-512), no intrinsics.
  */
@@ -25,6 +28,7 @@
 #define RK_VBYTES 32
 #endif
 #define RK_MR 6
+#define RK_KC 256
 
 #define RK_DEFINE_SMALL_GEMM(NAME, T)                                                   \
 typedef T NAME##_vec __attribute__((vector_size(RK_VBYTES), aligned(sizeof(T))));       \
@@ -37,8 +41,13 @@ static inline void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t
     NAME##_vec acc0[RK_MR], acc1[RK_MR];                                                 \
     ptrdiff_t r, p;                                                                      \
     for (r = 0; r < RK_MR; r++) {                                                        \
-        acc0[r] = (NAME##_vec){0};                                                       \
-        acc1[r] = (NAME##_vec){0};                                                       \
+        if (accumulate && r < mr) {  /* continue C's sum term by term */                 \
+            acc0[r] = *(const NAME##_vec*)(c + r * ldc);                                 \
+            acc1[r] = *(const NAME##_vec*)(c + r * ldc + NAME##_VL);                     \
+        } else {                                                                         \
+            acc0[r] = (NAME##_vec){0};                                                   \
+            acc1[r] = (NAME##_vec){0};                                                   \
+        }                                                                                \
     }                                                                                    \
     if (mr == RK_MR) {                                                                   \
         for (p = 0; p < k; p++) {                                                        \
@@ -62,34 +71,31 @@ static inline void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t
         }                                                                                \
     }                                                                                    \
     for (r = 0; r < mr; r++) {                                                           \
-        NAME##_vec* c0 = (NAME##_vec*)(c + r * ldc);                                     \
-        NAME##_vec* c1 = (NAME##_vec*)(c + r * ldc + NAME##_VL);                         \
-        if (accumulate) {                                                                \
-            *c0 += acc0[r];                                                              \
-            *c1 += acc1[r];                                                              \
-        } else {                                                                         \
-            *c0 = acc0[r];                                                               \
-            *c1 = acc1[r];                                                               \
-        }                                                                                \
+        *(NAME##_vec*)(c + r * ldc) = acc0[r];                                           \
+        *(NAME##_vec*)(c + r * ldc + NAME##_VL) = acc1[r];                               \
     }                                                                                    \
 }                                                                                        \
                                                                                          \
 static inline void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
                         const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
 {                                                                                        \
-    ptrdiff_t i0, j0, j, r, p;                                                           \
+    ptrdiff_t i0, j0, k0, kc, j, r, p;                                                   \
     ptrdiff_t n_vec = n - n % NAME##_NR;                                                 \
-    for (j0 = 0; j0 < n_vec; j0 += NAME##_NR)                                            \
-        for (i0 = 0; i0 < m; i0 += RK_MR)                                                \
-            NAME##_block(m - i0 < RK_MR ? m - i0 : RK_MR, k, a + i0 * lda, lda,          \
-                         b + j0, ldb, c + i0 * ldc + j0, ldc, accumulate);               \
+    for (k0 = 0; k0 < k; k0 += RK_KC) {                                                  \
+        kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                            \
+        for (j0 = 0; j0 < n_vec; j0 += NAME##_NR)                                        \
+            for (i0 = 0; i0 < m; i0 += RK_MR)                                            \
+                NAME##_block(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
+                             b + k0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,             \
+                             accumulate || k0 > 0);                                      \
+    }                                                                                    \
     /* leftover columns (n not a multiple of NR): same summation order */               \
     for (r = 0; r < m; r++)                                                              \
         for (j = n_vec; j < n; j++) {                                                    \
-            T s = 0;                                                                     \
+            T s = accumulate ? c[r * ldc + j] : 0;                                       \
             for (p = 0; p < k; p++)                                                      \
                 s += a[r * lda + p] * b[p * ldb + j];                                    \
-            c[r * ldc + j] = accumulate ? c[r * ldc + j] + s : s;                        \
+            c[r * ldc + j] = s;                                                          \
         }                                                                                \
 }
 
