@@ -69,3 +69,26 @@ cdef inline void add_rows(Py_ssize_t rows, Py_ssize_t cols,
     for i in range(rows):
         for j in range(cols):
             out[i * ldo + j] += a[i * lda + j]
+
+
+cdef inline void merged_backward(int nthreads, int N, int I, int H, int G,
+                                 const floating* dg_x,    # IN  (N, G): gate gradients, input side
+                                 const floating* dg_h,    # IN  (N, G): gate gradients, recurrent side
+                                 const floating* x,       # IN  (N, I) packed inputs
+                                 const floating* w_ih,    # IN  (G, I) permuted W_ih
+                                 const floating* h_prev,  # IN  (N, H) states entering each step
+                                 floating* dx,            # OUT (N, I)
+                                 floating* dw_ih,         # OUT (G, I)
+                                 floating* dw_hh,         # OUT (G, H)
+                                 floating* db_ih,         # OUT (G,)
+                                 floating* db_hh) noexcept nogil:   # OUT (G,), or NULL when equal to db_ih
+    """Every gradient that does not depend on the recurrence, each one GEMM (or
+    sum) over all N packed rows, after the time loop: dX = dG_x W_ih,
+    dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev, and the bias sums.  G is the
+    number of gate columns (gates * H)."""
+    gemm_rows(nthreads, N, I, G, dg_x, G, w_ih, I, dx, I)
+    gemm_weight_grad(nthreads, G, I, N, dg_x, G, x, I, dw_ih, I)
+    gemm_weight_grad(nthreads, G, H, N, dg_h, G, h_prev, H, dw_hh, H)
+    column_sums(nthreads, N, G, dg_x, G, db_ih)
+    if db_hh != NULL:
+        column_sums(nthreads, N, G, dg_h, G, db_hh)

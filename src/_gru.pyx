@@ -21,7 +21,7 @@ from cython.parallel cimport parallel, prange
 from _blas cimport step_gemm
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, rk_barrier)
-from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad
+from _common cimport add_rows, gemm_rows, gemm_weight_grad, merged_backward
 
 
 cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* h,
@@ -216,15 +216,10 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             for k in prange(ntiles, schedule='static'):
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], G3, dghp, G3, wp + G3 * tiles[k],
                           tiles[k + 1] - tiles[k], dhp + tiles[k], H, True)
-        gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, &w_ih[0, 0], <int>I,
-                  &dx[0, 0], <int>I)
-        gemm_weight_grad(nthreads, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
-                         &dw_ih[0, 0], <int>I)
-        gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dghp, <int>G3, hp, <int>H,
-                         &dw_hh[0, 0], <int>H)
+        merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G3, dgxp, dghp, &x[0, 0],
+                        &w_ih[0, 0], hp, &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0],
+                        &db_hh[0] if reset_after else NULL)
         if not reset_after:
+            # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
             gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
                              &dw_hn[0, 0], <int>H)
-        column_sums(nthreads, <int>N, <int>G3, dgxp, <int>G3, &db_ih[0])
-        if reset_after:
-            column_sums(nthreads, <int>N, <int>G3, dghp, <int>G3, &db_hh[0])

@@ -24,7 +24,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport lstm_bwd, lstm_fwd, rk_barrier
-from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad
+from _common cimport add_rows, gemm_rows, merged_backward
 
 
 cdef void _forward_tile(floating* gates, floating* h, floating* c,
@@ -134,10 +134,5 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             for k in prange(ntiles, schedule='static'):
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4, wp + G4 * tiles[k],
                           tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
-        gemm_rows(nthreads, <int>N, <int>I, <int>G4, dgp, <int>G4, &w_ih[0, 0], <int>I,
-                  &dx[0, 0], <int>I)
-        gemm_weight_grad(nthreads, <int>G4, <int>I, <int>N, dgp, <int>G4, &x[0, 0], <int>I,
-                         &dw_ih[0, 0], <int>I)
-        gemm_weight_grad(nthreads, <int>G4, <int>H, <int>N, dgp, <int>G4, &h[0, 0], <int>H,
-                         &dw_hh[0, 0], <int>H)
-        column_sums(nthreads, <int>N, <int>G4, dgp, <int>G4, &db[0])
+        merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
+                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0], NULL)

@@ -10,7 +10,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport rk_barrier, rnn_bwd, rnn_fwd
-from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad
+from _common cimport add_rows, gemm_rows, merged_backward
 
 
 cdef void _forward_tile(floating* pre, floating* h, const floating* w_hh_tile,
@@ -105,10 +105,5 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             for k in prange(ntiles, schedule='static'):
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H, wp + H * tiles[k],
                           tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
-        gemm_rows(nthreads, <int>N, <int>I, <int>H, dpp, <int>H, &w_ih[0, 0], <int>I,
-                  &dx[0, 0], <int>I)
-        gemm_weight_grad(nthreads, <int>H, <int>I, <int>N, dpp, <int>H, &x[0, 0], <int>I,
-                         &dw_ih[0, 0], <int>I)
-        gemm_weight_grad(nthreads, <int>H, <int>H, <int>N, dpp, <int>H, &h[0, 0], <int>H,
-                         &dw_hh[0, 0], <int>H)
-        column_sums(nthreads, <int>N, <int>H, dpp, <int>H, &db[0])
+        merged_backward(nthreads, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
+                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0], NULL)
