@@ -77,7 +77,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] gates,              # OUT (N, 3H) r, z, n
             floating[:, ::1] aux,                # OUT (N, H) W_hn h + b_hn (reset_after) or r*h
             floating[:, ::1] gh,                 # scratch (B, 3H)
-            bint reset_after, int nthreads):
+            bint reset_after, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
@@ -93,7 +93,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     with nogil:
         gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I,
                   &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H))
-        with parallel(num_threads=nthreads):
+        with parallel(num_threads=step_threads):
             for s in range(S):
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
@@ -178,7 +178,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_hn,             # OUT (3H, H) dgx^T (r*h) (not reset_after; its n rows are W_hn's)
              floating[::1] db_ih,                # OUT (3H,)
              floating[::1] db_hh,                # OUT (3H,) (reset_after only)
-             bint reset_after, int nthreads):
+             bint reset_after, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G3 = 3 * H
     cdef Py_ssize_t s, k
@@ -195,7 +195,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* ap = &aux[0, 0]
     cdef const floating* hp = &h[0, 0]
     with nogil:
-        with parallel(num_threads=nthreads):
+        with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):

@@ -15,7 +15,9 @@ Parallel structure: hidden units are split into fixed tiles (tiles[k] ..
 tiles[k+1]); weights are permuted so that a tile's four gates are contiguous
 (columns 4*u0 .. 4*u1 hold i, f, g, o for units u0..u1).  Per step, each tile
 does its slice of the recurrent GEMM and the fused gate update for its units,
-then one barrier (Cython's prange inside a parallel block has none).  Tiles
+then one barrier (Cython's prange inside a parallel block has none).  The
+time loop runs on ``step_threads`` (capped by the per-step work, see ops.py),
+the merged GEMMs before and after it on ``nthreads``.  Tiles
 depend only on H, and the per-step GEMM sums in a fixed order, so results are
 bitwise identical for any thread count.
 """
@@ -51,7 +53,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
             floating[:, ::1] c,                  # IN/OUT (N+B, H)
             floating[:, ::1] gates,              # OUT (N, 4H) activated gates
-            int nthreads):
+            int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
@@ -65,7 +67,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     with nogil:
         gemm_rows(nthreads, <int>N, <int>(4 * H), <int>I, &x[0, 0], <int>I,
                   &w_ih_t[0, 0], <int>(4 * H), gp, <int>(4 * H))
-        with parallel(num_threads=nthreads):
+        with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
                     _forward_tile(gp, hp, cp, wp + H * 4 * tiles[k], bp, counts[s],
@@ -110,7 +112,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_ih,             # OUT (4H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (4H, H) permuted
              floating[::1] db,                   # OUT (4H,) permuted
-             int nthreads):
+             int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G4 = 4 * H
     cdef Py_ssize_t s, k
@@ -122,7 +124,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
     with nogil:
-        with parallel(num_threads=nthreads):
+        with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dgp, dhp, dcp, &gates[0, 0], &c[0, 0], dyp,

@@ -33,7 +33,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             const Py_ssize_t[::1] tiles,         # IN  (ntiles+1,) hidden-unit tile bounds
             floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
             floating[:, ::1] pre,                # OUT (N, H) scratch pre-activations
-            bint relu, int nthreads):
+            bint relu, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = pre.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
@@ -46,7 +46,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     with nogil:
         gemm_rows(nthreads, <int>N, <int>H, <int>I, &x[0, 0], <int>I, &w_ih_t[0, 0], <int>H,
                   pp, <int>H)
-        with parallel(num_threads=nthreads):
+        with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
                     _forward_tile(pp, hp, wp + H * tiles[k], bp, counts[s],
@@ -84,7 +84,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_ih,             # OUT (H, I)
              floating[:, ::1] dw_hh,             # OUT (H, H)
              floating[::1] db,                   # OUT (H,)
-             bint relu, int nthreads):
+             bint relu, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = dpre.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
@@ -95,7 +95,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
     with nogil:
-        with parallel(num_threads=nthreads):
+        with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dpp, dhp, &h[0, 0], dyp, wp + H * tiles[k], counts[s],
