@@ -65,6 +65,7 @@ class Dense(_ActivationMixin, Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer, "kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer, "bias_initializer")
+        self._x = None
 
     def _build(self, input_shape, rng):
         if not input_shape or input_shape[-1] is None:
@@ -84,11 +85,21 @@ class Dense(_ActivationMixin, Layer):
             z += self.params["bias"]
         return self._activate(z)
 
+    def _check_grad(self, name, g):
+        if self._x is None:
+            raise ValueError(f"{self.name}: backward needs a forward pass first")
+        expected = self._x.shape[:-1] + (self.units,)
+        if np.shape(g) != expected:
+            raise ValueError(f"{self.name}: {name}: expected shape {expected}, got {np.shape(g)}")
+        return np.asarray(g, self.dtype)
+
     def backward(self, dy):
+        dy = self._check_grad("dy", dy)
         return self.backward_from_logits(self._act_backward(dy, self._z, self._a))
 
     def backward_from_logits(self, dz):
         """Backward from the gradient with respect to the pre-activation."""
+        dz = self._check_grad("dz", dz)
         x2 = self._x.reshape(-1, self._x.shape[-1])
         dz2 = dz.reshape(-1, self.units)
         self.grads["kernel"] = x2.T @ dz2

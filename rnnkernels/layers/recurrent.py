@@ -94,7 +94,10 @@ class _Recurrent(Layer):
         return _reorder_gates(a, inverse, self.units, axis)
 
     def get_weights(self):
-        """Keras layout: ``[kernel (F, G*U), recurrent_kernel (U, G*U), bias]`` in Keras gate order."""
+        """Keras layout: ``[kernel (F, G*U), recurrent_kernel (U, G*U), bias]`` in Keras gate
+        order; ``[]`` before the layer is built, as in Keras."""
+        if not self.built:
+            return []
         p = self.params
         out = [self._to_keras(p["w_ih"].T, 1), self._to_keras(p["w_hh"].T, 1)]
         if self.use_bias:
@@ -463,6 +466,8 @@ class Bidirectional(Layer):
         pass
 
     def get_weights(self):
+        if not self.built:
+            return []
         return self.forward_layer.get_weights() + self.backward_layer.get_weights()
 
     def weight_shapes(self):
