@@ -7,12 +7,18 @@ import sys
 import numpy as np
 import pytest
 
+import rnnkernels
+
 from rnnkernels import __version__, cli
 
 soundfile = pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+# Subprocesses must import the rnnkernels this test imported (the installed
+# package in CI, whose compiled modules the source tree lacks), not whatever
+# the working directory would put first on sys.path.
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(rnnkernels.__file__)))
+ENV = dict(os.environ, PYTHONPATH=PKG_PARENT)
 
 
 def run_cli(capsys, *argv):
@@ -93,12 +99,12 @@ def test_corrupt_model_files_are_one_line_errors(capsys, tmp_path):
         assert_one_line_error(code, err, name)
 
 
-def test_version_and_module_entry_point():
+def test_version_and_module_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rnnkernels", "--version"], capture_output=True,
-                         text=True, cwd=ROOT)
+                         text=True, cwd=tmp_path, env=ENV)
     assert out.returncode == 0 and out.stdout.strip() == f"rnnkernels {__version__}"
     out = subprocess.run([sys.executable, "-m", "rnnkernels", "train", "--epochs", "x"],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=tmp_path, env=ENV)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
 
 
@@ -198,7 +204,7 @@ def test_default_train_reaches_97_percent(tmp_path):
     """The README's main command: embedded digits, official split, default recipe."""
     report = tmp_path / "r.json"
     out = subprocess.run([sys.executable, "-m", "rnnkernels", "train", "--report", str(report)],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=tmp_path, env=ENV)
     assert out.returncode == 0, out.stderr
     r = json.loads(report.read_text())
     assert r["n_train"] == 1800 and r["n_test"] == 200

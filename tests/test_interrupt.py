@@ -20,7 +20,9 @@ from rnnkernels import callbacks as cbs
 from rnnkernels.layers import GRU, LSTM, Dense, Dropout
 from rnnkernels.models import Sequential, load_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The subprocess must import the rnnkernels this test imported (the installed
+# package in CI, whose compiled modules the source tree lacks).
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(rnnkernels.__file__)))
 
 
 @pytest.fixture
@@ -45,12 +47,12 @@ def test_ctrl_c_during_cli_train_exits_130_and_keeps_a_loadable_model(tmp_path, 
     from rnnkernels.recipes import AudioClassifier
 
     model = tmp_path / "model.rnk"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnkernels", "train", "--data", str(tone_folder), "--epochs", "50",
          "--hidden", "4", "--no-bidirectional", "--n-mels", "16", "--batch-size", "4",
          "--threads", "1", "--quiet", "--save", str(model)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not model.exists() and proc.poll() is None and time.monotonic() < deadline:
