@@ -1,10 +1,11 @@
 """The default audio-classification recipe and the saved audio classifier.
 
 The recipe (chosen by leave-one-speaker-out measurements, docs/audio.md):
-per-utterance normalised log-mel features, a bidirectional GRU whose outputs are
-averaged over the utterance's real frames (mean pooling: a speaker's pace and
-the clip's silence matter less than with the last state), a small dense head,
-and SpecAugment-style masking drawn anew every epoch.
+20 MFCCs normalised per utterance (the truncated cepstrum keeps the spectral
+envelope and drops the voice's pitch harmonics), a bidirectional GRU whose
+outputs are averaged over the utterance's real frames, a small dense head, and
+augmentation drawn anew every epoch: a VTLP-style frequency warp of up to 10%
+(a longer or shorter vocal tract) and SpecAugment-style masks.
 
 An :class:`AudioClassifier` is a trained model plus what is needed to use it on
 new audio: the :class:`~rnnkernels.audio.FeatureConfig` and the class names.
@@ -21,13 +22,15 @@ import zipfile
 import numpy as np
 
 from . import __version__
-from .audio import FeatureConfig, compute_features, pad_batch, spec_augment
+from .audio import FeatureConfig, compute_features, frequency_warp, pad_batch, spec_augment
 from .callbacks import Callback
 
-DEFAULT_FEATURES = FeatureConfig(kind="logmel", sample_rate=8000, n_mels=40, n_fft=256,
+DEFAULT_FEATURES = FeatureConfig(kind="mfcc", n_mfcc=20, sample_rate=8000, n_mels=40, n_fft=256,
                                  hop_length=128, deltas=0, normalize="utterance")
 DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, cell="gru", hidden=64, layers=1,
-                      bidirectional=True, augment=True, epochs=15, batch_size=32, lr=3e-3)
+                      bidirectional=True, pooling="mean", augment=True, masking=True, warp=0.1,
+                      weight_decay=0.0, epochs=15, batch_size=32, lr=3e-3)
+_D = DEFAULT_RECIPE
 
 _AUDIO_ENTRY = "audio.json"
 _AUDIO_FORMAT = "rnnkernels.audio_classifier"
@@ -42,31 +45,45 @@ def featurize(dataset, config):
             for w, r in zip(dataset.waveforms, dataset.sample_rates)]
 
 
-def build_model(n_features, n_classes, cell="gru", hidden=64, layers=1, bidirectional=True,
-                lr=3e-3, dropout=0.2, seed=0):
-    """A compiled ``Sequential``: recurrent layer(s) -> mean over time -> dense head.
+POOLINGS = ("mean", "last")
 
+
+def build_model(n_features, n_classes, cell="gru", hidden=64, layers=1, bidirectional=True,
+                lr=3e-3, dropout=0.2, seed=0, pooling="mean", weight_decay=0.0):
+    """A compiled ``Sequential``: recurrent layer(s) -> pooling over time -> dense head.
+
+    ``pooling="mean"`` averages the last recurrent layer's outputs over the real
+    frames; ``"last"`` keeps only its final state (the seed's Keras model).
+    ``weight_decay > 0`` trains with AdamW (decoupled decay) instead of Adam.
     Input ``(N, T, n_features)`` with ``lengths (N,)`` passed to fit/predict (the
     recurrent layers and the mean skip padding); output ``(N, n_classes)`` probabilities.
     """
     from .layers import GRU, LSTM, Bidirectional, Dense, Dropout, GlobalAveragePooling1D, SimpleRNN
     from .models import Sequential
-    from .optimizers import Adam
+    from .optimizers import Adam, AdamW
 
     cells = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}
     if cell not in cells:
         raise ValueError(f"cell: expected one of {sorted(cells)}, got {cell!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay: expected a number >= 0, got {weight_decay!r}")
     model = Sequential(seed=seed)
     for i in range(layers):
         shape = dict(input_shape=(None, n_features)) if i == 0 else {}
-        rnn = cells[cell](hidden, return_sequences=True, **({} if bidirectional else shape))
+        sequences = pooling == "mean" or i < layers - 1
+        rnn = cells[cell](hidden, return_sequences=sequences, **({} if bidirectional else shape))
         model.add(Bidirectional(rnn, **shape) if bidirectional else rnn)
-    model.add(GlobalAveragePooling1D())
+    if pooling == "mean":
+        model.add(GlobalAveragePooling1D())
     model.add(Dropout(dropout))
     model.add(Dense(64, activation="relu"))
     model.add(Dropout(dropout))
     model.add(Dense(n_classes, activation="softmax"))
-    model.compile(optimizer=Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
+    optimizer = (AdamW(learning_rate=lr, weight_decay=weight_decay) if weight_decay
+                 else Adam(learning_rate=lr))
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model
 
@@ -159,7 +176,8 @@ def classification_metrics(probs, labels, n_classes):
 
 
 class _EpochHooks(Callback):
-    """Fresh SpecAugment masks at each epoch's start; a checkpoint at each epoch's end.
+    """Fresh augmentation (frequency warp, then SpecAugment masks) at each epoch's start;
+    a checkpoint at each epoch's end.
 
     ``x`` is the float32 array given to ``fit``, which trains on that very array
     (it converts with ``copy=False``); rewriting it in place before each epoch
@@ -167,16 +185,21 @@ class _EpochHooks(Callback):
     epoch, "Epoch k/N").
     """
 
-    def __init__(self, classifier, x_clean, lengths, rng, augment, save):
+    def __init__(self, classifier, x_clean, lengths, rng, masking, warp, save):
         super().__init__()
         self.classifier, self.x_clean, self.lengths = classifier, x_clean, lengths
-        self.rng, self.augment, self.save = rng, augment, save
+        self.rng, self.masking, self.warp, self.save = rng, masking, warp, save
         self.x = np.array(x_clean, dtype=np.float32, copy=True)
         self.completed, self.saved_epoch = 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.augment:
-            self.x[...] = spec_augment(self.x_clean, self.lengths, self.rng)
+        x = self.x_clean
+        if self.warp:
+            x = frequency_warp(x, self.lengths, self.rng, self.classifier.features, self.warp)
+        if self.masking:
+            x = spec_augment(x, self.lengths, self.rng)
+        if x is not self.x_clean:
+            self.x[...] = x
 
     def on_epoch_end(self, epoch, logs=None):
         self.completed = epoch + 1
@@ -199,10 +222,21 @@ class TrainResult:
     report: dict
 
 
-def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell="gru", hidden=64,
-                     layers=1, bidirectional=True, augment=True, epochs=12, batch_size=32, lr=3e-3,
-                     seed=0, save=None, verbose=1, describe=None):
+def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["cell"],
+                     hidden=_D["hidden"], layers=_D["layers"], bidirectional=_D["bidirectional"],
+                     augment=_D["augment"], epochs=_D["epochs"], batch_size=_D["batch_size"],
+                     lr=_D["lr"], seed=0, save=None, verbose=1, describe=None,
+                     pooling=_D["pooling"], masking=_D["masking"], warp=_D["warp"],
+                     weight_decay=_D["weight_decay"], precomputed=None):
     """Train the recipe on ``train_set`` and test it on ``test_set`` (AudioDatasets, same labels).
+
+    ``augment`` switches all training-time augmentation on or off; when on,
+    ``masking`` adds SpecAugment time/frequency masks and ``warp > 0`` a random
+    frequency warp of up to that fraction (:func:`~rnnkernels.audio.frequency_warp`),
+    both drawn anew every epoch. ``pooling`` and ``weight_decay``
+    go to :func:`build_model`. ``precomputed``: ``(train features, test features)``
+    as returned by :func:`featurize` for these sets and ``features``, to skip
+    recomputing them (leave-one-speaker-out studies reuse one featurisation).
 
     With ``save`` the classifier is written there after every epoch (atomically),
     so an interruption keeps the last complete epoch. ``describe`` is merged into
@@ -213,17 +247,27 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell="gru",
     if list(train_set.label_names) != list(test_set.label_names):
         raise ValueError(f"test set labels {test_set.label_names} differ from the training set's "
                          f"{train_set.label_names}")
+    if not 0 <= warp < 1:
+        raise ValueError(f"warp: expected a fraction in [0, 1), got {warp!r}")
+    warp = warp if augment else 0.0
+    masking = bool(masking and augment)
     t0 = time.perf_counter()
-    x_train, len_train = pad_batch(featurize(train_set, features))
-    test_features = featurize(test_set, features)
+    if precomputed is None:
+        precomputed = featurize(train_set, features), featurize(test_set, features)
+    train_features, test_features = precomputed
+    if (len(train_features), len(test_features)) != (len(train_set), len(test_set)):
+        raise ValueError(f"precomputed: expected features of {len(train_set)} training and "
+                         f"{len(test_set)} test items, got {len(train_features)} and "
+                         f"{len(test_features)}")
+    x_train, len_train = pad_batch(train_features)
     y_train, y_test = train_set.labels, test_set.labels
     feature_seconds = time.perf_counter() - t0
 
     model = build_model(features.n_features, len(train_set.label_names), cell, hidden, layers,
-                        bidirectional, lr, seed=seed)
+                        bidirectional, lr, seed=seed, pooling=pooling, weight_decay=weight_decay)
     classifier = AudioClassifier(model, features, list(train_set.label_names))
-    progress = _EpochHooks(classifier, x_train, len_train, np.random.default_rng(seed), augment,
-                           save)
+    progress = _EpochHooks(classifier, x_train, len_train, np.random.default_rng(seed), masking,
+                           warp, save)
     t1 = time.perf_counter()
     try:
         # validation_data as a list of (T_i, F) arrays: fit pads it and keeps the lengths.
@@ -261,10 +305,12 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell="gru",
                        for i in wrong[:50]],
         features=features.to_dict(),
         features_summary=describe_features(features),
-        model=describe_model(cell, hidden, layers, bidirectional),
+        model=describe_model(cell, hidden, layers, bidirectional, pooling),
+        augmentation=describe_augmentation(masking, warp),
         options=dict(cell=cell, hidden=hidden, layers=layers, bidirectional=bidirectional,
-                     augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                     save=save),
+                     pooling=pooling, augment=augment, masking=masking, warp=warp,
+                     weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr=lr,
+                     seed=seed, save=save),
     )
     report.update(describe or {})
     return TrainResult(classifier=classifier, history=history, test=test, report=report)
@@ -278,7 +324,14 @@ def describe_features(f):
             f"{1000 * f.hop_length / f.sample_rate:g} ms hop{norm}")
 
 
-def describe_model(cell, hidden, layers, bidirectional):
+def describe_model(cell, hidden, layers, bidirectional, pooling="mean"):
     rnn = f"{'Bidirectional ' if bidirectional else ''}{cell.upper()}({hidden})"
     stack = f"{layers} x {rnn}" if layers > 1 else rnn
-    return f"{stack} -> mean over time -> Dense(64, relu) -> Dense(softmax)"
+    pool = "mean over time" if pooling == "mean" else "last state"
+    return f"{stack} -> {pool} -> Dense(64, relu) -> Dense(softmax)"
+
+
+def describe_augmentation(masking, warp):
+    parts = ([f"frequency warp +/-{100 * warp:g}%"] if warp else []) + (
+        ["SpecAugment masks"] if masking else [])
+    return ", ".join(parts) or "none"
