@@ -200,3 +200,55 @@ def test_spec_augment_masks_inside_lengths_only_and_is_seeded():
     assert all(0 < m < 0.7 for m in masked)
     with pytest.raises(ValueError, match="lengths"):
         spec_augment(x, lengths[:1], np.random.default_rng(0))
+
+
+# ------------------------------------------------------------ frequency warp
+def _tone_logmel(freq, cfg):
+    return compute_features(tone(8000, 8000, freq=freq), 8000, cfg)
+
+
+def test_frequency_warp_zero_is_identity_and_keeps_padding_zero():
+    from rnnkernels.audio import frequency_warp
+    cfg = FeatureConfig(normalize="none")
+    f = _tone_logmel(1000.0, cfg)
+    batch = np.zeros((2, f.shape[0] + 5, cfg.n_features), np.float32)
+    batch[0, :f.shape[0]] = f
+    batch[1, :10] = f[:10]
+    lengths = np.array([f.shape[0], 10])
+    np.testing.assert_array_equal(frequency_warp(batch, lengths, np.random.default_rng(0), cfg, 0.0), batch)
+    warped = frequency_warp(batch, lengths, np.random.default_rng(0), cfg, 0.2)
+    assert warped.shape == batch.shape and warped.dtype == np.float32
+    assert not np.any(warped[0, f.shape[0]:]) and not np.any(warped[1, 10:])
+    assert not np.allclose(warped[0, :f.shape[0]], f)  # it did warp
+
+
+def test_frequency_warp_moves_a_tone_like_a_shifted_tone():
+    """Warping by alpha should look like the tone at alpha * f: the peak band
+    of every warped copy lies between the peaks of the tones at 0.8f and 1.2f,
+    and the copies spread over several bands (the factor is random)."""
+    from rnnkernels.audio import frequency_warp
+    cfg = FeatureConfig(normalize="none")
+    f = _tone_logmel(1200.0, cfg)
+    lo, hi = (int(np.argmax(_tone_logmel(1200.0 * a, cfg).mean(0))) for a in (0.8, 1.2))
+    batch = np.repeat(f[None], 40, axis=0)
+    warped = frequency_warp(batch, np.full(40, f.shape[0]), np.random.default_rng(1), cfg, 0.2)
+    peaks = warped.mean(axis=1).argmax(axis=1)
+    assert np.all((peaks >= lo) & (peaks <= hi)), (lo, hi, peaks)
+    assert len(set(peaks.tolist())) >= 3
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"max_warp": 1.0}, ValueError, "max_warp"),
+    ({"max_warp": -0.1}, ValueError, "max_warp"),
+    ({"config": "logmel"}, TypeError, "config"),
+    ({"batch": np.zeros((2, 5, 3), np.float32)}, ValueError, "batch"),
+    ({"lengths": np.array([5])}, ValueError, "lengths"),
+])
+def test_frequency_warp_rejects_bad_arguments(kwargs, exc, match):
+    from rnnkernels.audio import frequency_warp
+    cfg = FeatureConfig()
+    args = dict(batch=np.zeros((2, 5, cfg.n_features), np.float32), lengths=np.array([5, 3]),
+                rng=np.random.default_rng(0), config=cfg, max_warp=0.1)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        frequency_warp(**args)
