@@ -50,7 +50,7 @@ def test_ctrl_c_during_cli_train_exits_130_and_keeps_a_loadable_model(tmp_path, 
     env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnkernels", "train", "--data", str(tone_folder), "--epochs", "50",
-         "--hidden", "4", "--no-bidirectional", "--n-mels", "16", "--batch-size", "4",
+         "--hidden", "4", "--no-bidirectional", "--n-mels", "16", "--n-mfcc", "8", "--batch-size", "4",
          "--threads", "1", "--quiet", "--save", str(model)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
