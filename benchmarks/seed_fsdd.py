@@ -44,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout: import this tree's rnnkernels
     sys.path.insert(0, ROOT)
 
+from rnnkernels._argtypes import non_negative_int, positive_int  # noqa: E402
 from rnnkernels.bench import _worker_env, format_table, machine_info, write_json_atomic  # noqa: E402
 
 SYSTEMS = ("rnnkernels", "torch")
@@ -355,21 +356,21 @@ def build_parser():
     p = argparse.ArgumentParser(prog="seed_fsdd.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="embedded",
                    help="'embedded' (rnnkernels' copy of FSDD, default) or a folder of FSDD recordings")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for every system (default: all usable cores)")
     p.add_argument("--order", choices=("rnnkernels-first", "torch-first"), default="rnnkernels-first")
     p.add_argument("--keras", action="store_true", help="also time the model in Keras (subprocess, last)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--n-mels", type=_positive_int, default=40)
-    p.add_argument("--n-fft", type=_positive_int, default=256)
-    p.add_argument("--hop-length", type=_positive_int, default=128)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--n-mels", type=positive_int, default=40)
+    p.add_argument("--n-fft", type=positive_int, default=256)
+    p.add_argument("--hop-length", type=positive_int, default=128)
     p.add_argument("--deltas", type=int, choices=(0, 1, 2), default=0,
                    help="append first (and second) time derivatives of the log-mel bands")
     p.add_argument("--normalize", choices=("global", "utterance", "none"), default="global",
                    help="standardise each feature over the training set (default), over its utterance, "
                         "or not at all (dB)")
-    p.add_argument("--timesteps", type=_positive_int, default=None,
+    p.add_argument("--timesteps", type=positive_int, default=None,
                    help="frames per sequence (default: the longest training clip)")
     p.add_argument("--padding", choices=("pre", "post"), default="pre")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -378,23 +379,6 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="write the results as JSON (atomically)")
     p.add_argument("--_keras-worker", nargs=2, metavar=("INPUTS", "OUTPUT"), help=argparse.SUPPRESS)
     return p
-
-
-def _positive_int(text):
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 def main(argv=None):

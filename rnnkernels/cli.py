@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from . import __version__
+from ._argtypes import non_negative_int, positive_float, positive_int
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -30,36 +31,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 def build_parser():
@@ -87,14 +58,14 @@ def build_parser():
                            "training (--test-speaker); random: seeded, stratified (default: %(default)s)")
     data.add_argument("--test-speaker", metavar="NAME",
                       help="speaker held out by --split speaker (default: chosen by --seed)")
-    data.add_argument("--test-fraction", type=_positive_float, default=0.1, metavar="F",
+    data.add_argument("--test-fraction", type=positive_float, default=0.1, metavar="F",
                       help="test share of --split random (default: %(default)s)")
     model = train.add_argument_group("model")
     model.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=d["cell"],
                        help="recurrent cell (default: %(default)s)")
-    model.add_argument("--hidden", type=_positive_int, default=d["hidden"], metavar="N",
+    model.add_argument("--hidden", type=positive_int, default=d["hidden"], metavar="N",
                        help="units per recurrent layer and direction (default: %(default)s)")
-    model.add_argument("--layers", type=_positive_int, default=d["layers"], metavar="N",
+    model.add_argument("--layers", type=positive_int, default=d["layers"], metavar="N",
                        help="stacked recurrent layers (default: %(default)s)")
     model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                        default=d["bidirectional"], help="run each layer both ways (default: %(default)s)")
@@ -104,26 +75,26 @@ def build_parser():
     feats = train.add_argument_group("features")
     feats.add_argument("--features", choices=("logmel", "mfcc"), default=d["features"].kind,
                        help="log-mel energies or MFCCs (default: %(default)s)")
-    feats.add_argument("--n-mels", type=_positive_int, default=d["features"].n_mels, metavar="N",
+    feats.add_argument("--n-mels", type=positive_int, default=d["features"].n_mels, metavar="N",
                        help="mel bands (default: %(default)s)")
-    feats.add_argument("--n-mfcc", type=_positive_int, default=d["features"].n_mfcc, metavar="N",
+    feats.add_argument("--n-mfcc", type=positive_int, default=d["features"].n_mfcc, metavar="N",
                        help="cepstral coefficients with --features mfcc (default: %(default)s)")
     feats.add_argument("--deltas", type=int, choices=(0, 1, 2), default=d["features"].deltas,
                        help="append delta (and delta-delta) features (default: %(default)s)")
-    feats.add_argument("--hop-length", type=_positive_int, default=d["features"].hop_length,
+    feats.add_argument("--hop-length", type=positive_int, default=d["features"].hop_length,
                        metavar="N", help="samples between frames (default: %(default)s)")
-    feats.add_argument("--sample-rate", type=_positive_int, default=d["features"].sample_rate,
+    feats.add_argument("--sample-rate", type=positive_int, default=d["features"].sample_rate,
                        metavar="HZ", help="resample audio to this rate (default: %(default)s)")
     fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=_positive_int, default=d["epochs"], metavar="N",
+    fit.add_argument("--epochs", type=positive_int, default=d["epochs"], metavar="N",
                      help="(default: %(default)s)")
-    fit.add_argument("--batch-size", type=_positive_int, default=d["batch_size"], metavar="N",
+    fit.add_argument("--batch-size", type=positive_int, default=d["batch_size"], metavar="N",
                      help="(default: %(default)s)")
-    fit.add_argument("--lr", type=_positive_float, default=d["lr"], metavar="LR",
+    fit.add_argument("--lr", type=positive_float, default=d["lr"], metavar="LR",
                      help="Adam learning rate (default: %(default)s)")
-    fit.add_argument("--seed", type=_seed, default=0, metavar="N",
+    fit.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                      help="seed of weights, shuffling, splits and augmentation (default: %(default)s)")
-    fit.add_argument("--threads", type=_positive_int, metavar="N",
+    fit.add_argument("--threads", type=positive_int, metavar="N",
                      help="kernel threads (default: OMP_NUM_THREADS or all usable cores)")
     out = train.add_argument_group("outputs")
     out.add_argument("--save", metavar="MODEL",
@@ -138,8 +109,8 @@ def build_parser():
     ev.add_argument("model", metavar="MODEL")
     ev.add_argument("--data", metavar="DIR", required=True,
                     help="folder of labelled recordings (same layouts as train)")
-    ev.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
-    ev.add_argument("--threads", type=_positive_int, metavar="N")
+    ev.add_argument("--batch-size", type=positive_int, default=256, metavar="N")
+    ev.add_argument("--threads", type=positive_int, metavar="N")
     ev.add_argument("--report", metavar="REPORT.json", help="write the results as JSON")
     ev.add_argument("--plot", metavar="PNG", help="write a confusion matrix")
 
@@ -147,7 +118,7 @@ def build_parser():
                         description="Predict the class of each audio file with a saved model.")
     pr.add_argument("model", metavar="MODEL")
     pr.add_argument("files", metavar="FILE", nargs="+")
-    pr.add_argument("--threads", type=_positive_int, metavar="N")
+    pr.add_argument("--threads", type=positive_int, metavar="N")
     pr.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
 
     sub.add_parser("bench", help="benchmarks against PyTorch (arguments go to rnnkernels.bench)",
