@@ -286,15 +286,21 @@ def _scratch(shape, dtype, slot=0):
 _MIN_FLOPS_PER_THREAD = 500_000
 
 
-def _threads_for(plan, gates, H, tiles):
-    """Thread counts for one call: (merged GEMMs, time loop).  The merged
-    GEMMs take the configured count; the time loop no more than there are
-    tiles or than the per-step work can keep busy.  (The work split never
-    depends on either, so neither do the results.)"""
+# The same for the merged GEMMs, which have one fork/join per GEMM.
+_MIN_MERGED_FLOPS_PER_THREAD = 4_000_000
+
+
+def _threads_for(plan, gates, H, tiles, I=0):
+    """Thread counts for one call: (merged GEMMs, time loop), each the
+    configured count but no more than its work keeps busy (and for the time
+    loop, no more than there are tiles).  The work split never depends on
+    either, so neither do the results."""
     nthreads = _config.get_num_threads()
-    flops = 2 * plan.n_first * gates * H * H
-    useful = max(1, flops // _MIN_FLOPS_PER_THREAD)
-    return nthreads, int(min(nthreads, len(tiles) - 1, useful))
+    step_flops = 2 * plan.n_first * gates * H * H
+    merged_flops = 2 * plan.N * gates * H * (I + H)
+    step = min(nthreads, len(tiles) - 1, max(1, step_flops // _MIN_FLOPS_PER_THREAD))
+    merged = min(nthreads, max(1, merged_flops // _MIN_MERGED_FLOPS_PER_THREAD))
+    return int(merged), int(step)
 
 
 _kernel_blas = None
@@ -407,7 +413,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     # Inference keeps no gates: reuse the scratch buffer (no fresh pages).
     gates = (np.empty if training else _scratch)((p.plan.N, 4 * p.H), p.dtype)
     if p.plan.N:
-        with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles)) as (nthreads, step_threads):
+        with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
                           p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates, nthreads, step_threads)
     c_n = p.plan.final(cbuf)
@@ -428,7 +434,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     dw_hh = np.zeros((4 * H, H), dtype)
     db = np.zeros(4 * H, dtype)
     if plan.N:
-        with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles)) as (nthreads, step_threads):
+        with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles, I)) as (nthreads, step_threads):
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
                            cache.c, cache.gates, dy_p, plan.counts, plan.offsets,
                            cache.weights.tiles, dh, dc, dgates, dxp, dw_ih, dw_hh, db, nthreads, step_threads)
@@ -455,7 +461,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     relu = nonlinearity == "relu"
     pre = _scratch((p.plan.N, p.H), p.dtype)  # never kept: backward reads h
     if p.plan.N:
-        with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles)) as (nthreads, step_threads):
+        with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _rnn.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, relu, nthreads, step_threads)
     return _outputs(p, training, "rnn", relu=relu)
@@ -473,7 +479,7 @@ def rnn_backward(cache, dy, dh_n=None):
     dw_hh = np.zeros((H, H), dtype)
     db = np.zeros(H, dtype)
     if plan.N:
-        with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles)) as (nthreads, step_threads):
+        with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles, I)) as (nthreads, step_threads):
             _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy_p,
                           plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dxp,
                           dw_ih, dw_hh, db, cache.relu, nthreads, step_threads)
@@ -504,7 +510,7 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     aux = np.empty((N, H), p.dtype)
     gh = np.empty((p.B, 3 * H), p.dtype)
     if N:
-        with _kernel_threads(_threads_for(p.plan, 3, p.H, p.tiles)) as (nthreads, step_threads):
+        with _kernel_threads(_threads_for(p.plan, 3, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _gru.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
                          bool(reset_after), nthreads, step_threads)
@@ -536,7 +542,7 @@ def gru_backward(cache, dy, dh_n=None):
         dgh = np.empty((0, G3), dtype)
         dw_hn = np.zeros((G3, H), dtype)
     if N:
-        with _kernel_threads(_threads_for(plan, 3, H, w.tiles)) as (nthreads, step_threads):
+        with _kernel_threads(_threads_for(plan, 3, H, w.tiles, I)) as (nthreads, step_threads):
             _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
                           cache.aux, dy_p, plan.counts, plan.offsets, w.tiles, dh,
                           np.empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
