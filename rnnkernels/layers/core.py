@@ -277,7 +277,25 @@ class GlobalMaxPooling1D(Layer):
         return None
 
 
-class LayerNormalization(Layer):
+class _AffineMixin:
+    """The learned ``gamma * xhat + beta`` step shared by the normalisation layers."""
+
+    def _affine(self, xhat):
+        y = xhat * self.params["gamma"] if self.scale else xhat
+        return y + self.params["beta"] if self.center else y
+
+    def _affine_backward(self, dy):
+        """Stores the gamma/beta gradients; returns the gradient with respect to xhat."""
+        axes = tuple(range(dy.ndim - 1))
+        if self.center:
+            self.grads["beta"] = dy.sum(axis=axes)
+        if self.scale:
+            self.grads["gamma"] = (dy * self._xhat).sum(axis=axes)
+            dy = dy * self.params["gamma"]
+        return dy
+
+
+class LayerNormalization(_AffineMixin, Layer):
     """Normalizes the last axis of each position: ``gamma * (x - mean) / sqrt(var + epsilon) + beta``.
     Weights: ``[gamma (F,), beta (F,)]`` (Keras order)."""
 
@@ -300,16 +318,10 @@ class LayerNormalization(Layer):
         xc = x - mean
         self._inv = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + self.dtype.type(self.epsilon))
         self._xhat = xc * self._inv
-        y = self._xhat * self.params["gamma"] if self.scale else self._xhat
-        return y + self.params["beta"] if self.center else y
+        return self._affine(self._xhat)
 
     def backward(self, dy):
-        axes = tuple(range(dy.ndim - 1))
-        if self.center:
-            self.grads["beta"] = dy.sum(axis=axes)
-        if self.scale:
-            self.grads["gamma"] = (dy * self._xhat).sum(axis=axes)
-            dy = dy * self.params["gamma"]
+        dy = self._affine_backward(dy)
         xhat = self._xhat
         return self._inv * (dy - dy.mean(axis=-1, keepdims=True)
                             - xhat * (dy * xhat).mean(axis=-1, keepdims=True))
@@ -319,7 +331,7 @@ class LayerNormalization(Layer):
                 "center": self.center, "scale": self.scale}
 
 
-class BatchNormalization(Layer):
+class BatchNormalization(_AffineMixin, Layer):
     """Batch normalization over the last axis (Keras semantics: batch statistics in training,
     moving averages at inference, ``moving = momentum * moving + (1 - momentum) * batch``).
     For ``(B, T, F)`` input with lengths, statistics use the valid steps only.
@@ -372,20 +384,15 @@ class BatchNormalization(Layer):
         self._training = training
         self._inv = 1.0 / np.sqrt(var + eps)
         self._xhat = (x - mean) * self._inv
-        y = self._xhat * self.params["gamma"] if self.scale else self._xhat
-        return y + self.params["beta"] if self.center else y
+        return self._affine(self._xhat)
 
     def backward(self, dy):
-        axes = tuple(range(dy.ndim - 1))
-        if self.center:
-            self.grads["beta"] = dy.sum(axis=axes)
-        if self.scale:
-            self.grads["gamma"] = (dy * self._xhat).sum(axis=axes)
-            dy = dy * self.params["gamma"]
+        dy = self._affine_backward(dy)
         if not self._training:
             return dy * self._inv
         # the statistics come from the valid positions (weight w) but every output uses them
         w, n, xhat = self._w, self._n, self._xhat
+        axes = tuple(range(dy.ndim - 1))
         mean_dy = dy.sum(axis=axes) / n
         mean_dy_xhat = (dy * xhat).sum(axis=axes) / n
         return self._inv * (dy - w * (mean_dy + xhat * mean_dy_xhat))
