@@ -34,7 +34,7 @@
 typedef T NAME##_vec __attribute__((vector_size(RK_VBYTES), aligned(sizeof(T))));       \
 enum { NAME##_VL = RK_VBYTES / sizeof(T), NAME##_NR = 2 * (RK_VBYTES / sizeof(T)) };    \
                                                                                          \
-static inline void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,   \
+static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,   \
                                 const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc,        \
                                 int accumulate)                                          \
 {   /* mr (<= RK_MR) rows x NR columns */                                                \
@@ -76,6 +76,21 @@ static inline void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t
     }                                                                                    \
 }                                                                                        \
                                                                                          \
+/* One copy of the block per row count, so that the loops over rows unroll \
+   and the accumulators stay in registers for the last, partial row block too. */ \
+static void NAME##_rows(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,           \
+                        const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
+{                                                                                        \
+    switch (mr) {                                                                        \
+    case 6: NAME##_block(6, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
+    case 5: NAME##_block(5, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
+    case 4: NAME##_block(4, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
+    case 3: NAME##_block(3, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
+    case 2: NAME##_block(2, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
+    default: NAME##_block(1, k, a, lda, b, ldb, c, ldc, accumulate); break;              \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
 static inline void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
                         const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
 {                                                                                        \
@@ -85,9 +100,9 @@ static inline void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdi
         kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                            \
         for (j0 = 0; j0 < n_vec; j0 += NAME##_NR)                                        \
             for (i0 = 0; i0 < m; i0 += RK_MR)                                            \
-                NAME##_block(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
-                             b + k0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,             \
-                             accumulate || k0 > 0);                                      \
+                NAME##_rows(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
+                            b + k0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,              \
+                            accumulate || k0 > 0);                                       \
     }                                                                                    \
     /* leftover columns (n not a multiple of NR): same summation order */               \
     for (r = 0; r < m; r++)                                                              \
