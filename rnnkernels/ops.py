@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from . import _config
+from ._memory import copy as _aligned_copy, empty as _aligned_empty, zeros as _aligned_zeros
 
 _FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -120,32 +121,6 @@ def _grad(name, g, plan, dtype, H):
     return plan.pack(g)
 
 
-# --------------------------------------------------------------- allocation
-# The time loop's GEMM and gate updates load and store whole vector registers
-# (32 bytes with AVX2, 64 with AVX-512).  NumPy aligns its buffers to 16 bytes
-# only, and a vector that straddles two cache lines costs two loads: the
-# per-step GEMM ran 15-30% slower on such buffers (5.1 -> 6.0-7.5 ms for the
-# small LSTM's recurrent products).  So every buffer the kernels stream
-# through starts on a cache line.
-_ALIGN = 64
-
-
-def _aligned_empty(shape, dtype):
-    """An uninitialised C-contiguous array whose data start on a 64-byte boundary."""
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def _aligned_copy(a):
-    out = _aligned_empty(a.shape, a.dtype)
-    out[...] = a
-    return out
-
-
 # ------------------------------------------------------------------- packing
 class _Plan:
     """How a (T, B) batch with given lengths maps to the kernels' packed rows."""
@@ -187,7 +162,7 @@ class _Plan:
         """(N, F) packed rows -> (T, B, F), zero beyond each length."""
         if self.identity:
             return rows.reshape(self.T, self.B, F)
-        out = np.zeros((self.T, self.B, F), rows.dtype)
+        out = _aligned_zeros((self.T, self.B, F), rows.dtype)
         out[self.time_index, self.batch_index] = rows
         return out
 
@@ -203,7 +178,7 @@ class _Plan:
         """y (T, B, H) from a state buffer written by the kernels."""
         if self.identity:
             return buf[self.B:].reshape(self.T, self.B, H)
-        y = np.zeros((self.T, self.B, H), buf.dtype)
+        y = _aligned_zeros((self.T, self.B, H), buf.dtype)
         y[self.time_index, self.batch_index] = buf[self.out_index]
         return y
 
@@ -239,9 +214,9 @@ class _Weights:
                 colmap.extend(range(g * H + u0, g * H + u1))
         self.colmap = np.array(colmap, dtype=np.intp)
         self.tiles = tiles
-        self.w_ih = w_ih[self.colmap]                    # (G*H, I) for dX
-        self.w_ih_t = np.ascontiguousarray(self.w_ih.T)  # (I, G*H) for the input projection
-        self.w_hh_p = w_hh_p = w_hh[self.colmap]
+        self.w_ih = _aligned_copy(w_ih[self.colmap])     # (G*H, I) for dX
+        self.w_ih_t = _aligned_copy(self.w_ih.T)         # (I, G*H) for the input projection
+        self.w_hh_p = w_hh_p = _aligned_copy(w_hh[self.colmap])
         # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T ; backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]
         self.w_hh_fwd = _aligned_copy(np.concatenate(
             [w_hh_p[gates * u0: gates * u1].T.ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])]))
@@ -271,7 +246,7 @@ class _Weights:
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
 
     def unpermute(self, v):
-        out = np.empty_like(v)
+        out = _aligned_empty(v.shape, v.dtype)
         out[self.colmap] = v
         return out
 
@@ -441,7 +416,8 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
-                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates, nthreads, step_threads)
+                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates,
+                          nthreads, step_threads)
     c_n = p.plan.final(cbuf)
     y, h_n, cache = _outputs(p, training, "lstm", c=cbuf, gates=gates)
     return y, h_n, c_n, cache
@@ -455,9 +431,9 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     H, I, dtype = cache.H, cache.I, cache.dtype
     dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
     dgates = _scratch((plan.N, 4 * H), dtype)
-    dxp = np.empty((plan.N, I), dtype)
-    dw_ih = np.zeros((4 * H, I), dtype)
-    dw_hh = np.zeros((4 * H, H), dtype)
+    dxp = _aligned_empty((plan.N, I), dtype)
+    dw_ih = _aligned_zeros((4 * H, I), dtype)
+    dw_hh = _aligned_zeros((4 * H, H), dtype)
     db = np.zeros(4 * H, dtype)
     if plan.N:
         with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles, I)) as (nthreads, step_threads):
@@ -500,9 +476,9 @@ def rnn_backward(cache, dy, dh_n=None):
     cache, plan, dy_p, dh = _backward_setup(cache, "rnn", dy, dh_n)
     H, I, dtype = cache.H, cache.I, cache.dtype
     dpre = _scratch((plan.N, H), dtype)
-    dxp = np.empty((plan.N, I), dtype)
-    dw_ih = np.zeros((H, I), dtype)
-    dw_hh = np.zeros((H, H), dtype)
+    dxp = _aligned_empty((plan.N, I), dtype)
+    dw_ih = _aligned_zeros((H, I), dtype)
+    dw_hh = _aligned_zeros((H, H), dtype)
     db = np.zeros(H, dtype)
     if plan.N:
         with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles, I)) as (nthreads, step_threads):
@@ -551,11 +527,11 @@ def gru_backward(cache, dy, dh_n=None):
     H, I, dtype, N, w = cache.H, cache.I, cache.dtype, plan.N, cache.weights
     reset_after = cache.reset_after
     G3 = 3 * H
-    dw_ih = np.zeros((G3, I), dtype)
-    dw_hh = np.zeros((G3, H), dtype)
+    dw_ih = _aligned_zeros((G3, I), dtype)
+    dw_hh = _aligned_zeros((G3, H), dtype)
     db_ih = np.zeros(G3, dtype)
     db_hh = np.zeros(G3, dtype)
-    dxp = np.empty((N, I), dtype)
+    dxp = _aligned_empty((N, I), dtype)
     if reset_after:
         w_hh_tiles, w_hn_tiles = w.w_hh_bwd, np.zeros(1, dtype)
         dgx = _scratch((N, G3), dtype, slot=0)
@@ -566,7 +542,7 @@ def gru_backward(cache, dy, dh_n=None):
         dgx = _scratch((N, G3), dtype, slot=0)
         dgx[:] = 0  # r columns are read (times zero) before they are written
         dgh = np.empty((0, G3), dtype)
-        dw_hn = np.zeros((G3, H), dtype)
+        dw_hn = _aligned_zeros((G3, H), dtype)
     if N:
         with _kernel_threads(_threads_for(plan, 3, H, w.tiles, I)) as (nthreads, step_threads):
             _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,

@@ -155,6 +155,26 @@ static inline void rk_gru_rb_bwd2_##SUFFIX(ptrdiff_t ub, const T* restrict g,   
 RK_DEFINE_CELLS(f, float, rk_sigmoidf, rk_tanhf)
 RK_DEFINE_CELLS(d, double, rk_sigmoid, rk_tanh)
 
+/* Software prefetch of a tile's rows for the next step.  The time loop walks
+ * the (N, G*H) gate buffers one step at a time, a few rows of a few hundred
+ * bytes each, far apart; the rows a step reads were written long before (the
+ * input projection, or forward's gates when going backward) and sit in L3 or
+ * DRAM by then, and the hardware prefetchers do not follow this pattern: the
+ * backward gate update stalled on those loads for most of its time.  Fetching
+ * them one step ahead overlaps the misses with the current step's GEMM. */
+static inline void rk_prefetch_rows(const void* p, ptrdiff_t rows, ptrdiff_t stride,
+                                    ptrdiff_t bytes, int for_write)
+{
+    const char* base = (const char*)p;
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t b = 0; b < bytes; b += 64) {
+            if (for_write)
+                __builtin_prefetch(base + r * stride + b, 1, 3);
+            else
+                __builtin_prefetch(base + r * stride + b, 0, 3);
+        }
+}
+
 #ifdef _OPENMP
 #define rk_barrier() _Pragma("omp barrier")
 #else

@@ -5,6 +5,7 @@ from cython cimport floating
 cdef extern from "_cells.h" nogil:
     ctypedef long ptrdiff_t
     void rk_barrier()  # `omp barrier` (nothing in a serial build)
+    void rk_prefetch_rows(const void* p, ptrdiff_t rows, ptrdiff_t stride, ptrdiff_t nbytes, int for_write)
     void rk_lstm_fwd_f(ptrdiff_t ub, float* g, const float* b, const float* c_prev, float* c_new, float* h_new)
     void rk_lstm_fwd_d(ptrdiff_t ub, double* g, const double* b, const double* c_prev, double* c_new, double* h_new)
     void rk_lstm_bwd_f(ptrdiff_t ub, const float* g, float* dg, const float* c_prev, const float* c_new, const float* dh, float* dc)
@@ -95,3 +96,10 @@ cdef inline void gru_rb_bwd2(ptrdiff_t ub, const floating* g, const floating* h_
         rk_gru_rb_bwd2_f(ub, g, h_prev, drh, dh, dg)
     else:
         rk_gru_rb_bwd2_d(ub, g, h_prev, drh, dh, dg)
+
+
+cdef inline void prefetch_rows(const floating* p, Py_ssize_t rows, Py_ssize_t stride,
+                               Py_ssize_t count, bint for_write) noexcept nogil:
+    """Prefetch ``count`` values of each of ``rows`` rows ``stride`` values apart."""
+    if rows > 0:
+        rk_prefetch_rows(p, rows, stride * sizeof(floating), count * sizeof(floating), for_write)

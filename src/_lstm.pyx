@@ -25,7 +25,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
-from _cells cimport lstm_bwd, lstm_fwd, rk_barrier
+from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
 from _common cimport add_rows, gemm_rows, merged_backward
 
 
@@ -35,6 +35,8 @@ cdef void _forward_tile(floating* gates, floating* h, floating* c,
                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     cdef Py_ssize_t ub = u1 - u0, G4 = 4 * H, j, dst
+    # The tile's gate rows of the next step, which the next GEMM accumulates into.
+    prefetch_rows(gates + off_next * G4 + 4 * u0, n_next, G4, 4 * ub, True)
     # gates[off:off+n, 4u0:4u1] += h_prev[off:off+n, :] @ W_hh_tile (H x 4ub)
     step_gemm(n, 4 * ub, H, h + off * H, H, w_hh_tile, 4 * ub, gates + off * G4 + 4 * u0, G4, True)
     for j in range(n):
@@ -79,10 +81,16 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
 cdef void _backward_tile(floating* dgates, floating* dh, floating* dc,
                          const floating* gates, const floating* c,
                          const floating* dy, const floating* w_hh_tile,
-                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
-                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
+                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
+                         Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t N, Py_ssize_t H,
                          Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     cdef Py_ssize_t ub = u1 - u0, G4 = 4 * H, j, dst
+    # What the tile reads and writes at the previous step (the next one here).
+    prefetch_rows(gates + off_prev * G4 + 4 * u0, n_prev, G4, 4 * ub, False)
+    prefetch_rows(dgates + off_prev * G4 + 4 * u0, n_prev, G4, 4 * ub, True)
+    prefetch_rows(c + off_prev * H + u0, n_prev, H, ub, False)
+    if dy != NULL:
+        prefetch_rows(dy + off_prev * H + u0, n_prev, H, ub, False)
     # Gradient arriving through the recurrence from step s+1, for the rows
     # that go on: dh[0:n_next, u0:u1] = dgates[s+1] @ W_hh[:, u0:u1].  Rows
     # that end at step s keep dh_n, placed in dh before the loop.
@@ -129,8 +137,10 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dgp, dhp, dcp, &gates[0, 0], &c[0, 0], dyp,
                                    wp + G4 * tiles[k], counts[s],
-                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
-                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1])
+                                   counts[s + 1] if s + 1 < S else 0,
+                                   counts[s - 1] if s > 0 else 0, offsets[s],
+                                   offsets[s + 1], offsets[s - 1] if s > 0 else 0,
+                                   N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
             # dL/dh0 for the rows active at step 0 (the others keep dh_n).
             for k in prange(ntiles, schedule='static'):
