@@ -1,5 +1,6 @@
 """Layers: Keras weight layouts against an independent NumPy computation of Keras's
-equations, gradients of whole models by central differences (float64), masking."""
+equations, gradients of whole models by central differences (float64), masking, and
+Bidirectional's return_state / initial_state / stateful paths (against Keras when installed)."""
 import numpy as np
 import pytest
 
@@ -307,3 +308,276 @@ def test_against_keras():
         ours.build((6, 4), rng, "float32")
         ours.set_weights(theirs.get_weights())
         np.testing.assert_allclose(ours.forward(x), np.asarray(theirs(x)), rtol=2e-5, atol=2e-6)
+
+
+# Bidirectional with return_state / initial_state / stateful --------------------------------
+
+BIDIR_CELLS = [("lstm", LSTM, 2), ("gru", GRU, 1), ("rnn", SimpleRNN, 1)]
+
+
+def _bidir(cls, U, input_shape, merge_mode="concat", seed=0, dtype="float64", **kw):
+    """A built Bidirectional(cls(U, **kw)) with random weights."""
+    layer = Bidirectional(cls(U, **kw), merge_mode=merge_mode)
+    layer.build(input_shape, np.random.default_rng(seed), dtype)
+    rng = np.random.default_rng(seed + 100)
+    layer.set_weights([rng.normal(scale=0.5, size=s) for s in layer.weight_shapes()])
+    return layer
+
+
+def _direction(layer, which, **kw):
+    """A standalone layer with the weights of one of ``layer``'s directions."""
+    d = getattr(layer, which + "_layer")
+    single = type(d)(d.units, **kw)
+    single.build(layer.input_shape, np.random.default_rng(0), layer.dtype)
+    single.set_weights(d.get_weights())
+    return single
+
+
+@pytest.mark.parametrize("kind,cls,n", BIDIR_CELLS)
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_return_state_is_output_then_forward_then_backward_states(kind, cls, n,
+                                                                                return_sequences):
+    rng = np.random.default_rng(12)
+    B, T, F, U = 3, 5, 2, 4
+    layer = _bidir(cls, U, (T, F), return_state=True, return_sequences=return_sequences)
+    x = rng.normal(size=(B, T, F))
+    lengths = np.array([5, 2, 4])
+    init = [rng.normal(size=(B, U)) for _ in range(2 * n)]
+    out = layer.forward(x, lengths=lengths, initial_state=init)
+    assert isinstance(out, list) and len(out) == 1 + 2 * n
+    fwd = _direction(layer, "forward", return_state=True, return_sequences=return_sequences)
+    bwd = _direction(layer, "backward", return_state=True, return_sequences=return_sequences,
+                     go_backwards=True)
+    f = fwd.forward(x, lengths=lengths, initial_state=init[:n])
+    b = bwd.forward(x, lengths=lengths, initial_state=init[n:])
+    for got, want in zip(out[1:], f[1:] + b[1:]):
+        assert got.shape == (B, U)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    if return_sequences:
+        # the backward layer alone returns processing order; Bidirectional re-aligns it
+        mask = np.arange(T)[None] < lengths[:, None]
+        bo = b[0][:, ::-1]
+        np.testing.assert_allclose(out[0][mask], np.concatenate([f[0], bo], -1)[mask], rtol=1e-12, atol=1e-14)
+    else:
+        np.testing.assert_allclose(out[0], np.concatenate([f[1], b[1]], -1), rtol=1e-12)
+    # the initial states matter: zeros give a different result
+    zero = layer.forward(x, lengths=lengths)
+    assert not np.allclose(zero[1], out[1])
+
+
+def _numeric_grad(f, a, i, eps=1e-6):
+    old = a[i]
+    a[i] = old + eps
+    up = f()
+    a[i] = old - eps
+    down = f()
+    a[i] = old
+    return (up - down) / (2 * eps)
+
+
+def _check_bidir_grads(layer, run, x, init, dy, n_checks=3, tol=1e-6):
+    """``run()`` -> the layer's outputs (list) for the current ``x``, ``init`` and parameters;
+    the loss is ``sum(dy[k] * out[k])``, so ``dy`` is its gradient with respect to the outputs.
+    Compares ``backward``'s parameter, input and initial-state gradients with central differences."""
+    def loss():
+        return sum(float(np.sum(d * o)) for d, o in zip(dy, run(False)) if d is not None)
+
+    with _BlasSingleThread():
+        run(True)
+        dx = layer.backward(dy if layer.return_state else dy[0])
+        grads = {k: g.copy() for k, g in layer.grads.items()}
+        state_grads = [g.copy() for g in layer.state_grads]
+        pick = np.random.default_rng(4)
+        targets = [(layer.params[k], grads[k]) for k in layer.params] + [(x, dx)]
+        targets += list(zip(init, state_grads))
+        assert len(state_grads) == layer.n_states
+        for a, g in targets:
+            assert g.shape == a.shape
+            for _ in range(n_checks):
+                i = tuple(pick.integers(0, s) for s in a.shape)
+                num = _numeric_grad(loss, a, i)
+                assert abs(num - g[i]) <= tol * max(1.0, abs(num)), (a.shape, i, num, g[i])
+
+
+@pytest.mark.parametrize("kind,cls,n", BIDIR_CELLS)
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("merge_mode", ["concat", "mul"])
+def test_bidirectional_state_gradients_by_central_differences(kind, cls, n, return_sequences, merge_mode):
+    """Gradients reaching the returned states (a later layer using them) flow back into the
+    parameters, the input and the initial states."""
+    rng = np.random.default_rng(13)
+    B, T, F, U = 3, 4, 2, 3
+    layer = _bidir(cls, U, (T, F), merge_mode=merge_mode, return_state=True,
+                   return_sequences=return_sequences)
+    x = rng.normal(size=(B, T, F))
+    lengths = np.array([4, 1, 3])
+    init = [rng.normal(scale=0.5, size=(B, U)) for _ in range(2 * n)]
+
+    def run(training):
+        return layer.forward(x, training=training, lengths=lengths, initial_state=init)
+
+    out = run(False)
+    dy = [rng.normal(size=o.shape) for o in out]
+    _check_bidir_grads(layer, run, x, init, dy)
+    # None entries are zeros: only the backward direction's h reaches the loss
+    dy_b = [None] * (1 + n) + [dy[1 + n]] + [None] * (n - 1)
+    _check_bidir_grads(layer, run, x, init, dy_b)
+
+
+@pytest.mark.parametrize("kind,cls,n", BIDIR_CELLS)
+def test_bidirectional_stateful_gradients_by_central_differences(kind, cls, n):
+    """Truncated BPTT: a stateful batch's gradients reach the carried states (state_grads)."""
+    rng = np.random.default_rng(14)
+    B, T, F, U = 2, 3, 2, 3
+    layer = _bidir(cls, U, (None, F), stateful=True, return_sequences=True)
+    x = rng.normal(size=(B, 2 * T, F))
+    layer.forward(x[:, :T], training=True)
+    carried = [s.copy() for s in layer.states]
+    x2 = x[:, T:].copy()
+
+    def run(training):
+        layer.reset_states(carried)
+        return [layer.forward(x2, training=training)]
+
+    dy = [rng.normal(size=run(False)[0].shape)]
+    _check_bidir_grads(layer, run, x2, carried, dy)
+
+
+@pytest.mark.parametrize("kind,cls,n", BIDIR_CELLS)
+def test_bidirectional_stateful_carries_both_directions_until_reset(kind, cls, n):
+    rng = np.random.default_rng(15)
+    B, T, F, U = 2, 8, 2, 3
+    layer = _bidir(cls, U, (None, F), stateful=True, return_sequences=True, merge_mode="concat")
+    assert layer.stateful and layer.states is None and layer.n_states == 2 * n
+    x = rng.normal(size=(B, T, F))
+    fwd = _direction(layer, "forward", stateful=True, return_sequences=True)
+    bwd = _direction(layer, "backward", stateful=True, return_sequences=True, go_backwards=True)
+    whole = _direction(layer, "forward", return_sequences=True).forward(x)
+    first = None
+    for k, sl in enumerate((slice(0, 3), slice(3, 6), slice(6, 8))):
+        y = layer.forward(x[:, sl])
+        first = y if first is None else first
+        np.testing.assert_allclose(y[..., :U], fwd.forward(x[:, sl]), rtol=1e-12, atol=1e-14)
+        # Keras: the backward direction starts each batch where it ended the previous one
+        np.testing.assert_allclose(y[..., U:], bwd.forward(x[:, sl])[:, ::-1], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(y[..., :U], whole[:, sl], rtol=1e-12, atol=1e-14)
+        assert len(layer.states) == 2 * n
+        for got, want in zip(layer.states, fwd.states + bwd.states):
+            np.testing.assert_array_equal(got, want)
+    layer.reset_states()
+    assert layer.states is None
+    np.testing.assert_allclose(layer.forward(x[:, :3]), first, rtol=1e-12)
+    with pytest.raises(ValueError, match="batch size"):
+        layer.forward(x[:1, :3])
+    # reset_states(states) sets both directions: forward's, then backward's
+    states = [rng.normal(size=(B, U)) for _ in range(2 * n)]
+    layer.reset_states(states)
+    y = layer.forward(x[:, :3])
+    fwd.reset_states(states[:n])
+    bwd.reset_states(states[n:])
+    np.testing.assert_allclose(y[..., :U], fwd.forward(x[:, :3]), rtol=1e-12)
+    np.testing.assert_allclose(y[..., U:], bwd.forward(x[:, :3])[:, ::-1], rtol=1e-12)
+
+
+def test_bidirectional_stateful_model_saves_and_fits(tmp_path):
+    from rnnkernels.models import load_model
+    rng = np.random.default_rng(16)
+    model = Sequential([Bidirectional(LSTM(3, stateful=True), input_shape=(None, 2), batch_size=4),
+                        Dense(2, activation="softmax")], seed=0, dtype="float64")
+    model.compile("adam", "categorical_crossentropy")
+    x = rng.normal(size=(4, 6, 2))
+    y = np.eye(2)[rng.integers(0, 2, size=4)]
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+    states = model.layers[0].states
+    assert len(states) == 4 and all(np.abs(s).max() > 0 for s in states)
+    model.save(tmp_path / "m.rnnk")
+    loaded = load_model(tmp_path / "m.rnnk")
+    assert loaded.layers[0].stateful
+    for got, want in zip(loaded.layers[0].states, states):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(loaded.predict(x, batch_size=4), model.predict(x, batch_size=4))
+    with pytest.raises(ValueError, match="batch_size=4"):
+        model.predict(x[:2])
+
+
+def test_bidirectional_config_round_trip_keeps_return_state_and_stateful():
+    layer = Bidirectional(GRU(3, return_state=True, stateful=True, return_sequences=True), merge_mode="sum")
+    copy = Bidirectional.from_config(layer.get_config())
+    assert (copy.return_state, copy.stateful, copy.return_sequences) == (True, True, True)
+    assert copy.merge_mode == "sum"
+    assert copy.backward_layer.go_backwards and copy.backward_layer.stateful
+    assert copy.n_states == 2
+
+
+def test_bidirectional_bad_states_and_layers():
+    layer = _bidir(LSTM, 3, (4, 2), return_state=True)
+    x = np.zeros((2, 4, 2))
+    with pytest.raises(ValueError, match=r"initial_state: expected a list of 4 arrays \(forward h, "
+                                         r"forward c, backward h, backward c\), got 2 arrays"):
+        layer.forward(x, initial_state=[np.zeros((2, 3))] * 2)
+    with pytest.raises(ValueError, match=r"initial_state\[2\]: expected shape \(2, 3\), got \(1, 3\)"):
+        layer.forward(x, initial_state=[np.zeros((2, 3))] * 2 + [np.zeros((1, 3)), np.zeros((2, 3))])
+    with pytest.raises(TypeError, match=r"initial_state\[0\]: expected a numeric array"):
+        layer.forward(x, initial_state=[np.array([["a"] * 3] * 2)] + [np.zeros((2, 3))] * 3)
+    layer.forward(x, training=True)
+    with pytest.raises(ValueError, match=r"dy: expected a list of 5 gradients .* got ndarray"):
+        layer.backward(np.zeros((2, 6)))
+    with pytest.raises(ValueError, match=r"states: expected a list of 4 arrays"):
+        layer.reset_states([np.zeros((2, 3))])
+    with pytest.raises(ValueError, match="go_backwards=False"):
+        Bidirectional(LSTM(3, go_backwards=True))
+    with pytest.raises(ValueError, match="backward_layer: expected go_backwards=True"):
+        Bidirectional(LSTM(3), backward_layer=LSTM(3))
+    with pytest.raises(ValueError, match="backward_layer: expected stateful=True as layer, got False"):
+        Bidirectional(LSTM(3, stateful=True), backward_layer=LSTM(3, go_backwards=True))
+    with pytest.raises(ValueError, match="backward_layer: expected return_state=False as layer, got True"):
+        Bidirectional(LSTM(3), backward_layer=LSTM(3, go_backwards=True, return_state=True))
+    with pytest.raises(ValueError, match="backward_layer: expected a LSTM like layer, got GRU"):
+        Bidirectional(LSTM(3), backward_layer=GRU(3, go_backwards=True))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Bidirectional(LSTM(3), stateful=True)  # as Keras: stateful belongs to the wrapped layer
+    with pytest.raises(ValueError, match="return_state=True gives several outputs"):
+        Sequential([Bidirectional(LSTM(3, return_state=True), input_shape=(4, 2))])
+
+
+def test_bidirectional_states_against_keras():
+    """return_state (with initial_state and a mask) and stateful, against Keras with the same weights."""
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(17)
+    B, T, F, U = 3, 6, 4, 5
+    x = rng.normal(size=(B, T, F)).astype("float32")
+    lengths = np.array([6, 3, 5])
+    mask = np.arange(T)[None] < lengths[:, None]
+    tol = dict(rtol=2e-5, atol=2e-6)
+    for ours_cls, theirs_cls, n in [(LSTM, keras.layers.LSTM, 2), (GRU, keras.layers.GRU, 1),
+                                    (SimpleRNN, keras.layers.SimpleRNN, 1)]:
+        for return_sequences in (True, False):
+            inner = theirs_cls(U, return_state=True, return_sequences=return_sequences)
+            theirs = keras.layers.Bidirectional(inner, merge_mode="ave")
+            ours = Bidirectional(ours_cls(U, return_state=True, return_sequences=return_sequences),
+                                 merge_mode="ave")
+            init = [rng.normal(size=(B, U)).astype("float32") for _ in range(2 * n)]
+            want = theirs(x, initial_state=init, mask=mask)
+            ours.build((T, F), rng, "float32")
+            ours.set_weights(theirs.get_weights())
+            got = ours.forward(x, lengths=lengths, initial_state=init)
+            assert len(got) == len(want) == 1 + 2 * n
+            for g, w in zip(got, want):
+                w = np.asarray(w)
+                assert g.shape == w.shape
+                np.testing.assert_allclose(g, w, **tol)
+    for ours_cls, theirs_cls in [(LSTM, keras.layers.LSTM), (GRU, keras.layers.GRU)]:
+        theirs = keras.layers.Bidirectional(theirs_cls(U, stateful=True, return_sequences=True))
+        ours = Bidirectional(ours_cls(U, stateful=True, return_sequences=True))
+        theirs(x[:, :2])
+        ours.build((None, F), rng, "float32")
+        ours.set_weights(theirs.get_weights())
+        theirs.reset_states()
+        for sl in (slice(0, 2), slice(2, 5), slice(5, 6), "reset", slice(0, 3)):
+            if sl == "reset":
+                theirs.reset_states()
+                ours.reset_states()
+                continue
+            np.testing.assert_allclose(ours.forward(x[:, sl]), np.asarray(theirs(x[:, sl])), **tol)
+            for g, w in zip(ours.states, theirs.states):
+                np.testing.assert_allclose(g, np.asarray(w), **tol)

@@ -405,7 +405,24 @@ class Bidirectional(Layer):
     ``reverse=True`` with lengths, as PyTorch's packed bidirectional RNN), then merges:
     ``merge_mode`` 'concat' (default), 'sum', 'mul' or 'ave'.  With return_sequences the
     backward outputs are aligned with the input time steps.
-    Weights: the forward layer's, then the backward layer's (Keras order)."""
+    Weights: the forward layer's, then the backward layer's (Keras order).
+
+    As Keras's wrapper, it takes ``return_state`` and ``stateful`` from ``layer``:
+
+    - ``return_state=True``: ``forward`` returns ``[output] + forward_states + backward_states``
+      (``h, c`` per direction for LSTM, ``h`` for GRU and SimpleRNN), and ``initial_state``
+      takes a list in the same order (the first half starts the forward direction, the
+      second half the backward one).  ``backward`` then takes ``[doutput, dstates...]``
+      (None entries mean zero) and leaves the initial-state gradients, in that order, in
+      ``state_grads``.
+    - ``stateful=True``: each direction starts a batch from the states it ended the previous
+      one with, until :meth:`reset_states`.  As in Keras, the backward direction's carried
+      state is where it ended the previous batch, its first time step: splitting a sequence
+      into batches gives the forward direction the whole-sequence result, not the backward one.
+
+    A ``backward_layer`` must match ``layer`` in type, units, return_sequences, return_state
+    and stateful and have ``go_backwards=True`` (Keras refuses two directions with the same
+    ``go_backwards``)."""
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
         super().__init__(**kwargs)
@@ -413,9 +430,9 @@ class Bidirectional(Layer):
             raise TypeError(f"layer: expected a SimpleRNN, LSTM or GRU instance, got {type(layer).__name__}")
         if merge_mode not in ("concat", "sum", "mul", "ave"):
             raise ValueError(f"merge_mode: expected 'concat', 'sum', 'mul' or 'ave', got {merge_mode!r}")
-        if layer.return_state or layer.stateful or layer.go_backwards:
-            raise ValueError("layer: Bidirectional supports wrapped layers without return_state, "
-                             "stateful or go_backwards")
+        if layer.go_backwards:
+            raise ValueError("layer: expected go_backwards=False (Bidirectional runs a go_backwards copy "
+                             "of it; Keras refuses two directions with the same go_backwards), got True")
         self.merge_mode = merge_mode
         self.forward_layer = layer
         if backward_layer is None:
@@ -423,16 +440,71 @@ class Bidirectional(Layer):
             config.update(name="backward_" + layer.name, go_backwards=True)
             config.pop("input_shape", None)
             backward_layer = type(layer).from_config(config)
-        elif (type(backward_layer) is not type(layer) or backward_layer.units != layer.units
-              or backward_layer.return_sequences != layer.return_sequences):
-            raise ValueError("backward_layer: expected the same layer type, units and return_sequences "
-                             "as layer")
+        else:
+            if type(backward_layer) is not type(layer):
+                raise ValueError(f"backward_layer: expected a {type(layer).__name__} like layer, got "
+                                 f"{type(backward_layer).__name__}")
+            for attr in ("units", "return_sequences", "return_state", "stateful"):
+                if getattr(backward_layer, attr) != getattr(layer, attr):
+                    raise ValueError(f"backward_layer: expected {attr}={getattr(layer, attr)!r} as layer, "
+                                     f"got {getattr(backward_layer, attr)!r}")
+            if not backward_layer.go_backwards:
+                raise ValueError("backward_layer: expected go_backwards=True (Keras refuses two directions "
+                                 "with the same go_backwards), got False")
         self.backward_layer = backward_layer
         if layer.name and not layer.name.startswith("forward_"):
             layer.name = "forward_" + layer.name
         self.return_sequences = layer.return_sequences
+        self.return_state = layer.return_state
+        self.stateful = layer.stateful
+        self.state_grads = None
         if self.declared_input_shape is None and layer.declared_input_shape is not None:
             self.declared_input_shape = layer.declared_input_shape
+
+    @property
+    def n_states(self):
+        """States per sample: the forward layer's, then the backward layer's."""
+        return 2 * self.forward_layer.n_states
+
+    @property
+    def states(self):
+        """Carried states ``forward_states + backward_states`` (stateful), or None."""
+        f, b = self.forward_layer.states, self.backward_layer.states
+        return None if f is None or b is None else list(f) + list(b)
+
+    def reset_states(self, states=None):
+        """Forget both directions' carried states, or set them to ``states``
+        (``forward_states + backward_states``, each ``(batch, units)``)."""
+        if states is None:
+            self.forward_layer.reset_states()
+            self.backward_layer.reset_states()
+            return
+        states = self._check_states("states", states, None)
+        n = self.forward_layer.n_states
+        self.forward_layer.reset_states(states[:n])
+        self.backward_layer.reset_states(states[n:])
+
+    def _check_states(self, arg, states, B):
+        """``states`` as a list of ``n_states`` arrays ``(B, units)`` in the layer's dtype."""
+        n, U = self.n_states, self.forward_layer.units
+        names = ["h", "c"][:self.forward_layer.n_states]
+        order = ", ".join([f"forward {s}" for s in names] + [f"backward {s}" for s in names])
+        if not isinstance(states, (list, tuple)) or len(states) != n:
+            got = f"{len(states)} arrays" if isinstance(states, (list, tuple)) else type(states).__name__
+            raise ValueError(f"{arg}: expected a list of {n} arrays ({order}), got {got}")
+        out = []
+        for i, s in enumerate(states):
+            s = np.asarray(s)
+            if s.dtype.kind not in "fiub":
+                raise TypeError(f"{arg}[{i}]: expected a numeric array, got dtype {s.dtype}")
+            b = s.shape[0] if B is None and s.ndim == 2 else B
+            if s.shape != (b, U):
+                raise ValueError(f"{arg}[{i}]: expected shape ({'batch' if b is None else b}, {U}), "
+                                 f"got {s.shape}")
+            out.append(np.array(s, self.dtype or np.float32))
+        if B is None and len({s.shape[0] for s in out}) > 1:
+            raise ValueError(f"{arg}: expected arrays with one batch size, got {[s.shape for s in out]}")
+        return out
 
     def _build(self, input_shape, rng):
         for layer in (self.forward_layer, self.backward_layer):
@@ -479,28 +551,62 @@ class Bidirectional(Layer):
         self.forward_layer.set_weights(weights[:n])
         self.backward_layer.set_weights(weights[n:])
 
-    def forward(self, x, training=False, lengths=None):
+    def forward(self, x, training=False, lengths=None, initial_state=None):
+        """``x (B, T, F)`` -> the merged output; with return_state a list
+        ``[output] + forward_states + backward_states``.  ``initial_state``: that list of
+        states (each ``(B, units)``); without it a stateful layer starts from its carried states."""
         x = self._check_input(x, ndim=3)
+        B = x.shape[0]
+        fwd, bwd = self.forward_layer, self.backward_layer
+        declared = self.batch_size if self.batch_size is not None else fwd.batch_size
+        if self.stateful and declared is not None and B != declared:
+            raise ValueError(f"{self.name}: stateful layer declared batch_size={declared}, "
+                             f"got a batch of {B}")
+        if initial_state is not None:
+            initial_state = self._check_states("initial_state", initial_state, B)
+            n = fwd.n_states
+            starts = (initial_state[:n], initial_state[n:])
+        else:
+            starts = (fwd._initial_states(B, None), bwd._initial_states(B, None))
         x_tm = x.transpose(1, 0, 2)
-        outs = []
-        for layer, reverse in ((self.forward_layer, False), (self.backward_layer, True)):
+        outs, finals_all = [], []
+        for layer, reverse, start in ((fwd, False, starts[0]), (bwd, True, starts[1])):
             layer.rng = self.rng
-            y_tm, finals = layer._core_forward(x_tm, lengths, reverse, training, None)
+            y_tm, finals = layer._core_forward(x_tm, lengths, reverse, training, start)
+            if self.stateful:
+                layer.states = [np.array(f) for f in finals]
             outs.append(y_tm.transpose(1, 0, 2) if self.return_sequences else finals[0])
+            finals_all.extend(finals)
         a, b = outs
         self._outs = outs
         if self.merge_mode == "concat":
-            return np.concatenate([a, b], axis=-1)
-        if self.merge_mode == "sum":
-            return a + b
-        if self.merge_mode == "mul":
-            return a * b
-        return (a + b) * self.dtype.type(0.5)
+            out = np.concatenate([a, b], axis=-1)
+        elif self.merge_mode == "sum":
+            out = a + b
+        elif self.merge_mode == "mul":
+            out = a * b
+        else:
+            out = (a + b) * self.dtype.type(0.5)
+        return [out] + finals_all if self.return_state else out
 
     def backward(self, dy):
+        """``dy`` like the output (with return_state a list ``[doutput] + dforward_states +
+        dbackward_states``; None entries mean zero).  Returns ``dx (B, T, F)``; the initial-state
+        gradients (forward's, then backward's) go to ``state_grads``."""
+        fwd, bwd = self.forward_layer, self.backward_layer
+        n = fwd.n_states
+        dstates = ([None] * n, [None] * n)
+        if self.return_state:
+            if not isinstance(dy, (list, tuple)) or len(dy) != 1 + 2 * n:
+                got = f"{len(dy)} entries" if isinstance(dy, (list, tuple)) else type(dy).__name__
+                raise ValueError(f"dy: expected a list of {1 + 2 * n} gradients (output, then the "
+                                 f"{2 * n} states), got {got}")
+            dy, dstates = dy[0], (list(dy[1:1 + n]), list(dy[1 + n:]))
         a, b = self._outs
-        U = self.forward_layer.units
-        if self.merge_mode == "concat":
+        U = fwd.units
+        if dy is None:
+            da = db = None
+        elif self.merge_mode == "concat":
             da, db = dy[..., :U], dy[..., U:]
         elif self.merge_mode == "sum":
             da = db = dy
@@ -508,13 +614,18 @@ class Bidirectional(Layer):
             da, db = dy * b, dy * a
         else:
             da = db = dy * self.dtype.type(0.5)
-        dx = None
-        for layer, d in ((self.forward_layer, da), (self.backward_layer, db)):
+        dx, state_grads = None, []
+        for layer, d, ds in ((fwd, da, dstates[0]), (bwd, db, dstates[1])):
+            dy_tm = None
             if self.return_sequences:
-                dxl, _ = layer._core_backward(d.transpose(1, 0, 2), [None] * layer.n_states)
-            else:
-                dxl, _ = layer._core_backward(None, [d] + [None] * (layer.n_states - 1))
+                if d is not None:
+                    dy_tm = d.transpose(1, 0, 2)
+            elif d is not None:
+                ds[0] = d if ds[0] is None else ds[0] + d
+            dxl, dsl = layer._core_backward(dy_tm, ds)
+            state_grads.extend(dsl)
             dx = dxl if dx is None else dx + dxl
+        self.state_grads = state_grads
         return dx.transpose(1, 0, 2)
 
     def output_lengths(self, lengths):
