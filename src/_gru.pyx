@@ -20,7 +20,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
-                     gru_rb_fwd2, rk_barrier)
+                     gru_rb_fwd2, prefetch_rows, rk_barrier)
 from _common cimport add_rows, gemm_rows, gemm_weight_grad, merged_backward
 
 
@@ -31,6 +31,9 @@ cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* 
                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     """reset_after=True: gh = h_prev @ W_hh_tile, then the fused update."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j, dst
+    # The tile's rows of the next step (see _lstm.pyx's forward).
+    prefetch_rows(gates + off_next * G3 + 3 * u0, n_next, G3, 3 * ub, True)
+    prefetch_rows(aux + off_next * H + u0, n_next, H, ub, True)
     step_gemm(n, 3 * ub, H, h + off * H, H, w_tile, 3 * ub, gh + 3 * u0, G3, False)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
@@ -57,6 +60,7 @@ cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
                           Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     """reset_after=False, phase 2: n from W_hn (r*h), and the new state."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j, dst
+    prefetch_rows(gates + off_next * G3 + 3 * u0, n_next, G3, 3 * ub, True)
     step_gemm(n, ub, H, rh + off * H, H, w_tile + 2 * ub, 3 * ub,
               gates + off * G3 + 3 * u0 + 2 * ub, G3, True)
     for j in range(n):
@@ -115,12 +119,19 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
 cdef void _backward_tile(floating* dgx, floating* dgh, floating* dh,
                          const floating* gates, const floating* aux, const floating* h,
                          const floating* dy, const floating* w_tile,
-                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
-                         Py_ssize_t off_next, Py_ssize_t H,
+                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
+                         Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t H,
                          Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     """reset_after=True.  dh holds the carry d*z from step s+1 (or dh_n for rows
     ending here); add the recurrent term dgh[s+1] @ W_hh[:, u0:u1], then dy."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
+    # What the tile reads and writes at the previous step (the next one here).
+    prefetch_rows(gates + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, False)
+    prefetch_rows(dgx + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, True)
+    prefetch_rows(dgh + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, True)
+    prefetch_rows(aux + off_prev * H + u0, n_prev, H, ub, False)
+    if dy != NULL:
+        prefetch_rows(dy + off_prev * H + u0, n_prev, H, ub, False)
     step_gemm(n_next, ub, G3, dgh + off_next * G3, G3, w_tile, ub, dh + u0, H, True)
     if dy != NULL:
         add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
@@ -147,10 +158,12 @@ cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
 
 cdef void _backward_tile_r(floating* dg, floating* dh, floating* drh, const floating* gates,
                            const floating* h, const floating* w_n_tile,
-                           Py_ssize_t n, Py_ssize_t off, Py_ssize_t H,
-                           Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+                           Py_ssize_t n, Py_ssize_t n_prev, Py_ssize_t off, Py_ssize_t off_prev,
+                           Py_ssize_t H, Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     """reset_after=False, phase 2: drh = dn @ W_hn[:, u0:u1]; r grads and the carry."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
+    prefetch_rows(gates + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, False)
+    prefetch_rows(dg + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, True)
     step_gemm(n, ub, G3, dg + off * G3, G3, w_n_tile, ub, drh + u0, H, False)
     for j in range(n):
         gru_rb_bwd2(ub, gates + (off + j) * G3 + 3 * u0, h + (off + j) * H + u0,
@@ -201,7 +214,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                     for k in prange(ntiles, schedule='static'):
                         _backward_tile(dgxp, dghp, dhp, gp, ap, hp, dyp, wp + G3 * tiles[k],
                                        counts[s], counts[s + 1] if s + 1 < S else 0,
-                                       offsets[s], offsets[s + 1], H, tiles[k], tiles[k + 1])
+                                       counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
+                                       offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
                 else:
                     for k in prange(ntiles, schedule='static'):
                         _backward_tile_zn(dgxp, dhp, gp, hp, dyp, wp + G3 * tiles[k],
@@ -210,7 +224,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                     rk_barrier()
                     for k in prange(ntiles, schedule='static'):
                         _backward_tile_r(dgxp, dhp, drhp, gp, hp, wnp + G3 * tiles[k],
-                                         counts[s], offsets[s], H, tiles[k], tiles[k + 1])
+                                         counts[s], counts[s - 1] if s > 0 else 0, offsets[s],
+                                         offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
                 rk_barrier()
             # dL/dh0 for the rows active at step 0: carry + recurrent term.
             for k in prange(ntiles, schedule='static'):

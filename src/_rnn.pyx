@@ -9,7 +9,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
-from _cells cimport rk_barrier, rnn_bwd, rnn_fwd
+from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
 from _common cimport add_rows, gemm_rows, merged_backward
 
 
@@ -18,6 +18,8 @@ cdef void _forward_tile(floating* pre, floating* h, const floating* w_hh_tile,
                         Py_ssize_t off, Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
                         Py_ssize_t u0, Py_ssize_t u1, int relu) noexcept nogil:
     cdef Py_ssize_t ub = u1 - u0, j, dst
+    # The tile's rows of the next step (see _lstm.pyx's forward).
+    prefetch_rows(pre + off_next * H + u0, n_next, H, ub, True)
     step_gemm(n, ub, H, h + off * H, H, w_hh_tile, ub, pre + off * H + u0, H, True)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
@@ -57,10 +59,14 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
 
 cdef void _backward_tile(floating* dpre, floating* dh, const floating* h,
                          const floating* dy, const floating* w_hh_tile,
-                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
-                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
+                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
+                         Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t N, Py_ssize_t H,
                          Py_ssize_t u0, Py_ssize_t u1, int relu) noexcept nogil:
     cdef Py_ssize_t ub = u1 - u0, j, dst
+    # What the tile reads and writes at the previous step (the next one here).
+    prefetch_rows(dpre + off_prev * H + u0, n_prev, H, ub, True)
+    if dy != NULL:
+        prefetch_rows(dy + off_prev * H + u0, n_prev, H, ub, False)
     # dh[0:n_next, u0:u1] = dpre[s+1] @ W_hh[:, u0:u1]; rows ending at s keep dh_n.
     step_gemm(n_next, ub, H, dpre + off_next * H, H, w_hh_tile, ub, dh + u0, H, False)
     if dy != NULL:
@@ -99,8 +105,9 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dpp, dhp, &h[0, 0], dyp, wp + H * tiles[k], counts[s],
-                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
-                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1], relu)
+                                   counts[s + 1] if s + 1 < S else 0,
+                                   counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
+                                   offsets[s - 1] if s > 0 else 0, N, H, tiles[k], tiles[k + 1], relu)
                 rk_barrier()
             for k in prange(ntiles, schedule='static'):
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H, wp + H * tiles[k],
