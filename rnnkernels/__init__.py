@@ -9,5 +9,6 @@ Submodules:
 __version__ = "0.1.0"
 
 from ._config import get_num_threads, num_threads, set_num_threads
+from ._memory import release as release_memory
 
-__all__ = ["__version__", "get_num_threads", "set_num_threads", "num_threads"]
+__all__ = ["__version__", "get_num_threads", "set_num_threads", "num_threads", "release_memory"]

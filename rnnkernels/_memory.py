@@ -17,7 +17,12 @@ memory goes back to the list and the next call of a similar size reuses it,
 already paged in.  Sizes are rounded up to eight classes per power of two
 (at most 12.5% unused), so variable-length batches reuse blocks too.  Free
 blocks are capped (``RNNKERNELS_BUFFER_POOL_MB``, default 512; 0 turns
-recycling off) and :func:`release` drops them all.
+recycling off).
+
+Gradients that never leave backward (gate gradients) live in :func:`scratch`
+buffers, one per Python thread, kept between calls.  :func:`release`
+(``rnnkernels.release_memory()``) drops the free blocks and this thread's
+scratch buffers.
 """
 import os
 import threading
@@ -31,6 +36,7 @@ _PER_CLASS = 4               # free blocks kept per size class
 _lock = threading.Lock()
 _free = {}                   # size class (bytes) -> [raw uint8 arrays]
 _free_bytes = 0
+_scratch = threading.local()
 
 
 def _limit():
@@ -105,9 +111,26 @@ def copy(a):
     return out
 
 
+def scratch(shape, dtype, slot=0):
+    """A buffer for gradients that never leave backward, reused from call to
+    call by this Python thread (so concurrent calls from different threads
+    never share one); ``slot`` tells apart buffers needed at the same time."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    key = f"{dtype.name}_{slot}"
+    buf = getattr(_scratch, key, None)
+    if buf is None or buf.size < size:
+        buf = empty(size, dtype)
+        setattr(_scratch, key, buf)
+    return buf[:size].reshape(shape)
+
+
 def release():
-    """Drop every free block (memory goes back to the system)."""
+    """Give the memory the kernels keep between calls back to the system:
+    every free block, and the calling thread's scratch buffers.  Arrays still
+    in use are not affected."""
     global _free_bytes
+    _scratch.__dict__.clear()
     with _lock:
         _free.clear()
         _free_bytes = 0

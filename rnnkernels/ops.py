@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _config
 from ._memory import copy as _aligned_copy, empty as _aligned_empty, zeros as _aligned_zeros
+from ._memory import scratch as _scratch
 
 _FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -257,26 +258,6 @@ class _Cache:
     def __init__(self, kind, **fields):
         self.kind = kind
         self.__dict__.update(fields)
-
-
-# ------------------------------------------------------------------ scratch
-_scratch_pool = threading.local()
-
-
-def _scratch(shape, dtype, slot=0):
-    """A reusable buffer for gradients that never leave backward (gate
-    gradients).  Fresh large allocations are zero-filled page by page by the
-    kernel on first touch, which cost ~5% of a training step.  One buffer per
-    Python thread and dtype, so concurrent calls from different threads
-    never share one; ``slot`` tells apart buffers needed at the same time."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
-    key = f"{dtype.name}_{slot}"
-    buf = getattr(_scratch_pool, key, None)
-    if buf is None or buf.size < size:
-        buf = _aligned_empty(size, dtype)
-        setattr(_scratch_pool, key, buf)
-    return buf[:size].reshape(shape)
 
 
 # ----------------------------------------------------------- BLAS threading
