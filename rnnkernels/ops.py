@@ -516,7 +516,7 @@ def gru_backward(cache, dy, dh_n=None):
     if reset_after:
         w_hh_tiles, w_hn_tiles = w.w_hh_bwd, np.zeros(1, dtype)
         dgx = _scratch((N, G3), dtype, slot=0)
-        dgh = _scratch((N, G3), dtype, slot=1)
+        dgh = _scratch((2 * plan.B, G3), dtype, slot=1)  # two-step ring (see _gru.pyx)
         dw_hn = np.zeros((1, 1), dtype)
     else:
         w_hh_tiles, w_hn_tiles = w.gate_split_bwd(n_gate=2)
