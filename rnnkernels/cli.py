@@ -1,21 +1,24 @@
 """The ``rnnkernels`` command line: train, evaluate and predict audio classifiers; bench.
 
 ``rnnkernels train`` with no arguments trains the default recipe on the embedded
-spoken digits (official FSDD split). Every failure a user can cause (bad path,
+spoken digits (official FSDD split); ``--resume MODEL`` continues a saved run with
+its optimizer state. Every failure a user can cause (bad path,
 unreadable audio, corrupt model, bad option) ends with one line on stderr and a
 non-zero exit status, never a traceback; Ctrl-C exits with status 130.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
+import zipfile
 
 import numpy as np
 
 from . import __version__
-from ._argtypes import non_negative_int, positive_float, positive_int
+from ._argtypes import fraction, non_negative_int, positive_float, positive_int
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -69,9 +72,16 @@ def build_parser():
                        help="stacked recurrent layers (default: %(default)s)")
     model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                        default=d["bidirectional"], help="run each layer both ways (default: %(default)s)")
+    model.add_argument("--pooling", choices=recipes.POOLINGS, default=d["pooling"],
+                       help="what the head sees: mean = the last recurrent layer's outputs averaged "
+                            "over the real frames, last = its final state (default: %(default)s)")
     model.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d["augment"],
-                       help="SpecAugment time/frequency masking of the training features, new each "
-                            "epoch (default: %(default)s)")
+                       help="training-time augmentation, new each epoch: the frequency warp "
+                            "(--warp) and SpecAugment time/frequency masks (default: %(default)s)")
+    model.add_argument("--warp", type=fraction, default=d["warp"], metavar="F",
+                       help="VTLP-style frequency warp of each training utterance by a random factor "
+                            "in [1-F, 1+F] (a longer or shorter vocal tract); 0 turns it off; only "
+                            "with --augment (default: %(default)s)")
     feats = train.add_argument_group("features")
     feats.add_argument("--features", choices=("logmel", "mfcc"), default=d["features"].kind,
                        help="log-mel energies or MFCCs (default: %(default)s)")
@@ -87,7 +97,8 @@ def build_parser():
                        metavar="HZ", help="resample audio to this rate (default: %(default)s)")
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=positive_int, default=d["epochs"], metavar="N",
-                     help="(default: %(default)s)")
+                     help="epochs in all (with --resume, counting the ones the model has "
+                          "trained; default: %(default)s)")
     fit.add_argument("--batch-size", type=positive_int, default=d["batch_size"], metavar="N",
                      help="(default: %(default)s)")
     fit.add_argument("--lr", type=positive_float, default=d["lr"], metavar="LR",
@@ -96,6 +107,12 @@ def build_parser():
                      help="seed of weights, shuffling, splits and augmentation (default: %(default)s)")
     fit.add_argument("--threads", type=positive_int, metavar="N",
                      help="kernel threads (default: OMP_NUM_THREADS or all usable cores)")
+    fit.add_argument("--resume", metavar="MODEL",
+                     help="continue training the model in this file (written by --save, or by a "
+                          "ModelCheckpoint of rnnkernels.recipes.build_model's model) with its "
+                          "optimizer state, up to --epochs epochs in all; give the data, feature "
+                          "and model options of the run that saved it (a mismatch is an error). "
+                          "--save may name the same file")
     out = train.add_argument_group("outputs")
     out.add_argument("--save", metavar="MODEL",
                      help="save the model (with its feature settings and labels) here; it is "
@@ -190,16 +207,29 @@ def _cmd_train(args):
     features = FeatureConfig(kind=args.features, sample_rate=args.sample_rate, n_mels=args.n_mels,
                              n_mfcc=args.n_mfcc, n_fft=base.n_fft, hop_length=args.hop_length,
                              fmin=base.fmin, deltas=args.deltas, normalize=base.normalize)
+    resume = _load_resume(args.resume) if args.resume else None  # a bad file fails before the data loads
     train_set, test_set, data_desc, split_desc = _train_test_sets(args)
+    describe = dict(data=data_desc, split=split_desc)
+    epochs = args.epochs
+    if resume is not None:
+        _check_resume(resume, args, features, list(train_set.label_names))
+        done = resume.model.epochs_trained
+        epochs -= done
+        describe["resumed_from"] = {"path": args.resume, "epochs_trained": done}
     if not args.quiet:
         print(f"rnnkernels {__version__}: {len(train_set)} training and {len(test_set)} test files "
-              f"({split_desc}), {get_num_threads()} threads")
-    result = recipes.train_classifier(
-        train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
-        bidirectional=args.bidirectional, augment=args.augment, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save,
-        verbose=0 if args.quiet else 1,
-        describe=dict(data=data_desc, split=split_desc))
+              f"({split_desc}), {get_num_threads()} threads"
+              + (f"; resuming {args.resume!r} after epoch {done}" if resume is not None else ""))
+    with _resumed_training(recipes, resume, args):
+        result = recipes.train_classifier(
+            train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
+            bidirectional=args.bidirectional, augment=args.augment, epochs=epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save,
+            verbose=0 if args.quiet else 1, pooling=args.pooling, warp=args.warp,
+            describe=describe)
+    if resume is not None and result.classifier.model is not resume.model:
+        raise CommandError("--resume: rnnkernels.recipes.train_classifier built a new model instead of "
+                           "continuing the loaded one (see _resumed_training in rnnkernels/cli.py)")
     result.report["command_options"] = {k: v for k, v in vars(args).items() if k != "command"}
     _print_summary(result, sys.stdout)
     if args.report:
@@ -211,6 +241,174 @@ def _cmd_train(args):
     if args.save:
         print(f"model:  {args.save}")
     return 0
+
+
+class _Resume:
+    """What ``--resume`` read: the model, and the features and class names when the file was
+    written by ``--save`` (a ModelCheckpoint file of a bare model has neither)."""
+
+    def __init__(self, path, model, features=None, label_names=None):
+        self.path, self.model, self.features, self.label_names = path, model, features, label_names
+
+
+def _load_resume(path):
+    from . import recipes
+    from .models import load_model
+
+    if not os.path.exists(path):
+        raise CommandError(f"--resume {path!r}: no such file")
+    if not os.path.isfile(path):
+        raise CommandError(f"--resume {path!r}: not a file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            # the audio entry of AudioClassifier.save (recipes._AUDIO_ENTRY)
+            is_classifier = "audio.json" in zf.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CommandError(f"--resume {path!r}: corrupt or not an rnnkernels model "
+                           f"({_one_line(exc)})") from None
+    try:
+        if is_classifier:
+            classifier = recipes.AudioClassifier.load(path)
+            resume = _Resume(path, classifier.model, classifier.features, list(classifier.label_names))
+        else:
+            resume = _Resume(path, load_model(path))
+    except (ValueError, TypeError, OSError) as exc:
+        raise CommandError(f"--resume: {_one_line(exc)}") from None
+    if resume.model.optimizer is None:
+        raise CommandError(f"--resume {path!r}: the file holds no optimizer state (saved with "
+                           "include_optimizer=False), so its training cannot be continued")
+    return resume
+
+
+def _flag(option, value):
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{option}"
+    return f"--{option.replace('_', '-')} {value}"
+
+
+def _recipe_options(path, model):
+    """The train options (cell, hidden, layers, bidirectional, pooling) of a model built by
+    ``recipes.build_model``, with its input features and classes."""
+    from .layers import GRU, LSTM, Bidirectional, Dense, GlobalAveragePooling1D, SimpleRNN
+
+    cells = {LSTM: "lstm", GRU: "gru", SimpleRNN: "rnn"}
+    recurrent = [l for l in model.layers if isinstance(l, (Bidirectional, LSTM, GRU, SimpleRNN))]
+    inner = [l.forward_layer if isinstance(l, Bidirectional) else l for l in recurrent]
+    dense = [l for l in model.layers if isinstance(l, Dense)]
+    if (not recurrent or recurrent[0] is not model.layers[0] or not dense
+            or len({type(l) for l in inner}) > 1 or len({l.units for l in inner}) > 1
+            or len({isinstance(l, Bidirectional) for l in recurrent}) > 1):
+        raise CommandError(f"--resume {path!r}: not a model of the train recipe (layers: "
+                           f"{', '.join(type(l).__name__ for l in model.layers)})")
+    return dict(cell=cells[type(inner[0])], hidden=inner[0].units, layers=len(recurrent),
+                bidirectional=isinstance(recurrent[0], Bidirectional),
+                pooling="mean" if any(isinstance(l, GlobalAveragePooling1D) for l in model.layers)
+                else "last", n_features=model.layers[0].input_shape[-1], n_classes=dense[-1].units)
+
+
+_FEATURE_OPTIONS = {"kind": "features", "n_mels": "n_mels", "n_mfcc": "n_mfcc", "deltas": "deltas",
+                    "hop_length": "hop_length", "sample_rate": "sample_rate"}
+
+
+def _feature_differences(saved, now):
+    """``(saved, now)`` texts of the FeatureConfig fields that differ, as options where there are."""
+    a, b = saved.to_dict(), now.to_dict()
+    if "logmel" in (a.get("kind"), b.get("kind")):
+        a.pop("n_mfcc", None)  # unused by log-mel features
+        b.pop("n_mfcc", None)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+    def text(d):
+        return ", ".join(_flag(_FEATURE_OPTIONS[k], d.get(k)) if k in _FEATURE_OPTIONS
+                         else f"{k}={d.get(k)!r}" for k in keys)
+    return (text(a), text(b)) if keys else None
+
+
+def _check_resume(resume, args, features, label_names):
+    """Refuse a --resume model that does not fit this command's features, classes and options."""
+    from . import recipes
+
+    path, model = resume.path, resume.model
+    hint = "; give the options of the run that saved it"
+    found = _recipe_options(path, model)
+    for option in ("cell", "hidden", "layers", "bidirectional", "pooling"):
+        if found[option] != getattr(args, option):
+            raise CommandError(f"--resume {path!r}: the model was trained with "
+                               f"{_flag(option, found[option])}, this command has "
+                               f"{_flag(option, getattr(args, option))}{hint}")
+    diff = None if resume.features is None else _feature_differences(resume.features, features)
+    if diff:
+        raise CommandError(f"--resume {path!r}: the model was trained on features with {diff[0]}, "
+                           f"this command computes {diff[1]}{hint}")
+    if found["n_features"] != features.n_features:
+        raise CommandError(f"--resume {path!r}: the model takes {found['n_features']} features per "
+                           f"frame, this command's features have {features.n_features} "
+                           f"({recipes.describe_features(features)}){hint}")
+    if found["n_classes"] != len(label_names):
+        raise CommandError(f"--resume {path!r}: the model has {found['n_classes']} classes, the "
+                           f"training data has {len(label_names)}")
+    if resume.label_names is not None and resume.label_names != label_names:
+        raise CommandError(f"--resume {path!r}: the model's classes {resume.label_names} differ from "
+                           f"the training data's {label_names}")
+    expected = recipes.build_model(found["n_features"], found["n_classes"], args.cell, args.hidden,
+                                   args.layers, args.bidirectional, args.lr, seed=args.seed,
+                                   pooling=args.pooling)
+    shapes = [(type(l).__name__, [tuple(s) for s in l.weight_shapes()]) for l in model.layers]
+    want = [(type(l).__name__, [tuple(s) for s in l.weight_shapes()]) for l in expected.layers]
+    if shapes != want:
+        raise CommandError(f"--resume {path!r}: not a model of the train recipe (layers: "
+                           f"{', '.join(n for n, _ in shapes)}; expected {', '.join(n for n, _ in want)})")
+    if model.epochs_trained >= args.epochs:
+        raise CommandError(f"--resume {path!r}: the model has trained {model.epochs_trained} epochs "
+                           f"already and --epochs {args.epochs} asks for {args.epochs} in all; give "
+                           f"--epochs above {model.epochs_trained}")
+
+
+@contextlib.contextmanager
+def _resumed_training(recipes, resume, args):
+    """Make ``recipes.train_classifier`` continue ``resume.model`` instead of building a new one.
+
+    train_classifier has no parameter for a model to continue, so for the duration of the call
+    ``recipes.build_model`` hands it the loaded model, and the model's ``fit`` numbers the
+    epochs from the ones it has trained (``initial_epoch``, as Keras): the epoch count, the
+    progress bars and each epoch's shuffling and dropout draws continue where they stopped.
+    The recipe's augmentation generator starts from ``--seed`` at every call, so it is first
+    advanced through the finished epochs' draws (augmentation only, no training), so that a
+    resumed run trains on what the uninterrupted one would have.  Learning rate and seed are
+    this command's (--lr, --seed), the optimizer's moments and step count the file's."""
+    if resume is None:
+        yield
+        return
+    model = resume.model
+    done = model.epochs_trained
+    model.seed = args.seed
+    if not callable(model.optimizer.learning_rate):  # a saved schedule keeps its own rates
+        model.optimizer.learning_rate = args.lr
+    original_build, original_fit = recipes.build_model, model.fit
+    hooks = getattr(recipes, "_EpochHooks", None)
+
+    def build_model(n_features, n_classes, *a, **kw):
+        return model
+
+    def fit(*a, epochs=1, initial_epoch=0, callbacks=None, **kw):
+        for cb in callbacks or []:
+            if hooks is not None and isinstance(cb, hooks):
+                # its Ctrl-C message counts the epochs and names the file holding the last one
+                cb.completed = done
+                if args.save and os.path.abspath(args.save) == os.path.abspath(resume.path):
+                    cb.saved_epoch = done
+                for epoch in range(done):
+                    cb.on_epoch_begin(epoch, {})
+        return original_fit(*a, epochs=done + epochs, initial_epoch=done + initial_epoch,
+                            callbacks=callbacks, **kw)
+
+    recipes.build_model = build_model
+    model.fit = fit
+    try:
+        yield
+    finally:
+        recipes.build_model = original_build
+        del model.fit
 
 
 def _train_test_sets(args):
@@ -315,6 +513,15 @@ def write_json_atomic(path, obj):
             os.remove(tmp)
 
 
+def _epochs_row(report):
+    resumed = report.get("resumed_from")
+    if not resumed:
+        return str(report["epochs"])
+    done, n = resumed["epochs_trained"], report["epochs"]
+    which = f"epoch {done + 1}" if n == 1 else f"epochs {done + 1}-{done + n}"
+    return f"{n} ({which}, resumed from {resumed['path']})"
+
+
 def _print_summary(result, out):
     r = result.report
     rows = [
@@ -323,7 +530,7 @@ def _print_summary(result, out):
         ("model", r["model"]),
         ("features", r["features_summary"]),
         ("train / test files", f"{r['n_train']} / {r['n_test']}"),
-        ("epochs", str(r["epochs"])),
+        ("epochs", _epochs_row(r)),
         ("threads", str(r["threads"])),
         ("train time", f"{r['train_seconds']:.1f} s ({r['train_samples_per_second']:.0f} samples/s)"),
         ("final train accuracy", f"{r['history']['accuracy'][-1]:.4f}"),
@@ -392,7 +599,8 @@ def training_figure(report, path):
     """Loss and accuracy per epoch (train and test) and the test confusion matrix, in one image."""
     plt = _pyplot()
     h = report["history"]
-    epochs = np.arange(1, len(h["loss"]) + 1)
+    first = 1 + (report.get("resumed_from") or {}).get("epochs_trained", 0)
+    epochs = np.arange(first, first + len(h["loss"]))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.05]})
     ax = axes[0]
     ax.plot(epochs, h["loss"], "o-", label="train (augmented, dropout on)")
@@ -422,7 +630,7 @@ def training_figure(report, path):
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     for ax in axes[:2]:
-        ax.set_xticks(epochs if len(epochs) <= 20 else np.linspace(1, epochs[-1], 10).astype(int))
+        ax.set_xticks(epochs if len(epochs) <= 20 else np.linspace(first, epochs[-1], 10).astype(int))
     _draw_confusion(axes[2], report["confusion"], report["label_names"],
                     f"test confusion: {report['test_errors']} of {report['n_test']} wrong")
     fig.suptitle(f"{report['model']}  |  {report['features_summary']}\n"

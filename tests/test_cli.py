@@ -60,6 +60,10 @@ def digit_folder(tmp_path_factory):
     (["train", "--cell", "transformer"], "--cell"),
     (["train", "--split", "alphabetical"], "--split"),
     (["train", "--seed", "-3"], "--seed"),
+    (["train", "--warp", "1"], "--warp"),
+    (["train", "--warp", "-0.1"], "--warp"),
+    (["train", "--warp", "nan"], "--warp"),
+    (["train", "--pooling", "max"], "--pooling"),
     (["train", "--frobnicate"], "--frobnicate"),
     (["dance"], "dance"),
     ([], "COMMAND"),
@@ -197,6 +201,196 @@ def test_ctrl_c_exits_130_and_keeps_the_last_complete_epoch(capsys, tmp_path, di
     assert err.strip().splitlines() == [
         f"rnnkernels: interrupted during epoch 2; the model of epoch 1 is kept in {str(model)!r}"]
     assert load_model(str(model)).epochs_trained == 1
+
+
+# --- --warp, --pooling, --resume ------------------------------------------------------------------
+
+def _tiny(digit_folder, *more, quiet=True):
+    """A quick run on the small digit folder (a few seconds)."""
+    return ("train", "--data", str(digit_folder), "--hidden", "4", "--n-mels", "20", "--threads", "1",
+            *(("--quiet",) if quiet else ())) + more
+
+
+def test_warp_and_pooling_reach_the_recipe(capsys, tmp_path, digit_folder, monkeypatch):
+    from rnnkernels import recipes
+    from rnnkernels.layers import GlobalAveragePooling1D
+    from rnnkernels.models import load_model
+
+    warps = []
+    real_warp = recipes.frequency_warp
+
+    def spy(batch, lengths, rng, config, max_warp=0.1):
+        warps.append(max_warp)
+        return real_warp(batch, lengths, rng, config, max_warp)
+
+    monkeypatch.setattr(recipes, "frequency_warp", spy)
+    report, model = tmp_path / "r.json", tmp_path / "m.rnk"
+    code, out, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "2", "--warp", "0.05",
+                                            "--pooling", "last", "--report", str(report),
+                                            "--save", str(model)))
+    assert code == 0, err
+    assert warps == [0.05, 0.05]  # one warp per epoch, of the asked size
+    r = json.loads(report.read_text())
+    assert r["options"]["warp"] == 0.05 and r["options"]["pooling"] == "last"
+    assert r["augmentation"] == "frequency warp +/-5%, SpecAugment masks"
+    assert "last state" in r["model"]
+    m = load_model(str(model))
+    assert not any(isinstance(l, GlobalAveragePooling1D) for l in m.layers)
+    assert m.layers[0].return_sequences is False
+    warps.clear()
+    code, out, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "1", "--warp", "0",
+                                            "--report", str(report)))
+    assert code == 0, err
+    assert warps == [] and json.loads(report.read_text())["augmentation"] == "SpecAugment masks"
+
+
+def _weights_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_resume_continues_exactly_where_the_run_stopped(capsys, tmp_path, digit_folder):
+    """2 epochs, then --resume to 3, gives the very model of 3 epochs in one run: the optimizer's
+    moments and step count, the epochs' shuffling and the augmentation draws all continue."""
+    from rnnkernels.models import load_model
+
+    paths = {k: str(tmp_path / f"{k}.rnk") for k in ("whole", "half", "resumed")}
+    code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "3", "--save", paths["whole"]))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "2", "--save", paths["half"]))
+    assert code == 0, err
+    report = tmp_path / "r.json"
+    code, out, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "3", "--resume", paths["half"],
+                                            "--save", paths["resumed"], "--report", str(report)))
+    assert code == 0, err
+    assert f"1 (epoch 3, resumed from {paths['half']})" in out
+    whole, half, resumed = (load_model(paths[k]) for k in ("whole", "half", "resumed"))
+    assert (half.epochs_trained, resumed.epochs_trained) == (2, 3)
+    assert resumed.optimizer.iterations == whole.optimizer.iterations == 3 * 3  # 90 files, batch 32
+    assert _weights_equal(resumed, whole) and not _weights_equal(half, whole)
+    for x, y in zip(resumed.optimizer.get_state()[1], whole.optimizer.get_state()[1]):
+        np.testing.assert_array_equal(x, y)
+    r = json.loads(report.read_text())
+    assert r["resumed_from"] == {"path": paths["half"], "epochs_trained": 2}
+    assert r["epochs"] == 1 and len(r["history"]["loss"]) == 1
+    # in place: --save the file being resumed; the progress bar numbers the epochs on
+    code, out, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "4", "--resume", paths["half"],
+                                            "--save", paths["half"], quiet=False))
+    assert code == 0, err
+    assert "Epoch 3/4" in err and "Epoch 4/4" in err and "Epoch 1/" not in err
+    assert load_model(paths["half"]).epochs_trained == 4
+
+
+def test_ctrl_c_in_a_resumed_run_names_the_kept_epoch(capsys, tmp_path, digit_folder, monkeypatch):
+    from rnnkernels import recipes
+    from rnnkernels.models import load_model
+
+    model = str(tmp_path / "m.rnk")
+    code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "2", "--save", model))
+    assert code == 0, err
+    real_begin = recipes._EpochHooks.on_epoch_begin
+
+    def ctrl_c_in_epoch_3(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_begin(self, epoch, logs)
+
+    monkeypatch.setattr(recipes._EpochHooks, "on_epoch_begin", ctrl_c_in_epoch_3)
+    code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "5", "--resume", model,
+                                          "--save", model))
+    assert code == 130
+    assert err.strip().splitlines() == [
+        f"rnnkernels: interrupted during epoch 3; the model of epoch 2 is kept in {model!r}"]
+    assert load_model(model).epochs_trained == 2
+
+
+def _checkpoint(path, n_features=20, n_classes=10, include_optimizer=True, weights_only=False):
+    """A model of recipes.build_model trained one epoch on noise, saved by ModelCheckpoint."""
+    from rnnkernels import recipes
+    from rnnkernels.callbacks import ModelCheckpoint
+
+    model = recipes.build_model(n_features, n_classes, hidden=4)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 5, n_features)).astype("float32"), rng.integers(0, n_classes, 8)
+    checkpoint = ModelCheckpoint(str(path), save_weights_only=weights_only)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[checkpoint])
+    if not include_optimizer:
+        model.save(str(path), include_optimizer=False)
+    return model
+
+
+def test_resume_from_a_model_checkpoint_file(capsys, tmp_path, digit_folder):
+    from rnnkernels.models import load_model
+
+    path = tmp_path / "ckpt.rnk"
+    start = _checkpoint(path)
+    code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "2", "--resume", str(path),
+                                          "--save", str(tmp_path / "m.rnk")))
+    assert code == 0, err
+    m = load_model(str(tmp_path / "m.rnk"))
+    assert m.epochs_trained == 2 and m.optimizer.iterations == 1 + 3  # its step, then 90 files / 32
+    assert not _weights_equal(m, start)
+
+
+def test_bad_resume_files_are_one_line_errors(capsys, tmp_path, digit_folder):
+    from rnnkernels.layers import LSTM, Dense
+    from rnnkernels.models import Sequential
+
+    good = tmp_path / "good.rnk"
+    code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "1", "--save", str(good)))
+    assert code == 0, err
+    saved = good.read_bytes()
+    renamed = tmp_path / "renamed"  # the same recordings, classes d0..d9 instead of 0..9
+    renamed.mkdir()
+    for f in os.listdir(digit_folder):
+        os.link(digit_folder / f, renamed / f"d{f}")
+    (tmp_path / "junk.rnk").write_bytes(b"not a model")
+    (tmp_path / "cut.rnk").write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    _checkpoint(tmp_path / "weights.rnk", weights_only=True)
+    _checkpoint(tmp_path / "noopt.rnk", include_optimizer=False)
+    _checkpoint(tmp_path / "f13.rnk", n_features=13)
+    _checkpoint(tmp_path / "c5.rnk", n_classes=5)
+    other = Sequential([LSTM(4, input_shape=(None, 20)), Dense(10, activation="softmax")])
+    other.compile("adam", "sparse_categorical_crossentropy")
+    other.save(str(tmp_path / "other.rnk"))
+    cases = [
+        ("missing.rnk", (), "no such file"),
+        ("", (), "not a file"),
+        ("junk.rnk", (), "corrupt or not an rnnkernels model"),
+        ("cut.rnk", (), "corrupt"),
+        ("weights.rnk", (), "holds weights only"),
+        ("noopt.rnk", (), "holds no optimizer state"),
+        ("good.rnk", ("--cell", "lstm"),
+         "the model was trained with --cell gru, this command has --cell lstm"),
+        ("good.rnk", ("--no-bidirectional",),
+         "trained with --bidirectional, this command has --no-bidirectional"),
+        ("good.rnk", ("--pooling", "last"), "trained with --pooling mean"),
+        ("good.rnk", ("--n-mfcc", "13"),
+         "trained on features with --n-mfcc 20, this command computes --n-mfcc 13"),
+        ("good.rnk", ("--epochs", "1"),
+         "has trained 1 epochs already and --epochs 1 asks for 1 in all"),
+        ("f13.rnk", (), "the model takes 13 features per frame, this command's features have 20"),
+        ("c5.rnk", (), "the model has 5 classes, the training data has 10"),
+        ("other.rnk", ("--cell", "lstm", "--no-bidirectional", "--pooling", "last"),
+         "not a model of the train recipe"),
+        ("good.rnk", ("--data", str(renamed)), "the model's classes ['0', '1', "),
+    ]
+    for name, more, needle in cases:
+        path = str(tmp_path / name)
+        epochs = () if "--epochs" in more else ("--epochs", "2")
+        argv = _tiny(digit_folder, *epochs, "--resume", path, *more)
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err, "--resume", needle)
+    assert good.read_bytes() == saved  # a refused resume leaves the file alone
+
+
+def test_bad_resume_file_in_a_subprocess_is_one_line(tmp_path):
+    (tmp_path / "junk.rnk").write_bytes(b"junk")
+    out = subprocess.run([sys.executable, "-m", "rnnkernels", "train", "--resume", "junk.rnk",
+                          "--epochs", "2"], capture_output=True, text=True, cwd=tmp_path, env=ENV)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "rnnkernels: error: --resume 'junk.rnk': corrupt or not an rnnkernels model "
+        "(File is not a zip file)"]
 
 
 @pytest.mark.slow
