@@ -532,7 +532,7 @@ def test_bidirectional_bad_states_and_layers():
         Bidirectional(LSTM(3, stateful=True), backward_layer=LSTM(3, go_backwards=True))
     with pytest.raises(ValueError, match="backward_layer: expected return_state=False as layer, got True"):
         Bidirectional(LSTM(3), backward_layer=LSTM(3, go_backwards=True, return_state=True))
-    with pytest.raises(ValueError, match="backward_layer: expected a LSTM like layer, got GRU"):
+    with pytest.raises(ValueError, match="backward_layer: expected the type of layer, LSTM, got GRU"):
         Bidirectional(LSTM(3), backward_layer=GRU(3, go_backwards=True))
     with pytest.raises(TypeError, match="unexpected keyword"):
         Bidirectional(LSTM(3), stateful=True)  # as Keras: stateful belongs to the wrapped layer

@@ -442,8 +442,8 @@ class Bidirectional(Layer):
             backward_layer = type(layer).from_config(config)
         else:
             if type(backward_layer) is not type(layer):
-                raise ValueError(f"backward_layer: expected a {type(layer).__name__} like layer, got "
-                                 f"{type(backward_layer).__name__}")
+                raise ValueError(f"backward_layer: expected the type of layer, {type(layer).__name__}, "
+                                 f"got {type(backward_layer).__name__}")
             for attr in ("units", "return_sequences", "return_state", "stateful"):
                 if getattr(backward_layer, attr) != getattr(layer, attr):
                     raise ValueError(f"backward_layer: expected {attr}={getattr(layer, attr)!r} as layer, "
