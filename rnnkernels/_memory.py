@@ -11,7 +11,7 @@ Two costs of plain ``np.empty`` matter in a training loop:
   the 2-core machine, and how much depended on the allocator's history (the
   same call measured 6.0 or 9.5 ms in two processes).
 
-So buffers of 64 KiB and more come from a small free list: an array handed out
+So buffers of 64 KiB and more (smaller ones are just aligned) come from a small free list: an array handed out
 here keeps a ``_Block`` as its base; when the last view of it dies, the block's
 memory goes back to the list and the next call of a similar size reuses it,
 already paged in.  Sizes are rounded up to eight classes per power of two
@@ -24,6 +24,7 @@ buffers, one per Python thread, kept between calls.  :func:`release`
 (``rnnkernels.release_memory()``) drops the free blocks and this thread's
 scratch buffers.
 """
+import math
 import os
 import threading
 
@@ -40,8 +41,11 @@ _scratch = threading.local()
 
 
 def _limit():
+    value = os.environ.get("RNNKERNELS_BUFFER_POOL_MB")
+    if value is None:
+        return 512 * 2 ** 20
     try:
-        return int(float(os.environ.get("RNNKERNELS_BUFFER_POOL_MB", 512)) * 2 ** 20)
+        return int(float(value) * 2 ** 20)
     except ValueError:
         return 512 * 2 ** 20
 
@@ -83,10 +87,14 @@ def empty(shape, dtype):
     for large ones)."""
     global _free_bytes
     dtype = np.dtype(dtype)
-    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < _MIN_POOLED:  # malloc serves these from its heap, no page faults
+        raw = np.empty(nbytes + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        return raw[start:start + nbytes].view(dtype).reshape(shape)
     size_class, raw = None, None
-    if nbytes >= _MIN_POOLED and _limit() > 0:
+    if _limit() > 0:
         size_class = _size_class(nbytes)
         with _lock:
             blocks = _free.get(size_class)

@@ -222,6 +222,7 @@ class _Weights:
         self.w_hh_fwd = _aligned_copy(np.concatenate(
             [w_hh_p[gates * u0: gates * u1].T.ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])]))
         self._w_hh_bwd = None
+        self._inverse = None
 
     @property
     def w_hh_bwd(self):
@@ -247,9 +248,10 @@ class _Weights:
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
 
     def unpermute(self, v):
-        out = _aligned_empty(v.shape, v.dtype)
-        out[self.colmap] = v
-        return out
+        # A gather (np.take) is about twice as fast as the scatter out[colmap] = v.
+        if self._inverse is None:
+            self._inverse = np.argsort(self.colmap)
+        return np.take(v, self._inverse, axis=0, out=_aligned_empty(v.shape, v.dtype))
 
 
 class _Cache:
