@@ -2,9 +2,13 @@
 
 A loss maps ``y_true`` and ``y_pred`` of shape ``(B, ..., C)`` to one number:
 the mean over every position (batch, and time for sequence outputs) of a
-per-position loss.  ``weights`` of shape ``(B, ...)`` (a padding mask or sample
-weights) turn the mean into a weighted mean over the positions with weight > 0,
-as Keras 3 does with masks.
+per-position loss.  ``weights`` of shape ``(B, ...)``, a padding mask (1 at real
+positions, 0 at padding), turn the mean into a mean over the positions with
+weight > 0, as Keras 3 does with masks.  ``sample_weight`` of shape ``(B,)`` or
+``(B, ...)`` multiplies each position's loss and leaves the divisor alone:
+``sum(sample_weight * mask * loss) / count``, with ``count`` the number of
+positions (or of real positions with a mask), Keras 3's default
+``"sum_over_batch_size"`` reduction; a sample of weight 0 still counts.
 
 Cross-entropies can be *fused* with the activation in front of them
 (softmax / sigmoid): :meth:`from_logits_value_and_grad` takes the logits ``z``
@@ -37,12 +41,25 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
 
 
-def _weighted_mean(per_position, weights):
-    """Mean of per-position losses (B, ...); with weights, sum(w*l)/sum(w>0)."""
-    if weights is None:
+def _weighted_mean(per_position, weights, sample_weight=None):
+    """``(value, d value / d per_position)`` of per-position losses ``(B, ...)``.
+
+    Without weights: the mean (the derivative is None, meaning a uniform ``1 / size``).
+    ``weights`` (padding mask): ``sum(w * l) / count(w > 0)``.  ``sample_weight`` ``(B,)`` or
+    ``(B, ...)``: ``sum(s * w * l) / count``, count being every position (no mask) or the
+    real ones (Keras 3's "sum_over_batch_size" reduction with its mask rule)."""
+    if weights is None and sample_weight is None:
         return float(np.mean(per_position)) if per_position.size else 0.0, None
-    w = np.broadcast_to(weights, per_position.shape).astype(per_position.dtype)
-    count = float(np.count_nonzero(w))
+    if weights is None:
+        w = np.ones(per_position.shape, per_position.dtype)
+        count = float(per_position.size)
+    else:
+        w = np.broadcast_to(weights, per_position.shape).astype(per_position.dtype)
+        count = float(np.count_nonzero(w))
+    if sample_weight is not None:
+        s = np.asarray(sample_weight, dtype=per_position.dtype)
+        s = s.reshape(s.shape + (1,) * (per_position.ndim - s.ndim))
+        w = w * s
     if count == 0:
         return 0.0, w * 0
     return float(np.sum(w * per_position) / count), w / count
@@ -68,20 +85,22 @@ class Loss:
                              f"loss '{self.name}', got {y_true.shape}")
         return y_true.astype(y_pred.dtype, copy=False), y_pred
 
-    def __call__(self, y_true, y_pred, weights=None):
+    def __call__(self, y_true, y_pred, weights=None, sample_weight=None):
         """The loss value (a float)."""
-        return self.value_and_grad(y_true, y_pred, weights)[0]
+        return self.value_and_grad(y_true, y_pred, weights, sample_weight)[0]
 
-    def value_and_grad(self, y_true, y_pred, weights=None):
-        """``(loss, dloss/dy_pred)``; when ``from_logits`` ``y_pred`` is the logits."""
+    def value_and_grad(self, y_true, y_pred, weights=None, sample_weight=None):
+        """``(loss, dloss/dy_pred)``; when ``from_logits`` ``y_pred`` is the logits.
+        ``weights``: padding mask ``(B, ...)``; ``sample_weight``: ``(B,)`` or ``(B, ...)``."""
         y_true, y_pred = self._check(y_true, y_pred)
         if self.from_logits:
-            return self.from_logits_value_and_grad(y_true, y_pred, weights, checked=True)
+            return self.from_logits_value_and_grad(y_true, y_pred, weights, checked=True,
+                                                   sample_weight=sample_weight)
         per, dper = self._per_position(y_true, y_pred)
-        value, scale = _weighted_mean(per, weights)
+        value, scale = _weighted_mean(per, weights, sample_weight)
         return value, self._scale(dper, scale, per)
 
-    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False):
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False, sample_weight=None):
         """Loss and gradient with respect to the logits ``z`` of the fused activation."""
         raise ValueError(f"loss '{self.name}' cannot be computed from logits")
 
@@ -109,12 +128,13 @@ class CategoricalCrossentropy(Loss):
         dp = np.where((p > EPSILON) & (p < 1 - EPSILON), -y / pc, 0.0).astype(p.dtype)
         return per, dp
 
-    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False):
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False,
+                                   sample_weight=None):
         if not checked:
             y_true, z = self._check(y_true, z)
         logp = _log_softmax(z)
         per = -np.sum(y_true * logp, axis=-1)
-        value, scale = _weighted_mean(per, weights)
+        value, scale = _weighted_mean(per, weights, sample_weight)
         # d/dz of -sum(y log softmax(z)) = p * sum(y) - y  (= p - y for one-hot rows)
         dz = np.exp(logp) * y_true.sum(axis=-1, keepdims=True) - y_true
         return value, self._scale(dz, scale, per)
@@ -159,12 +179,13 @@ class BinaryCrossentropy(Loss):
         dp = np.where(inside, (pc - y) / (pc * (1 - pc)), 0.0).astype(p.dtype) / p.shape[-1]
         return per, dp
 
-    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False):
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False,
+                                   sample_weight=None):
         if not checked:
             y_true, z = self._check(y_true, z)
         # log(1 + exp(-|z|)) + max(z, 0) - z*y: the stable form of the logistic loss
         per = np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))), axis=-1)
-        value, scale = _weighted_mean(per, weights)
+        value, scale = _weighted_mean(per, weights, sample_weight)
         dz = (_sigmoid(z) - y_true) / z.shape[-1]
         return value, self._scale(dz, scale, per)
 

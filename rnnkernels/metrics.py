@@ -2,7 +2,9 @@
 
 A metric is updated batch by batch with ``update(y_true, y_pred, weights)``
 (``weights (B, ...)`` masks padded time steps) and reports the mean over every
-position seen so far with ``result()``.  ``'accuracy'`` / ``'acc'`` resolves,
+position seen so far with ``result()``.  ``fit``/``evaluate`` do not pass sample
+or class weights to metrics, as Keras 3 does with ``metrics=`` (it weights only
+``weighted_metrics``, which rnnkernels does not have).  ``'accuracy'`` / ``'acc'`` resolves,
 as in Keras, to the accuracy matching the loss: categorical for
 categorical cross-entropy, sparse for sparse categorical cross-entropy, binary
 for binary cross-entropy or a single output unit.

@@ -6,6 +6,13 @@ Data is batch-major: ``x (N, T, F)`` for sequence models (or a list of
 sparse variant.  ``lengths=`` (``(N,)`` ints) gives each sequence's valid
 steps explicitly; the recurrent layers then skip the padding.
 
+Weighting, as Keras 3: ``sample_weight`` ``(N,)`` scales each sample's loss and
+``class_weight`` ``{class index: weight}`` gives each sample the weight of its
+target class; a batch's loss is ``sum(weight * loss) / batch size`` (padded
+steps of sequence outputs are left out of both), and the epoch's loss the mean
+of the batch losses weighted by batch size.  Metrics (``metrics=``) are not
+weighted, as Keras's ``metrics`` (Keras weights only ``weighted_metrics``).
+
 Reproducibility: ``Sequential(seed=...)`` fixes the initial weights, and each
 epoch's shuffling and dropout masks come from a generator seeded by
 ``(seed, epoch)``; every computation has a fixed order, so a seed gives
@@ -18,6 +25,7 @@ model consistent (the weights after that batch), runs the callbacks'
 ModelCheckpoint stay intact) and then re-raises ``KeyboardInterrupt``;
 ``model.history`` holds the completed epochs.  A second Ctrl-C interrupts at once.
 """
+import collections.abc
 import contextlib
 import math
 import secrets
@@ -267,6 +275,87 @@ class Sequential:
             raise TypeError(f"{argument}: expected numeric targets, got dtype {y.dtype}")
         return y
 
+    def _position_shape(self, y):
+        """Shape of the per-position losses for targets ``y``: ``(N,)``, or ``(N, T)`` for
+        sequence outputs (the targets without their class axis)."""
+        if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
+            return y.shape[:len(self.layers[-1].output_shape)]
+        return y.shape[:-1]
+
+    def _prepare_sample_weight(self, sample_weight, y, argument="sample_weight"):
+        """Checked float weights, ``(N,)`` or one per position (``(N, T)`` for sequence outputs);
+        ``(N, 1)`` is taken as ``(N,)``, as Keras does.  None stays None."""
+        if sample_weight is None:
+            return None
+        n, positions = y.shape[0], self._position_shape(y)
+        w = np.asarray(sample_weight)
+        if w.dtype.kind not in "fiub":
+            raise TypeError(f"{argument}: expected numeric weights, got dtype {w.dtype}")
+        if w.shape == (n, 1) and positions != (n, 1):
+            w = w[:, 0]
+        if w.shape != (n,) and w.shape != positions:
+            per_position = f" or one per output position {positions}" if len(positions) > 1 else ""
+            raise ValueError(f"{argument}: expected one weight per sample, shape ({n},){per_position}, "
+                             f"got shape {w.shape}")
+        w64 = w.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(w64) | (w64 < 0))
+        if bad.size:
+            i = np.unravel_index(bad[0], w.shape)
+            raise ValueError(f"{argument}: expected finite weights >= 0, got {w64[i]!r} at index "
+                             f"{i[0] if len(i) == 1 else i} ({bad.size} such value(s))")
+        with np.errstate(over="ignore"):
+            w = w64.astype(self.dtype)
+        if not np.all(np.isfinite(w)):
+            i = np.unravel_index(np.flatnonzero(~np.isfinite(w))[0], w.shape)
+            raise ValueError(f"{argument}: weight {w64[i]!r} at index {i[0] if len(i) == 1 else i} "
+                             f"overflows {self.dtype}")
+        return w
+
+    def _class_weight_to_sample_weight(self, class_weight, y):
+        """Per-sample weights (per-position for sequence outputs) of the targets' classes, as
+        Keras: one-hot targets -> argmax, one binary unit -> round(y), sparse -> the ids; a
+        class missing from ``class_weight`` weighs 1."""
+        if not isinstance(class_weight, collections.abc.Mapping):
+            raise TypeError(f"class_weight: expected a dict {{class index: weight}}, got "
+                            f"{type(class_weight).__name__}")
+        if not isinstance(self.loss, (losses.CategoricalCrossentropy, losses.BinaryCrossentropy)):
+            raise ValueError(f"class_weight: only for classification losses (categorical, sparse "
+                             f"categorical or binary cross-entropy), the model's loss is "
+                             f"'{self.loss.name}'")
+        units = self.layers[-1].output_shape[-1]
+        n_classes = 2 if units == 1 else units
+        table = np.ones(n_classes)
+        for k, v in class_weight.items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n_classes:
+                raise ValueError(f"class_weight: expected class indices 0..{n_classes - 1} as keys "
+                                 f"(the model has {units} output unit{'s' if units > 1 else ''}), "
+                                 f"got key {k!r}")
+            if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
+                    or not math.isfinite(v) or v < 0):
+                raise ValueError(f"class_weight[{k}]: expected a finite number >= 0, got {v!r}")
+            table[int(k)] = float(v)
+        if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
+            ids = y.reshape(self._position_shape(y))
+        elif y.shape[-1] == 1:
+            ids = y[..., 0]
+        else:
+            ids = np.argmax(y, axis=-1)
+        ids = np.round(ids).astype(np.int64)
+        inside = (ids >= 0) & (ids < n_classes)
+        w = np.ones(ids.shape)
+        w[inside] = table[ids[inside]]
+        return w.astype(self.dtype)
+
+    def _weights(self, y, sample_weight, class_weight):
+        """The training weights of ``fit``/``train_on_batch`` (None when neither is given)."""
+        sample_weight = self._prepare_sample_weight(sample_weight, y)
+        if class_weight is None:
+            return sample_weight
+        if sample_weight is not None:
+            raise ValueError("class_weight: cannot be combined with sample_weight (as in Keras); "
+                             "multiply the class weights into sample_weight instead")
+        return self._class_weight_to_sample_weight(class_weight, y)
+
     def _check_output_shape(self, y):
         out = self.layers[-1].output_shape
         want = out if not isinstance(self.loss, losses.SparseCategoricalCrossentropy) else out[:-1]
@@ -292,17 +381,18 @@ class Sequential:
             return None
         return time_mask(lengths, out.shape[1], out.dtype)
 
-    def _loss(self, y, out, lengths, with_grad):
+    def _loss(self, y, out, lengths, with_grad, sample_weight=None):
         weights = self._position_weights(out, lengths)
         if self._fused():
-            value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights)
+            value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights,
+                                                               sample_weight=sample_weight)
         else:
-            value, grad = self.loss.value_and_grad(y, out, weights)
+            value, grad = self.loss.value_and_grad(y, out, weights, sample_weight)
         return value, grad, weights
 
-    def _train_step(self, x, y, lengths, rng):
+    def _train_step(self, x, y, lengths, rng, sample_weight=None):
         out, out_lengths = self._forward(x, True, lengths, rng)
-        value, grad, weights = self._loss(y, out, out_lengths, True)
+        value, grad, weights = self._loss(y, out, out_lengths, True, sample_weight)
         layers = self.layers
         if self._fused():
             grad = layers[-1].backward_from_logits(grad)
@@ -348,13 +438,22 @@ class Sequential:
         return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, lengths=None):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, lengths=None,
+            sample_weight=None, class_weight=None):
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
 
-        ``validation_data``: ``(x_val, y_val)``; ``validation_split``: fraction of the
-        *last* samples held out (before shuffling, as Keras).  ``verbose``: 0 silent,
-        1 a progress bar per epoch (loss, metrics, samples/s, ETA), 2 one line per epoch.
-        ``lengths``: valid steps of each sequence of ``x``."""
+        ``validation_data``: ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``;
+        ``validation_split``: fraction of the *last* samples held out (before shuffling, as
+        Keras; their ``sample_weight`` goes with them).  ``verbose``: 0 silent, 1 a progress
+        bar per epoch (loss, metrics, samples/s, ETA), 2 one line per epoch.  ``lengths``:
+        valid steps of each sequence of ``x``.
+
+        ``sample_weight``: ``(N,)`` non-negative weights, each sample's loss is multiplied by its
+        weight (or ``(N, T)``, one per step, for sequence outputs).  ``class_weight``: dict
+        ``{class index: weight}``; each sample weighs what its target class does (classes
+        not in the dict weigh 1); training data only, not validation data.  The two cannot be
+        combined.  A batch's loss is ``sum(weight * loss) / batch size`` (Keras 3's
+        "sum_over_batch_size"); the metrics are not weighted (as Keras's ``metrics``)."""
         self._require_compiled()
         x, lengths = self._prepare_x(x, lengths)
         y = self._prepare_y(y, x.shape[0])
@@ -364,23 +463,24 @@ class Sequential:
                 raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
         if not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"validation_split: expected a fraction in [0, 1), got {validation_split}")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
-            xv, lv = self._prepare_x(validation_data[0], None, "validation_data[0]")
-            val = (xv, self._prepare_y(validation_data[1], xv.shape[0], "validation_data[1]"), lv)
-        elif validation_split:
-            split = x.shape[0] - int(math.floor(x.shape[0] * validation_split))
-            val = (x[split:], y[split:], None if lengths is None else lengths[split:])
-            x, y = x[:split], y[:split]
-            lengths = None if lengths is None else lengths[:split]
-        n = x.shape[0]
-        if n == 0:
-            raise ValueError("x: expected at least one training sample, got 0")
         self._ensure_built(x.shape[1:])
         self._resolve_metrics()
         self._check_output_shape(y)
+        sample_weight = self._weights(y, sample_weight, class_weight)
+        val = None
+        if validation_data is not None:
+            val = self._validation_arrays(validation_data)
+        elif validation_split:
+            split = x.shape[0] - int(math.floor(x.shape[0] * validation_split))
+            # class weights are for training only: the held-out part keeps sample weights alone
+            val_weight = None if class_weight is not None or sample_weight is None else sample_weight[split:]
+            val = (x[split:], y[split:], None if lengths is None else lengths[split:], val_weight)
+            x, y = x[:split], y[:split]
+            lengths = None if lengths is None else lengths[:split]
+            sample_weight = None if sample_weight is None else sample_weight[:split]
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("x: expected at least one training sample, got 0")
         history = History()
         callbacks = list(callbacks or [])
         for cb in callbacks:
@@ -417,7 +517,8 @@ class Sequential:
                         else:
                             sl = order[start:start + batch_size]
                         xb, yb = x[sl], y[sl]
-                        value = self._train_step(xb, yb, None if lengths is None else lengths[sl], rng)
+                        value = self._train_step(xb, yb, None if lengths is None else lengths[sl], rng,
+                                                 None if sample_weight is None else sample_weight[sl])
                         tracker.update(value, xb.shape[0])
                         logs = self._logs(tracker)
                         for cb in callbacks:
@@ -455,7 +556,22 @@ class Sequential:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         return int(batch_size)
 
-    def _evaluate_arrays(self, x, y, lengths, batch_size, prefix="", verbose=0):
+    def _validation_arrays(self, validation_data):
+        """``(x, y, lengths, sample_weight)`` of fit's ``validation_data``."""
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            got = (f"a {type(validation_data).__name__} of length {len(validation_data)}"
+                   if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
+            raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, "
+                             f"sample_weight_val), got {got}")
+        xv, lv = self._prepare_x(validation_data[0], None, "validation_data[0]")
+        yv = self._prepare_y(validation_data[1], xv.shape[0], "validation_data[1]")
+        self._check_output_shape(yv)
+        wv = None
+        if len(validation_data) == 3:
+            wv = self._prepare_sample_weight(validation_data[2], yv, "validation_data[2]")
+        return xv, yv, lv, wv
+
+    def _evaluate_arrays(self, x, y, lengths, sample_weight, batch_size, prefix="", verbose=0):
         from tqdm.auto import tqdm
         tracker = metrics_module.Mean()
         for m in self.metrics:
@@ -466,24 +582,29 @@ class Sequential:
             for start in range(0, n, batch_size):
                 sl = slice(start, start + batch_size)
                 out, out_lengths = self._forward(x[sl], False, None if lengths is None else lengths[sl])
-                value = self._loss(y[sl], out, out_lengths, False)[0]
+                value = self._loss(y[sl], out, out_lengths, False,
+                                   None if sample_weight is None else sample_weight[sl])[0]
                 tracker.update(value, out.shape[0])
                 for m in self.metrics:
                     m.update(y[sl], out, self._position_weights(out, out_lengths))
                 bar.update(out.shape[0])
         return self._logs(tracker, prefix)
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, lengths=None, return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, lengths=None, return_dict=False,
+                 sample_weight=None):
         """``[loss, metric...]`` over the data (the loss alone when there are no metrics);
-        ``return_dict=True`` gives ``{'loss': ..., 'accuracy': ...}``."""
+        ``return_dict=True`` gives ``{'loss': ..., 'accuracy': ...}``.  ``sample_weight``
+        weights the loss as in :meth:`fit` (the metrics stay unweighted, as Keras's)."""
         self._require_compiled()
         x, lengths = self._prepare_x(x, lengths)
         y = self._prepare_y(y, x.shape[0])
         self._ensure_built(x.shape[1:])
         self._resolve_metrics()
         self._check_output_shape(y)
+        sample_weight = self._prepare_sample_weight(sample_weight, y)
         with _BlasSingleThread():
-            logs = self._evaluate_arrays(x, y, lengths, self._batch_size(batch_size), verbose=verbose)
+            logs = self._evaluate_arrays(x, y, lengths, sample_weight, self._batch_size(batch_size),
+                                         verbose=verbose)
         if return_dict:
             return logs
         values = list(logs.values())
@@ -507,23 +628,28 @@ class Sequential:
         self._ensure_built(x.shape[1:])
         return self._forward(x, training, lengths, np.random.default_rng([self.seed, 3]))[0]
 
-    def train_on_batch(self, x, y, lengths=None):
-        """One optimizer step on this batch; returns the loss (and metrics, as a list)."""
+    def train_on_batch(self, x, y, lengths=None, sample_weight=None, class_weight=None):
+        """One optimizer step on this batch; returns the loss (and metrics, as a list), computed
+        before the step.  ``sample_weight`` / ``class_weight`` as in :meth:`fit`."""
         self._require_compiled()
         x, lengths = self._prepare_x(x, lengths)
         y = self._prepare_y(y, x.shape[0])
         self._ensure_built(x.shape[1:])
         self._resolve_metrics()
         self._check_output_shape(y)
+        sample_weight = self._weights(y, sample_weight, class_weight)
         for m in self.metrics:
             m.reset()
         with _BlasSingleThread():
             value = self._train_step(x, y, lengths,
-                                     np.random.default_rng([self.seed, 2, self.optimizer.iterations]))
+                                     np.random.default_rng([self.seed, 2, self.optimizer.iterations]),
+                                     sample_weight)
         return value if not self.metrics else [value] + [m.result() for m in self.metrics]
 
-    def test_on_batch(self, x, y, lengths=None):
-        return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, lengths=lengths)
+    def test_on_batch(self, x, y, lengths=None, sample_weight=None):
+        """:meth:`evaluate` on one batch; ``sample_weight`` weights the loss."""
+        return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, lengths=lengths,
+                             sample_weight=sample_weight)
 
     def predict_on_batch(self, x, lengths=None):
         return self.predict(x, batch_size=max(1, len(x)), lengths=lengths)
