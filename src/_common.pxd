@@ -1,5 +1,6 @@
 # Work shared by every cell: the merged GEMMs that do not depend on the
-# recurrence (input projection, dX, dW_ih, dW_hh) and bias-gradient sums.
+# recurrence (input projection, dX, dW_ih, dW_hh) and row sums for the bias
+# gradients.
 #
 # Each is split into pieces whose shapes depend only on the problem, never on
 # the thread count: OpenBLAS's result for an element depends on the GEMM's
@@ -50,22 +51,6 @@ cdef inline void gemm_weight_grad(int nthreads, int m, int n, int k,
         gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
 
 
-cdef inline void column_sums(int nthreads, int rows, int cols,
-                             const floating* a, int lda,    # IN  (rows x cols)
-                             floating* out) noexcept nogil: # OUT (cols,)
-    """out[j] = sum_i a[i, j], summed in row order for every thread count."""
-    cdef Py_ssize_t piece, npiece = (cols + WGRAD_PIECE - 1) // WGRAD_PIECE
-    cdef int j0, j1, i, j
-    for piece in prange(npiece, num_threads=nthreads, schedule='static'):
-        j0 = piece * WGRAD_PIECE
-        j1 = cols if j0 + WGRAD_PIECE > cols else j0 + WGRAD_PIECE
-        for j in range(j0, j1):
-            out[j] = 0
-        for i in range(rows):
-            for j in range(j0, j1):
-                out[j] += a[i * lda + j]
-
-
 cdef inline void add_rows(Py_ssize_t rows, Py_ssize_t cols,
                           const floating* a, Py_ssize_t lda,   # IN  (rows x cols)
                           floating* out, Py_ssize_t ldo) noexcept nogil:  # IN/OUT
@@ -76,6 +61,19 @@ cdef inline void add_rows(Py_ssize_t rows, Py_ssize_t cols,
             out[i * ldo + j] += a[i * lda + j]
 
 
+cdef inline void sum_rows(Py_ssize_t rows, Py_ssize_t cols,
+                          const floating* a, Py_ssize_t lda,   # IN  (rows x cols)
+                          floating* out) noexcept nogil:       # IN/OUT (cols,)
+    """out += the rows of a, in row order.  The time loops add each step's gate
+    gradients to the bias gradients this way while the rows are still in
+    cache: a separate pass over the (N, G) gradients after the loop read them
+    back from memory (2-4% of backward)."""
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(cols):
+            out[j] += a[i * lda + j]
+
+
 cdef inline void merged_backward(int nthreads, int N, int I, int H, int G,
                                  const floating* dg_x,    # IN  (N, G): gate gradients, input side
                                  const floating* dg_h,    # IN  (N, G): gate gradients, recurrent side
@@ -84,16 +82,11 @@ cdef inline void merged_backward(int nthreads, int N, int I, int H, int G,
                                  const floating* h_prev,  # IN  (N, H) states entering each step
                                  floating* dx,            # OUT (N, I)
                                  floating* dw_ih,         # OUT (G, I)
-                                 floating* dw_hh,         # OUT (G, H)
-                                 floating* db_ih,         # OUT (G,)
-                                 floating* db_hh) noexcept nogil:   # OUT (G,), or NULL when equal to db_ih
-    """Every gradient that does not depend on the recurrence, each one GEMM (or
-    sum) over all N packed rows, after the time loop: dX = dG_x W_ih,
-    dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev, and the bias sums.  G is the
-    number of gate columns (gates * H)."""
+                                 floating* dw_hh) noexcept nogil:   # OUT (G, H)
+    """Every gradient that does not depend on the recurrence, each one GEMM
+    over all N packed rows, after the time loop: dX = dG_x W_ih,
+    dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev.  G is the number of gate columns
+    (gates * H).  The bias gradients are summed inside the time loop."""
     gemm_rows(nthreads, N, I, G, dg_x, G, w_ih, I, dx, I)
     gemm_weight_grad(nthreads, G, I, N, dg_x, G, x, I, dw_ih, I)
     gemm_weight_grad(nthreads, G, H, N, dg_h, G, h_prev, H, dw_hh, H)
-    column_sums(nthreads, N, G, dg_x, G, db_ih)
-    if db_hh != NULL:
-        column_sums(nthreads, N, G, dg_h, G, db_hh)

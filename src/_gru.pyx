@@ -26,7 +26,7 @@ from cython.parallel cimport parallel, prange
 from _blas cimport step_gemm
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
-from _common cimport add_rows, column_sums, gemm_rows, gemm_weight_grad, merged_backward
+from _common cimport add_rows, gemm_rows, gemm_weight_grad, merged_backward, sum_rows
 
 
 cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* h,
@@ -122,6 +122,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
 
 
 cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, floating* dh,
+                         floating* db_ih, floating* db_hh,
                          const floating* gates, const floating* aux, const floating* h,
                          const floating* dy, const floating* w_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
@@ -144,6 +145,8 @@ cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, float
         gru_bwd(ub, gates + (off + j) * G3 + 3 * u0, aux + (off + j) * H + u0,
                 h + (off + j) * H + u0, dh + j * H + u0, dgx + (off + j) * G3 + 3 * u0,
                 dgh + j * G3 + 3 * u0)
+    sum_rows(n, 3 * ub, dgx + off * G3 + 3 * u0, G3, db_ih + 3 * u0)
+    sum_rows(n, 3 * ub, dgh + 3 * u0, G3, db_hh + 3 * u0)
 
 
 cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
@@ -161,7 +164,8 @@ cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
                     dh + j * H + u0, dg + (off + j) * G3 + 3 * u0)
 
 
-cdef void _backward_tile_r(floating* dg, floating* dh, floating* drh, const floating* gates,
+cdef void _backward_tile_r(floating* dg, floating* dh, floating* drh, floating* db,
+                           const floating* gates,
                            const floating* h, const floating* w_n_tile,
                            Py_ssize_t n, Py_ssize_t n_prev, Py_ssize_t off, Py_ssize_t off_prev,
                            Py_ssize_t H, Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
@@ -173,6 +177,7 @@ cdef void _backward_tile_r(floating* dg, floating* dh, floating* drh, const floa
     for j in range(n):
         gru_rb_bwd2(ub, gates + (off + j) * G3 + 3 * u0, h + (off + j) * H + u0,
                     drh + j * H + u0, dh + j * H + u0, dg + (off + j) * G3 + 3 * u0)
+    sum_rows(n, 3 * ub, dg + off * G3 + 3 * u0, G3, db + 3 * u0)  # the row is complete now
 
 
 cdef void _scale_n_by_r(floating* dg, const floating* gates, const Py_ssize_t* tiles,
@@ -205,8 +210,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_ih,             # OUT (3H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (3H, H) permuted: dgh^T h_prev (reset_after) or dgx^T h_prev
              floating[:, ::1] dw_hn,             # OUT (3H, H) dgx^T (r*h) (not reset_after; its n rows are W_hn's)
-             floating[::1] db_ih,                # OUT (3H,)
-             floating[::1] db_hh,                # OUT (3H,) (reset_after only)
+             floating[::1] db_ih,                # OUT (3H,), zeros in
+             floating[::1] db_hh,                # OUT (3H,), zeros in (reset_after only)
              bint reset_after, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G3 = 3 * H
@@ -230,7 +235,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
                         _backward_tile(dgxp, dghp + ((s + 1) % 2) * B * G3, dghp + (s % 2) * B * G3,
-                                       dhp, gp, ap, hp, dyp, wp + G3 * tiles[k],
+                                       dhp, &db_ih[0], &db_hh[0], gp, ap, hp, dyp, wp + G3 * tiles[k],
                                        counts[s], counts[s + 1] if s + 1 < S else 0,
                                        counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
                                        offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
@@ -241,7 +246,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                                           offsets[s], offsets[s + 1], H, tiles[k], tiles[k + 1])
                     rk_barrier()
                     for k in prange(ntiles, schedule='static'):
-                        _backward_tile_r(dgxp, dhp, drhp, gp, hp, wnp + G3 * tiles[k],
+                        _backward_tile_r(dgxp, dhp, drhp, &db_ih[0], gp, hp, wnp + G3 * tiles[k],
                                          counts[s], counts[s - 1] if s > 0 else 0, offsets[s],
                                          offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
                 rk_barrier()
@@ -250,21 +255,19 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], G3, dghp, G3, wp + G3 * tiles[k],
                           tiles[k + 1] - tiles[k], dhp + tiles[k], H, True)
         if reset_after:
-            # Input side first (dX, dW_ih, db_ih), then dgx becomes the
-            # recurrent side in place (n columns times r) for dW_hh, db_hh.
+            # Input side first (dX, dW_ih), then dgx becomes the recurrent
+            # side in place (n columns times r) for dW_hh.
             gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, &w_ih[0, 0], <int>I,
                       &dx[0, 0], <int>I)
             gemm_weight_grad(nthreads, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
                              &dw_ih[0, 0], <int>I)
-            column_sums(nthreads, <int>N, <int>G3, dgxp, <int>G3, &db_ih[0])
             for i in prange(N, num_threads=nthreads, schedule='static'):
                 _scale_n_by_r(dgxp + i * G3, gp + i * G3, &tiles[0], ntiles)
             gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dgxp, <int>G3, hp, <int>H,
                              &dw_hh[0, 0], <int>H)
-            column_sums(nthreads, <int>N, <int>G3, dgxp, <int>G3, &db_hh[0])
         else:
             merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G3, dgxp, dgxp, &x[0, 0],
-                            &w_ih[0, 0], hp, &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], NULL)
+                            &w_ih[0, 0], hp, &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])
             # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
             gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
                              &dw_hn[0, 0], <int>H)

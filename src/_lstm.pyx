@@ -26,7 +26,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
-from _common cimport add_rows, gemm_rows, merged_backward
+from _common cimport add_rows, gemm_rows, merged_backward, sum_rows
 
 
 cdef void _forward_tile(floating* gates, floating* h, floating* c,
@@ -78,7 +78,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
                 rk_barrier()
 
 
-cdef void _backward_tile(floating* dgates, floating* dh, floating* dc,
+cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating* db,
                          const floating* gates, const floating* c,
                          const floating* dy, const floating* w_hh_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
@@ -101,6 +101,7 @@ cdef void _backward_tile(floating* dgates, floating* dh, floating* dc,
         dst = off_next + j if j < n_next else N + j
         lstm_bwd(ub, gates + (off + j) * G4 + 4 * u0, dgates + (off + j) * G4 + 4 * u0,
                  c + (off + j) * H + u0, c + dst * H + u0, dh + j * H + u0, dc + j * H + u0)
+    sum_rows(n, 4 * ub, dgates + off * G4 + 4 * u0, G4, db + 4 * u0)
 
 
 def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
@@ -119,7 +120,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dx,                # OUT (N, I)
              floating[:, ::1] dw_ih,             # OUT (4H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (4H, H) permuted
-             floating[::1] db,                   # OUT (4H,) permuted
+             floating[::1] db,                   # OUT (4H,) permuted, zeros in
              int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G4 = 4 * H
@@ -135,7 +136,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
-                    _backward_tile(dgp, dhp, dcp, &gates[0, 0], &c[0, 0], dyp,
+                    _backward_tile(dgp, dhp, dcp, &db[0], &gates[0, 0], &c[0, 0], dyp,
                                    wp + G4 * tiles[k], counts[s],
                                    counts[s + 1] if s + 1 < S else 0,
                                    counts[s - 1] if s > 0 else 0, offsets[s],
@@ -147,4 +148,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4, wp + G4 * tiles[k],
                           tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
         merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
-                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0], NULL)
+                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])

@@ -10,7 +10,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
-from _common cimport add_rows, gemm_rows, merged_backward
+from _common cimport add_rows, gemm_rows, merged_backward, sum_rows
 
 
 cdef void _forward_tile(floating* pre, floating* h, const floating* w_hh_tile,
@@ -57,7 +57,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
                 rk_barrier()
 
 
-cdef void _backward_tile(floating* dpre, floating* dh, const floating* h,
+cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const floating* h,
                          const floating* dy, const floating* w_hh_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
                          Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t N, Py_ssize_t H,
@@ -74,6 +74,7 @@ cdef void _backward_tile(floating* dpre, floating* dh, const floating* h,
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         rnn_bwd(ub, h + dst * H + u0, dh + j * H + u0, dpre + (off + j) * H + u0, relu)
+    sum_rows(n, ub, dpre + off * H + u0, H, db + u0)
 
 
 def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
@@ -89,7 +90,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dx,                # OUT (N, I)
              floating[:, ::1] dw_ih,             # OUT (H, I)
              floating[:, ::1] dw_hh,             # OUT (H, H)
-             floating[::1] db,                   # OUT (H,)
+             floating[::1] db,                   # OUT (H,), zeros in
              bint relu, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = dpre.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -104,7 +105,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
-                    _backward_tile(dpp, dhp, &h[0, 0], dyp, wp + H * tiles[k], counts[s],
+                    _backward_tile(dpp, dhp, &db[0], &h[0, 0], dyp, wp + H * tiles[k], counts[s],
                                    counts[s + 1] if s + 1 < S else 0,
                                    counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
                                    offsets[s - 1] if s > 0 else 0, N, H, tiles[k], tiles[k + 1], relu)
@@ -113,4 +114,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 step_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H, wp + H * tiles[k],
                           tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
         merged_backward(nthreads, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
-                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0], NULL)
+                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])
