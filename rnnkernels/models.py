@@ -6,6 +6,13 @@ Data is batch-major: ``x (N, T, F)`` for sequence models (or a list of
 sparse variant.  ``lengths=`` (``(N,)`` ints) gives each sequence's valid
 steps explicitly; the recurrent layers then skip the padding.
 
+Instead of arrays, ``fit``/``evaluate``/``predict`` take a Keras-style dataset
+(like ``keras.utils.PyDataset``): an object with ``len(data)`` batches whose
+``data[i]`` is ``(x, y)`` or ``(x, y, sample_weight)`` for batch ``i``, and
+optionally ``on_epoch_begin()`` / ``on_epoch_end()``, called around each pass.
+A batch's ``x`` may be a list of ``(T_i, F)`` arrays: it is padded and its
+lengths are kept, as for ``x`` itself.
+
 Weighting, as Keras 3: ``sample_weight`` ``(N,)`` scales each sample's loss and
 ``class_weight`` ``{class index: weight}`` gives each sample the weight of its
 target class; a batch's loss is ``sum(weight * loss) / batch size`` (padded
@@ -42,6 +49,33 @@ from .layers import Layer
 from .layers.core import InputLayer, time_mask
 
 __all__ = ["Sequential", "load_model", "pad_sequences"]
+
+
+def _is_dataset(x):
+    """Whether ``x`` is a Keras-style dataset (``len`` batches, ``x[i]`` a batch), not array data."""
+    return (not isinstance(x, (np.ndarray, list, tuple, str, bytes, dict)) and not hasattr(x, "__array__")
+            and hasattr(x, "__len__") and hasattr(x, "__getitem__"))
+
+
+def _dataset_length(data, argument):
+    n = len(data)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{argument}: expected a dataset with at least one batch (len >= 1), got len {n!r}")
+    return int(n)
+
+
+def _dataset_hook(data, name):
+    hook = getattr(data, name, None)
+    if callable(hook):
+        hook()
+
+
+def _describe(value):
+    """Short description of an argument's value for error messages."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
 def pad_sequences(sequences, dtype="float32", value=0.0):
@@ -311,10 +345,8 @@ class Sequential:
                              f"overflows {self.dtype}")
         return w
 
-    def _class_weight_to_sample_weight(self, class_weight, y):
-        """Per-sample weights (per-position for sequence outputs) of the targets' classes, as
-        Keras: one-hot targets -> argmax, one binary unit -> round(y), sparse -> the ids; a
-        class missing from ``class_weight`` weighs 1."""
+    def _class_weight_table(self, class_weight):
+        """``class_weight`` checked, as an array of one weight per class (1 for those missing)."""
         if not isinstance(class_weight, collections.abc.Mapping):
             raise TypeError(f"class_weight: expected a dict {{class index: weight}}, got "
                             f"{type(class_weight).__name__}")
@@ -334,6 +366,14 @@ class Sequential:
                     or not math.isfinite(v) or v < 0):
                 raise ValueError(f"class_weight[{k}]: expected a finite number >= 0, got {v!r}")
             table[int(k)] = float(v)
+        return table
+
+    def _class_weight_to_sample_weight(self, class_weight, y):
+        """Per-sample weights (per-position for sequence outputs) of the targets' classes, as
+        Keras: one-hot targets -> argmax, one binary unit -> round(y), sparse -> the ids; a
+        class missing from ``class_weight`` weighs 1."""
+        table = self._class_weight_table(class_weight)
+        n_classes = table.size
         if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
             ids = y.reshape(self._position_shape(y))
         elif y.shape[-1] == 1:
@@ -356,14 +396,65 @@ class Sequential:
                              "multiply the class weights into sample_weight instead")
         return self._class_weight_to_sample_weight(class_weight, y)
 
-    def _check_output_shape(self, y):
+    @staticmethod
+    def _dataset_item(data, i, argument, need_y=True):
+        """``data[i]`` as ``(x, y, sample_weight)`` (y and sample_weight may be None), as Keras reads
+        a PyDataset batch: a tuple or list ``(x,)``, ``(x, y)``, ``(x, y, sample_weight)``, or x alone."""
+        item = data[i]
+        if isinstance(item, list):
+            item = tuple(item)
+        if not isinstance(item, tuple):
+            item = (item,)
+        if not 1 <= len(item) <= 3 or (need_y and (len(item) < 2 or item[1] is None)):
+            want = "(x, y) or (x, y, sample_weight)" if need_y else "x, (x,), (x, y) or (x, y, sample_weight)"
+            got = f"a tuple of length {len(item)}" if len(item) != 1 else type(item[0]).__name__
+            raise ValueError(f"{argument}[{i}]: expected a batch {want}, got {got}")
+        return item + (None,) * (3 - len(item))
+
+    def _dataset_batch(self, data, i, class_weight, argument):
+        """Batch ``i`` of a dataset, checked: ``(x, y, lengths, sample_weight)``."""
+        xb, yb, wb = self._dataset_item(data, i, argument)
+        xb, lb = self._prepare_x(xb, None, f"{argument}[{i}][0]")
+        yb = self._prepare_y(yb, xb.shape[0], f"{argument}[{i}][1]")
+        self._check_output_shape(yb, f"{argument}[{i}][1]")
+        wb = self._prepare_sample_weight(wb, yb, f"{argument}[{i}][2]")
+        if class_weight is not None:
+            if wb is not None:
+                raise ValueError(f"class_weight: cannot be combined with sample weights (as in Keras); "
+                                 f"{argument}[{i}] gives (x, y, sample_weight)")
+            wb = self._class_weight_to_sample_weight(class_weight, yb)
+        return xb, yb, lb, wb
+
+    def _build_from_dataset(self, data, argument):
+        """Build an unbuilt model from the shape of the dataset's first batch (Keras peeks too)."""
+        if self.layers and not self.built:
+            first = self.layers[0]
+            if not first.built:
+                x0 = self._dataset_item(data, 0, argument, need_y=False)[0]
+                self._ensure_built(self._prepare_x(x0, None, f"{argument}[0][0]")[0].shape[1:])
+        self._ensure_built(None)
+
+    @staticmethod
+    def _no_array_arguments(argument, **given):
+        """With a dataset, arguments that the batches give (or that need arrays) must be left out."""
+        reasons = {"y": "the batches give the targets", "sample_weight": "the batches give sample weights "
+                   "as a third element", "lengths": "give each batch's x as a list of (T_i, F) arrays "
+                   "(padded here, lengths kept) or use a Masking layer",
+                   "batch_size": "the dataset makes the batches", "validation_split": "give "
+                   "validation_data instead (it may be a dataset too)"}
+        for name, value in given.items():
+            if value is not None and not (name == "validation_split" and not value):
+                raise ValueError(f"{name}: expected None when {argument} is a dataset "
+                                 f"({reasons[name]}), got {_describe(value)}")
+
+    def _check_output_shape(self, y, argument="y"):
         out = self.layers[-1].output_shape
         want = out if not isinstance(self.loss, losses.SparseCategoricalCrossentropy) else out[:-1]
         got = y.shape[1:]
         if isinstance(self.loss, losses.SparseCategoricalCrossentropy) and got == tuple(want) + (1,):
             return
         if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
-            raise ValueError(f"y: expected targets of shape (N,) + {tuple(want)} for loss "
+            raise ValueError(f"{argument}: expected targets of shape (N,) + {tuple(want)} for loss "
                              f"'{self.loss.name}' and output shape {out}, got {y.shape}")
 
     # running --------------------------------------------------------------
@@ -442,34 +533,58 @@ class Sequential:
             sample_weight=None, class_weight=None):
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
 
-        ``validation_data``: ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``;
-        ``validation_split``: fraction of the *last* samples held out (before shuffling, as
-        Keras; their ``sample_weight`` goes with them).  ``verbose``: 0 silent, 1 a progress
-        bar per epoch (loss, metrics, samples/s, ETA), 2 one line per epoch.  ``lengths``:
-        valid steps of each sequence of ``x``.
+        ``validation_data``: ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``, or a
+        dataset; ``validation_split``: fraction of the *last* samples held out (before
+        shuffling, as Keras; their ``sample_weight`` goes with them).  ``verbose``: 0 silent,
+        1 a progress bar per epoch (loss, metrics, samples/s, ETA), 2 one line per epoch.
+        ``lengths``: valid steps of each sequence of ``x``.
 
         ``sample_weight``: ``(N,)`` non-negative weights, each sample's loss is multiplied by its
         weight (or ``(N, T)``, one per step, for sequence outputs).  ``class_weight``: dict
         ``{class index: weight}``; each sample weighs what its target class does (classes
         not in the dict weigh 1); training data only, not validation data.  The two cannot be
         combined.  A batch's loss is ``sum(weight * loss) / batch size`` (Keras 3's
-        "sum_over_batch_size"); the metrics are not weighted (as Keras's ``metrics``)."""
+        "sum_over_batch_size"); the metrics are not weighted (as Keras's ``metrics``).
+
+        ``x`` may be a dataset (see the module docstring): ``len(x)`` batches, ``x[i]`` gives
+        ``(x, y)`` or ``(x, y, sample_weight)``.  ``y``, ``batch_size``, ``sample_weight``,
+        ``lengths`` and ``validation_split`` must then be left out (a ValueError otherwise);
+        ``class_weight`` weights ``(x, y)`` batches.  ``shuffle=True`` visits the batches in a
+        new order each epoch (as Keras; a dataset that wants new batch contents reshuffles in
+        ``on_epoch_end``).  ``x.on_epoch_begin()`` and ``x.on_epoch_end()``, when defined, are
+        called before and after each epoch's batches (before validation); on_epoch_end not
+        when training stops inside the epoch."""
         self._require_compiled()
-        x, lengths = self._prepare_x(x, lengths)
-        y = self._prepare_y(y, x.shape[0])
-        batch_size = self._batch_size(batch_size)
         for name, v in (("epochs", epochs), ("initial_epoch", initial_epoch)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
         if not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"validation_split: expected a fraction in [0, 1), got {validation_split}")
-        self._ensure_built(x.shape[1:])
-        self._resolve_metrics()
-        self._check_output_shape(y)
-        sample_weight = self._weights(y, sample_weight, class_weight)
+        dataset = _is_dataset(x)
+        if dataset:
+            self._no_array_arguments("x", y=y, batch_size=batch_size, sample_weight=sample_weight,
+                                     lengths=lengths, validation_split=validation_split)
+            n_batches = _dataset_length(x, "x")
+            self._build_from_dataset(x, "x")
+            self._resolve_metrics()
+            if class_weight is not None:
+                self._class_weight_table(class_weight)  # bad keys or values fail before training
+            val_batch_size = self._batch_size(None)
+        else:
+            x, lengths = self._prepare_x(x, lengths)
+            y = self._prepare_y(y, x.shape[0])
+            batch_size = val_batch_size = self._batch_size(batch_size)
+            self._ensure_built(x.shape[1:])
+            self._resolve_metrics()
+            self._check_output_shape(y)
+            sample_weight = self._weights(y, sample_weight, class_weight)
         val = None
         if validation_data is not None:
-            val = self._validation_arrays(validation_data)
+            if _is_dataset(validation_data):
+                _dataset_length(validation_data, "validation_data")
+                val = validation_data
+            else:
+                val = self._validation_arrays(validation_data)
         elif validation_split:
             split = x.shape[0] - int(math.floor(x.shape[0] * validation_split))
             # class weights are for training only: the held-out part keeps sample weights alone
@@ -478,9 +593,11 @@ class Sequential:
             x, y = x[:split], y[:split]
             lengths = None if lengths is None else lengths[:split]
             sample_weight = None if sample_weight is None else sample_weight[:split]
-        n = x.shape[0]
-        if n == 0:
-            raise ValueError("x: expected at least one training sample, got 0")
+        if not dataset:
+            n = x.shape[0]
+            if n == 0:
+                raise ValueError("x: expected at least one training sample, got 0")
+            n_batches = -(-n // batch_size)
         history = History()
         callbacks = list(callbacks or [])
         for cb in callbacks:
@@ -493,6 +610,7 @@ class Sequential:
         self.stop_training = False
         from tqdm.auto import tqdm
 
+        dataset_samples = None  # samples per epoch of a dataset, known after its first epoch
         with _BlasSingleThread(), self._defer_interrupt():
             for cb in callbacks:
                 cb.on_train_begin({})
@@ -500,26 +618,37 @@ class Sequential:
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, {})
                 rng = self._epoch_rng(epoch)
-                order = rng.permutation(n) if shuffle else None
+                if dataset:
+                    _dataset_hook(x, "on_epoch_begin")
+                    order = rng.permutation(n_batches) if shuffle else np.arange(n_batches)
+                else:
+                    order = rng.permutation(n) if shuffle else None
                 tracker = metrics_module.Mean()
                 for m in self.metrics:
                     m.reset()
-                bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample", leave=True,
-                           disable=verbose != 1, file=sys.stderr, mininterval=0.5,
-                           dynamic_ncols=True)
+                bar = tqdm(total=dataset_samples if dataset else n, desc=f"Epoch {epoch + 1}/{epochs}",
+                           unit="sample", leave=True, disable=verbose != 1, file=sys.stderr,
+                           mininterval=0.5, dynamic_ncols=True)
                 started = time.perf_counter()
+                seen = 0
                 try:
-                    for batch, start in enumerate(range(0, n, batch_size)):
+                    for batch in range(n_batches):
                         for cb in callbacks:
                             cb.on_train_batch_begin(batch, {})
-                        if order is None:
-                            sl = slice(start, start + batch_size)
+                        if dataset:
+                            xb, yb, lb, wb = self._dataset_batch(x, int(order[batch]), class_weight, "x")
+                            if bar.total is None:  # until the first epoch ends: an estimate
+                                bar.total = n_batches * xb.shape[0]
                         else:
-                            sl = order[start:start + batch_size]
-                        xb, yb = x[sl], y[sl]
-                        value = self._train_step(xb, yb, None if lengths is None else lengths[sl], rng,
-                                                 None if sample_weight is None else sample_weight[sl])
+                            sl = slice(batch * batch_size, (batch + 1) * batch_size)
+                            if order is not None:
+                                sl = order[sl]
+                            xb, yb = x[sl], y[sl]
+                            lb = None if lengths is None else lengths[sl]
+                            wb = None if sample_weight is None else sample_weight[sl]
+                        value = self._train_step(xb, yb, lb, rng, wb)
                         tracker.update(value, xb.shape[0])
+                        seen += xb.shape[0]
                         logs = self._logs(tracker)
                         for cb in callbacks:
                             cb.on_train_batch_end(batch, logs)
@@ -529,9 +658,13 @@ class Sequential:
                             raise KeyboardInterrupt
                         if self.stop_training:
                             break
+                    else:
+                        if dataset:
+                            dataset_samples = bar.total = seen
+                            _dataset_hook(x, "on_epoch_end")
                     logs = self._logs(tracker)
                     if val is not None:
-                        logs.update(self._evaluate_arrays(*val, batch_size, "val_"))
+                        logs.update(self._evaluate_data(val, val_batch_size, "val_"))
                     bar.set_postfix_str(self._format_logs(logs))
                 finally:
                     bar.close()
@@ -562,56 +695,102 @@ class Sequential:
             got = (f"a {type(validation_data).__name__} of length {len(validation_data)}"
                    if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
             raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, "
-                             f"sample_weight_val), got {got}")
+                             f"sample_weight_val) or a dataset, got {got}")
         xv, lv = self._prepare_x(validation_data[0], None, "validation_data[0]")
         yv = self._prepare_y(validation_data[1], xv.shape[0], "validation_data[1]")
-        self._check_output_shape(yv)
+        self._check_output_shape(yv, "validation_data[1]")
         wv = None
         if len(validation_data) == 3:
             wv = self._prepare_sample_weight(validation_data[2], yv, "validation_data[2]")
         return xv, yv, lv, wv
 
-    def _evaluate_arrays(self, x, y, lengths, sample_weight, batch_size, prefix="", verbose=0):
+    def _evaluate_batch(self, tracker, x, y, lengths, sample_weight):
+        out, out_lengths = self._forward(x, False, lengths)
+        tracker.update(self._loss(y, out, out_lengths, False, sample_weight)[0], out.shape[0])
+        for m in self.metrics:
+            m.update(y, out, self._position_weights(out, out_lengths))
+        return out.shape[0]
+
+    def _evaluate_data(self, data, batch_size, prefix="", verbose=0, argument="validation_data"):
+        """Logs (loss and metrics, keys prefixed) over arrays ``(x, y, lengths, sample_weight)``
+        in batches of ``batch_size``, or over a dataset's batches in order."""
         from tqdm.auto import tqdm
         tracker = metrics_module.Mean()
         for m in self.metrics:
             m.reset()
-        n = x.shape[0]
-        with tqdm(total=n, unit="sample", disable=verbose != 1, file=sys.stderr, leave=True,
-                  desc="Evaluate") as bar:
-            for start in range(0, n, batch_size):
-                sl = slice(start, start + batch_size)
-                out, out_lengths = self._forward(x[sl], False, None if lengths is None else lengths[sl])
-                value = self._loss(y[sl], out, out_lengths, False,
-                                   None if sample_weight is None else sample_weight[sl])[0]
-                tracker.update(value, out.shape[0])
-                for m in self.metrics:
-                    m.update(y[sl], out, self._position_weights(out, out_lengths))
-                bar.update(out.shape[0])
+        dataset = _is_dataset(data)
+        if dataset:
+            n_batches = _dataset_length(data, argument)
+            _dataset_hook(data, "on_epoch_begin")
+        else:
+            x, y, lengths, sample_weight = data
+            n_batches = -(-x.shape[0] // batch_size)
+        with tqdm(total=n_batches if dataset else x.shape[0], unit="batch" if dataset else "sample",
+                  disable=verbose != 1, file=sys.stderr, leave=True, desc="Evaluate") as bar:
+            for i in range(n_batches):
+                if dataset:
+                    self._evaluate_batch(tracker, *self._dataset_batch(data, i, None, argument))
+                    bar.update(1)
+                else:
+                    sl = slice(i * batch_size, (i + 1) * batch_size)
+                    bar.update(self._evaluate_batch(tracker, x[sl], y[sl],
+                                                    None if lengths is None else lengths[sl],
+                                                    None if sample_weight is None else sample_weight[sl]))
+        if dataset:
+            _dataset_hook(data, "on_epoch_end")
         return self._logs(tracker, prefix)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose=1, lengths=None, return_dict=False,
                  sample_weight=None):
         """``[loss, metric...]`` over the data (the loss alone when there are no metrics);
         ``return_dict=True`` gives ``{'loss': ..., 'accuracy': ...}``.  ``sample_weight``
-        weights the loss as in :meth:`fit` (the metrics stay unweighted, as Keras's)."""
+        weights the loss as in :meth:`fit` (the metrics stay unweighted, as Keras's).
+        ``x`` may be a dataset, as in :meth:`fit` (its batches in order; ``y``,
+        ``batch_size``, ``lengths`` and ``sample_weight`` left out)."""
         self._require_compiled()
-        x, lengths = self._prepare_x(x, lengths)
-        y = self._prepare_y(y, x.shape[0])
-        self._ensure_built(x.shape[1:])
-        self._resolve_metrics()
-        self._check_output_shape(y)
-        sample_weight = self._prepare_sample_weight(sample_weight, y)
+        if _is_dataset(x):
+            self._no_array_arguments("x", y=y, batch_size=batch_size, sample_weight=sample_weight,
+                                     lengths=lengths)
+            _dataset_length(x, "x")
+            self._build_from_dataset(x, "x")
+            self._resolve_metrics()
+            data = x
+        else:
+            x, lengths = self._prepare_x(x, lengths)
+            y = self._prepare_y(y, x.shape[0])
+            self._ensure_built(x.shape[1:])
+            self._resolve_metrics()
+            self._check_output_shape(y)
+            data = (x, y, lengths, self._prepare_sample_weight(sample_weight, y))
         with _BlasSingleThread():
-            logs = self._evaluate_arrays(x, y, lengths, sample_weight, self._batch_size(batch_size),
-                                         verbose=verbose)
+            logs = self._evaluate_data(data, self._batch_size(batch_size), verbose=verbose, argument="x")
         if return_dict:
             return logs
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
     def predict(self, x, batch_size=None, verbose=0, lengths=None):
-        """Model outputs for ``x``, batch by batch (inference mode: no dropout)."""
+        """Model outputs for ``x``, batch by batch (inference mode: no dropout).  ``x`` may be a
+        dataset (its batches in order; a batch may be ``x``, ``(x,)``, ``(x, y)`` or
+        ``(x, y, sample_weight)``, only ``x`` is used)."""
+        if _is_dataset(x):
+            self._no_array_arguments("x", batch_size=batch_size, lengths=lengths)
+            n_batches = _dataset_length(x, "x")
+            self._build_from_dataset(x, "x")
+            outs = []
+            _dataset_hook(x, "on_epoch_begin")
+            with _BlasSingleThread():
+                for i in range(n_batches):
+                    xb = self._dataset_item(x, i, "x", need_y=False)[0]
+                    xb, lb = self._prepare_x(xb, None, f"x[{i}][0]")
+                    outs.append(np.array(self._forward(xb, False, lb)[0]))
+            _dataset_hook(x, "on_epoch_end")
+            shapes = {o.shape[1:] for o in outs}
+            if len(shapes) > 1:
+                raise ValueError(f"x: the dataset's batches gave outputs of different shapes "
+                                 f"{sorted(shapes)[:4]} (sequences padded to different lengths?), "
+                                 "which cannot be stacked; predict batch by batch instead")
+            return np.concatenate(outs)
         x, lengths = self._prepare_x(x, lengths)
         self._ensure_built(x.shape[1:])
         batch_size = self._batch_size(batch_size)

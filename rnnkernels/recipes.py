@@ -175,31 +175,74 @@ def classification_metrics(probs, labels, n_classes):
             "confusion": confusion.tolist(), "n": int(len(labels))}
 
 
-class _EpochHooks(Callback):
-    """Fresh augmentation (frequency warp, then SpecAugment masks) at each epoch's start;
-    a checkpoint at each epoch's end.
+class _AugmentedBatches:
+    """The training set as a Keras-style dataset for ``Sequential.fit``: ``len()`` batches,
+    ``[i]`` -> ``(features, labels)``, ``on_epoch_end()`` moving on to the next epoch.
 
-    ``x`` is the float32 array given to ``fit``, which trains on that very array
-    (it converts with ``copy=False``); rewriting it in place before each epoch
-    gives every epoch new masks within one ``fit`` call (one progress bar per
-    epoch, "Epoch k/N").
+    An epoch's data is drawn at its first batch, from one generator seeded with the recipe's
+    seed and drawn epoch after epoch: a frequency warp of every utterance, then SpecAugment
+    masks (warp, then masks, over the whole set).  Each epoch also has its own order of the
+    utterances, from ``(seed, 5, epoch)``, cut into batches of ``batch_size``.  A batch's
+    features are a list of ``(T_i, F)`` arrays, each utterance's real frames, so fit pads
+    them (per batch) and keeps their lengths.
+
+    ``fit(initial_epoch=k)`` starts at epoch k: :meth:`seek` (called by :class:`_EpochHooks`
+    at each epoch's start) says which epoch is being trained; the draws of epochs before
+    it are made and dropped, so epoch k trains on what it would have in an uninterrupted run.
     """
 
-    def __init__(self, classifier, x_clean, lengths, rng, masking, warp, save):
+    def __init__(self, x, lengths, labels, batch_size, seed, config, masking, warp):
+        self.x_clean, self.lengths, self.labels = x, np.asarray(lengths), np.asarray(labels)
+        self.batch_size, self.seed = int(batch_size), seed
+        self.config, self.masking, self.warp = config, masking, warp
+        self.rng = np.random.default_rng(seed)  # the augmentation draws, epoch after epoch
+        self.epoch = 0  # the epoch [i] serves
+        self._drawn, self._drawn_x = -1, None  # the last epoch drawn from self.rng, and its data
+        self._x = self._order = None
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def seek(self, epoch):
+        """Serve ``epoch`` from now on (its draws are made at its first batch)."""
+        if epoch < self._drawn:
+            raise ValueError(f"epoch: the augmentation of epoch {self._drawn} is drawn already, "
+                             f"cannot go back to epoch {epoch}")
+        if epoch != self.epoch:
+            self.epoch, self._x = epoch, None
+
+    def on_epoch_end(self):
+        self.epoch, self._x = self.epoch + 1, None
+
+    def _draw(self):
+        while self._drawn < self.epoch:
+            x = self.x_clean
+            if self.warp:
+                x = frequency_warp(x, self.lengths, self.rng, self.config, self.warp)
+            if self.masking:
+                x = spec_augment(x, self.lengths, self.rng)
+            self._drawn, self._drawn_x = self._drawn + 1, x
+        self._x = self._drawn_x
+        self._order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
+
+    def __getitem__(self, i):
+        if self._x is None:
+            self._draw()
+        idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
+        return [self._x[j, :self.lengths[j]] for j in idx], self.labels[idx]
+
+
+class _EpochHooks(Callback):
+    """Tells the training data which epoch is starting (see :class:`_AugmentedBatches`);
+    a checkpoint at each epoch's end."""
+
+    def __init__(self, classifier, data, save):
         super().__init__()
-        self.classifier, self.x_clean, self.lengths = classifier, x_clean, lengths
-        self.rng, self.masking, self.warp, self.save = rng, masking, warp, save
-        self.x = np.array(x_clean, dtype=np.float32, copy=True)
+        self.classifier, self.data, self.save = classifier, data, save
         self.completed, self.saved_epoch = 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        x = self.x_clean
-        if self.warp:
-            x = frequency_warp(x, self.lengths, self.rng, self.classifier.features, self.warp)
-        if self.masking:
-            x = spec_augment(x, self.lengths, self.rng)
-        if x is not self.x_clean:
-            self.x[...] = x
+        self.data.seek(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         self.completed = epoch + 1
@@ -266,14 +309,14 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
     model = build_model(features.n_features, len(train_set.label_names), cell, hidden, layers,
                         bidirectional, lr, seed=seed, pooling=pooling, weight_decay=weight_decay)
     classifier = AudioClassifier(model, features, list(train_set.label_names))
-    progress = _EpochHooks(classifier, x_train, len_train, np.random.default_rng(seed), masking,
-                           warp, save)
+    data = _AugmentedBatches(x_train, len_train, y_train, batch_size, seed, features, masking, warp)
+    progress = _EpochHooks(classifier, data, save)
     t1 = time.perf_counter()
     try:
         # validation_data as a list of (T_i, F) arrays: fit pads it and keeps the lengths.
-        history = model.fit(progress.x, y_train, batch_size=batch_size, epochs=epochs,
-                            validation_data=(test_features, y_test), shuffle=True,
-                            verbose=verbose, lengths=len_train, callbacks=[progress]).history
+        # The dataset shuffles the utterances itself, so fit need not shuffle its batches.
+        history = model.fit(data, epochs=epochs, validation_data=(test_features, y_test),
+                            shuffle=False, verbose=verbose, callbacks=[progress]).history
     except KeyboardInterrupt:
         kept = (f"; the model of epoch {progress.saved_epoch} is kept in {save!r}"
                 if progress.saved_epoch else "; no epoch had completed, nothing was saved"
