@@ -12,6 +12,8 @@ import math
 import os
 import warnings
 
+import numpy as np
+
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
            "CSVLogger", "TerminateOnNaN", "LearningRateScheduler"]
 
@@ -121,43 +123,111 @@ class EarlyStopping(_Monitor):
 
 
 class ModelCheckpoint(_Monitor):
-    """Save the model (or only its weights) at each epoch end, atomically.
+    """Save the model (or only its weights), atomically, at each epoch end or every
+    ``save_freq`` training batches, as Keras 3's ModelCheckpoint.
 
-    ``filepath`` may contain format fields such as ``{epoch:02d}`` (1-based, as in Keras)
-    and any logged quantity, e.g. ``{val_loss:.3f}``.  With ``save_best_only`` a file is
-    written only when ``monitor`` improves.  A full save (the default) includes the
-    optimizer state and the epoch count, so ``load_model`` + ``fit(initial_epoch=...)``
-    resumes exactly."""
+    ``filepath`` may contain format fields: ``{epoch:02d}`` (the epoch being trained,
+    1-based as in Keras), ``{batch}`` (batch-level saving only: the batch's 1-based index
+    within its epoch) and any logged quantity, e.g. ``{val_loss:.3f}`` at epoch end or
+    ``{loss:.3f}`` at batch level.  Missing directories are created (as Keras); every file is
+    written to a temporary file and renamed over the target, so a crash or Ctrl-C never
+    leaves a partial file.
+
+    ``save_freq``: ``'epoch'`` (the default), or an integer N: save after every N training
+    batches, counted across epochs (and ``fit`` calls), as Keras; there is then no
+    epoch-end save.  Batch-level logs hold the epoch's running ``loss`` and metrics so far,
+    no ``val_*``.
+
+    ``save_best_only``: write only when ``monitor`` improves on the best value seen (at
+    batch level, compared across batches and epochs).  As in Keras, when ``monitor`` is not
+    in the logs (``val_loss`` at batch level, or without validation data) a warning is
+    given and the file is written anyway.
+
+    A full save (the default) includes the optimizer state and the epoch count (completed
+    epochs), so ``load_model`` + ``fit(initial_epoch=model.epochs_trained)`` resumes exactly
+    from an epoch-end file; a mid-epoch file resumes from the start of its epoch (its
+    optimizer state already holds that epoch's first steps)."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
         super().__init__(monitor, mode, 0)
-        if save_freq != "epoch":
-            raise ValueError(f"save_freq: only 'epoch' is supported, got {save_freq!r}")
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, (int, np.integer))
+                                     or save_freq < 1):
+            raise ValueError(f"save_freq: expected 'epoch' or a positive integer (a number of batches), "
+                             f"got {save_freq!r}")
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"filepath: expected a str or os.PathLike path, got {type(filepath).__name__}")
         self.filepath = os.fspath(filepath)
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
+        self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
         self.best = initial_value_threshold
+        self._current_epoch = 0
+        self._batches_seen_since_last_saving = 0
+        self._last_batch_seen = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._should_save_on_batch(batch):
+            self._save(self._current_epoch, batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.save_best_only:
-            current = self._value(logs)
-            if current is None or not self._improved(current, self.best):
-                return
-            self.best = current
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs)
+
+    def _should_save_on_batch(self, batch):
+        """Keras's count: batches since the last save, across epochs."""
+        if self.save_freq == "epoch":
+            return False
+        if self._last_batch_seen is None or batch <= self._last_batch_seen:
+            added = batch + 1  # a new epoch (batches are numbered from 0 in each)
+        else:
+            added = batch - self._last_batch_seen
+        self._batches_seen_since_last_saving += added
+        self._last_batch_seen = batch
+        if self._batches_seen_since_last_saving >= self.save_freq:
+            self._batches_seen_since_last_saving = 0
+            return True
+        return False
+
+    def _path(self, epoch, batch, logs):
+        fields = dict(logs)
+        fields["epoch"] = epoch + 1
+        if batch is not None and "batch" not in logs:
+            fields["batch"] = batch + 1
         try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
+            return self.filepath.format(**fields)
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"filepath: cannot format {self.filepath!r} with epoch and logs "
-                             f"{sorted(logs)}: {e}") from None
+            raise ValueError(f"filepath: cannot format {self.filepath!r} with "
+                             f"{sorted(fields)} ({'batch' if batch is not None else 'epoch'} end): "
+                             f"{type(e).__name__}: {e}") from None
+
+    def _save(self, epoch, batch, logs):
+        logs = logs or {}
+        path = self._path(epoch, batch, logs)
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(f"ModelCheckpoint: can save the best model only with {self.monitor!r} in "
+                              f"the logs (available: {sorted(logs)}); saving anyway, as Keras",
+                              stacklevel=3)
+            elif self._improved(current, self.best):
+                self.best = current
+            else:
+                return
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
         if self.save_weights_only:
             self.model.save_weights(path)
         else:
             self.model.save(path)
         if self.verbose:
-            print(f"Epoch {epoch + 1}: saved model to {path}")
+            where = f"Epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+            print(f"{where}: saved model to {path}")
 
 
 class ReduceLROnPlateau(_Monitor):
