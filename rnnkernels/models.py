@@ -26,15 +26,26 @@ epoch's shuffling and dropout masks come from a generator seeded by
 bitwise-identical training for any thread count, and resuming from a
 checkpoint at epoch ``k`` continues exactly as the uninterrupted run.
 
-Ctrl-C during :meth:`Sequential.fit` finishes the current batch, leaves the
-model consistent (the weights after that batch), runs the callbacks'
-``on_train_end`` (CSVLogger closes its file; files already written by
-ModelCheckpoint stay intact) and then re-raises ``KeyboardInterrupt``;
-``model.history`` holds the completed epochs.  A second Ctrl-C interrupts at once.
+Ctrl-C during :meth:`Sequential.fit` (called in the main thread, with Python's
+default SIGINT handler in place) is deferred to the end of the current training
+batch: that batch's update and its ``on_train_batch_end`` callbacks complete,
+then ``KeyboardInterrupt`` is raised.  The model holds the weights after a
+whole batch (``optimizer.iterations`` counts the batches applied), never a
+half-applied update.  The interrupted epoch gets no validation and no
+``on_epoch_end`` (a Ctrl-C during validation or the epoch-end callbacks acts
+once they are done; that epoch then counts as completed), and ``on_train_end``
+is not called: CSVLogger's file is not closed by it, but its rows are fsynced
+at each epoch end, and files written by ModelCheckpoint are complete (written
+atomically).  ``model.history`` and ``model.epochs_trained`` hold the completed
+epochs, so training resumes with ``fit(initial_epoch=model.epochs_trained)`` or
+from a checkpoint.  The previous SIGINT handler is back when fit returns or
+raises.  A second Ctrl-C raises ``KeyboardInterrupt`` at once, wherever it
+lands (possibly inside a batch's update).
 """
 import collections.abc
 import contextlib
 import math
+import os
 import secrets
 import signal
 import sys
@@ -860,22 +871,32 @@ class Sequential:
     def save(self, filepath, include_optimizer=True):
         """Save architecture, weights, compile settings and optimizer state to one file,
         atomically (format: docs/training.md)."""
-        _serialization.save_model(self, filepath, include_optimizer)
+        _serialization.save_model(self, _filepath(filepath), include_optimizer)
 
     def save_weights(self, filepath):
         """Save only the weights (Keras layouts), atomically."""
-        _serialization.save_weights(self, filepath)
+        _serialization.save_weights(self, _filepath(filepath))
 
     def load_weights(self, filepath):
         """Load weights saved by :meth:`save_weights` (or :meth:`save`); all shapes are checked
         before any weight changes."""
-        _serialization.load_weights(self, filepath)
+        _serialization.load_weights(self, _filepath(filepath))
 
     def __repr__(self):
         return f"<Sequential name={self.name!r} layers={[l.name for l in self.layers]}>"
 
 
+def _filepath(filepath):
+    """``filepath`` as a str path; anything but a str or os.PathLike is a TypeError naming it."""
+    path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise TypeError(f"filepath: expected a str or os.PathLike path, got {type(filepath).__name__}"
+                        + ("" if path is None else f" giving {type(path).__name__}"))
+    return path
+
+
 def load_model(filepath):
     """Rebuild a model saved by :meth:`Sequential.save` (weights, compile settings, optimizer
-    state, epoch count).  A truncated or corrupt file raises ValueError."""
-    return _serialization.load_model(filepath)
+    state, epoch count).  A truncated or corrupt file raises ValueError, a missing one
+    FileNotFoundError, a ``filepath`` that is not a str or os.PathLike TypeError."""
+    return _serialization.load_model(_filepath(filepath))

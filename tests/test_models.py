@@ -177,3 +177,47 @@ def test_fit_before_compile_and_strings_as_data():
         Sequential([LSTM(2, input_shape=(8, 4))]).fit(x, y)
     with pytest.raises(TypeError, match="dtype"):
         _seed_model().fit(np.array([["a"]]), y, verbose=0)
+
+
+def test_ctrl_c_during_validation_completes_the_epoch_then_reraises():
+    """The module docstring's account: the epoch whose validation is interrupted counts as
+    completed (epoch-end callbacks run), on_train_end does not run, the handler is restored."""
+    x, y, _ = _data(32)
+    model = _seed_model()
+
+    class ValBatches:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            if i == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            return x[:8], y[:8]
+
+    log = []
+
+    class Record(cbs.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            log.append(("epoch_end", epoch, sorted(logs)))
+
+        def on_train_end(self, logs=None):
+            log.append("train_end")
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0, validation_data=ValBatches(), callbacks=[Record()])
+    assert log == [("epoch_end", 0, ["accuracy", "loss", "val_accuracy", "val_loss"])]
+    assert model.epochs_trained == 1 and model.optimizer.iterations == 2
+    assert model.history.epoch == [0] and len(model.history.history["val_loss"]) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"model.rnk", 3.5, ["model.rnk"]])
+def test_paths_of_the_wrong_type_are_type_errors_naming_filepath(bad, tmp_path):
+    model = _seed_model()
+    model.save(tmp_path / "m.rnk")
+    name = type(bad).__name__
+    for call in (lambda: rnnkernels.models.load_model(bad), lambda: model.save(bad),
+                 lambda: model.save_weights(bad), lambda: model.load_weights(bad)):
+        with pytest.raises(TypeError, match=f"filepath: expected a str or os.PathLike path, got {name}"):
+            call()
+    assert rnnkernels.models.load_model(tmp_path / "m.rnk").epochs_trained == 0  # PathLike is fine
