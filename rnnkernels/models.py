@@ -455,7 +455,8 @@ class Sequential:
                    "validation_data instead (it may be a dataset too)"}
         for name, value in given.items():
             if value is not None and not (name == "validation_split" and not value):
-                raise ValueError(f"{name}: expected None when {argument} is a dataset "
+                expected = "0 (no split)" if name == "validation_split" else "None"
+                raise ValueError(f"{name}: expected {expected} when {argument} is a dataset "
                                  f"({reasons[name]}), got {_describe(value)}")
 
     def _check_output_shape(self, y, argument="y"):

@@ -143,7 +143,7 @@ def test_progress_bar_counts_samples(capsys):
     (dict(y=np.zeros(N)), ["y: expected None when x is a dataset", "shape (12,)"]),
     (dict(sample_weight=np.ones(N)), ["sample_weight: expected None", "third element"]),
     (dict(lengths=np.ones(N, int)), ["lengths: expected None", "list of (T_i, F) arrays"]),
-    (dict(validation_split=0.2), ["validation_split: expected None", "validation_data"]),
+    (dict(validation_split=0.2), ["validation_split: expected 0 (no split) when x is a dataset", "validation_data", "got 0.2"]),
     (dict(class_weight={5: 1.0}), ["class_weight", "got key 5"]),
 ])
 def test_array_arguments_with_a_dataset_are_refused(kwargs, needles):
