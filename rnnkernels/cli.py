@@ -7,11 +7,9 @@ unreadable audio, corrupt model, bad option) ends with one line on stderr and a
 non-zero exit status, never a traceback; Ctrl-C exits with status 130.
 """
 import argparse
-import contextlib
 import json
 import os
 import sys
-import time
 import warnings
 import zipfile
 
@@ -210,26 +208,23 @@ def _cmd_train(args):
     resume = _load_resume(args.resume) if args.resume else None  # a bad file fails before the data loads
     train_set, test_set, data_desc, split_desc = _train_test_sets(args)
     describe = dict(data=data_desc, split=split_desc)
-    epochs = args.epochs
+    done = 0
     if resume is not None:
         _check_resume(resume, args, features, list(train_set.label_names))
         done = resume.model.epochs_trained
-        epochs -= done
+        _continue_with_options(resume.model, args)
         describe["resumed_from"] = {"path": args.resume, "epochs_trained": done}
     if not args.quiet:
         print(f"rnnkernels {__version__}: {len(train_set)} training and {len(test_set)} test files "
               f"({split_desc}), {get_num_threads()} threads"
               + (f"; resuming {args.resume!r} after epoch {done}" if resume is not None else ""))
-    with _resumed_training(recipes, resume, args):
-        result = recipes.train_classifier(
-            train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
-            bidirectional=args.bidirectional, augment=args.augment, epochs=epochs,
-            batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save,
-            verbose=0 if args.quiet else 1, pooling=args.pooling, warp=args.warp,
-            describe=describe)
-    if resume is not None and result.classifier.model is not resume.model:
-        raise CommandError("--resume: rnnkernels.recipes.train_classifier built a new model instead of "
-                           "continuing the loaded one (see _resumed_training in rnnkernels/cli.py)")
+    result = recipes.train_classifier(
+        train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
+        bidirectional=args.bidirectional, augment=args.augment, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save,
+        verbose=0 if args.quiet else 1, pooling=args.pooling, warp=args.warp,
+        describe=describe, model=None if resume is None else resume.model, initial_epoch=done,
+        resumed_from=args.resume)
     result.report["command_options"] = {k: v for k, v in vars(args).items() if k != "command"}
     _print_summary(result, sys.stdout)
     if args.report:
@@ -364,51 +359,13 @@ def _check_resume(resume, args, features, label_names):
                            f"--epochs above {model.epochs_trained}")
 
 
-@contextlib.contextmanager
-def _resumed_training(recipes, resume, args):
-    """Make ``recipes.train_classifier`` continue ``resume.model`` instead of building a new one.
-
-    train_classifier has no parameter for a model to continue, so for the duration of the call
-    ``recipes.build_model`` hands it the loaded model, and the model's ``fit`` numbers the
-    epochs from the ones it has trained (``initial_epoch``, as Keras): the epoch count, the
-    progress bars and each epoch's shuffling and dropout draws continue where they stopped.
-    The recipe's augmentation generator starts from ``--seed`` at every call, so it is first
-    advanced through the finished epochs' draws (augmentation only, no training), so that a
-    resumed run trains on what the uninterrupted one would have.  Learning rate and seed are
-    this command's (--lr, --seed), the optimizer's moments and step count the file's."""
-    if resume is None:
-        yield
-        return
-    model = resume.model
-    done = model.epochs_trained
+def _continue_with_options(model, args):
+    """A resumed run trains with this command's --lr and --seed (each epoch's shuffling and
+    dropout draws come from the seed and the epoch number, so they continue where they
+    stopped); the optimizer's moments and step count are the file's."""
     model.seed = args.seed
     if not callable(model.optimizer.learning_rate):  # a saved schedule keeps its own rates
         model.optimizer.learning_rate = args.lr
-    original_build, original_fit = recipes.build_model, model.fit
-    hooks = getattr(recipes, "_EpochHooks", None)
-
-    def build_model(n_features, n_classes, *a, **kw):
-        return model
-
-    def fit(*a, epochs=1, initial_epoch=0, callbacks=None, **kw):
-        for cb in callbacks or []:
-            if hooks is not None and isinstance(cb, hooks):
-                # its Ctrl-C message counts the epochs and names the file holding the last one
-                cb.completed = done
-                if args.save and os.path.abspath(args.save) == os.path.abspath(resume.path):
-                    cb.saved_epoch = done
-                for epoch in range(done):
-                    cb.on_epoch_begin(epoch, {})
-        return original_fit(*a, epochs=done + epochs, initial_epoch=done + initial_epoch,
-                            callbacks=callbacks, **kw)
-
-    recipes.build_model = build_model
-    model.fit = fit
-    try:
-        yield
-    finally:
-        recipes.build_model = original_build
-        del model.fit
 
 
 def _train_test_sets(args):

@@ -270,7 +270,8 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
                      augment=_D["augment"], epochs=_D["epochs"], batch_size=_D["batch_size"],
                      lr=_D["lr"], seed=0, save=None, verbose=1, describe=None,
                      pooling=_D["pooling"], masking=_D["masking"], warp=_D["warp"],
-                     weight_decay=_D["weight_decay"], precomputed=None):
+                     weight_decay=_D["weight_decay"], precomputed=None, model=None,
+                     initial_epoch=0, resumed_from=None):
     """Train the recipe on ``train_set`` and test it on ``test_set`` (AudioDatasets, same labels).
 
     ``augment`` switches all training-time augmentation on or off; when on,
@@ -284,6 +285,13 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
     With ``save`` the classifier is written there after every epoch (atomically),
     so an interruption keeps the last complete epoch. ``describe`` is merged into
     the report (the options a caller wants recorded). Returns a :class:`TrainResult`.
+
+    To continue a run, pass its ``model`` (a model of this recipe, e.g.
+    ``AudioClassifier.load(path).model``, optimizer state included) and the epochs it
+    has trained as ``initial_epoch``; ``epochs`` then counts all epochs, as in Keras's
+    ``fit``. The augmentation of the finished epochs is drawn and dropped, so the
+    result is the uninterrupted run's. ``resumed_from``: the file ``model`` came from
+    (when ``save`` is that file, an interruption before the next epoch ends keeps it).
     """
     from . import get_num_threads
 
@@ -306,16 +314,24 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
     y_train, y_test = train_set.labels, test_set.labels
     feature_seconds = time.perf_counter() - t0
 
-    model = build_model(features.n_features, len(train_set.label_names), cell, hidden, layers,
-                        bidirectional, lr, seed=seed, pooling=pooling, weight_decay=weight_decay)
+    if not 0 <= initial_epoch < epochs:
+        raise ValueError(f"initial_epoch: expected 0 <= initial_epoch < epochs = {epochs}, "
+                         f"got {initial_epoch!r}")
+    if model is None:
+        model = build_model(features.n_features, len(train_set.label_names), cell, hidden, layers,
+                            bidirectional, lr, seed=seed, pooling=pooling, weight_decay=weight_decay)
     classifier = AudioClassifier(model, features, list(train_set.label_names))
     data = _AugmentedBatches(x_train, len_train, y_train, batch_size, seed, features, masking, warp)
     progress = _EpochHooks(classifier, data, save)
+    progress.completed = initial_epoch
+    if save and resumed_from and os.path.abspath(save) == os.path.abspath(resumed_from):
+        progress.saved_epoch = initial_epoch  # that file still holds the finished epochs
     t1 = time.perf_counter()
     try:
         # validation_data as a list of (T_i, F) arrays: fit pads it and keeps the lengths.
         # The dataset shuffles the utterances itself, so fit need not shuffle its batches.
-        history = model.fit(data, epochs=epochs, validation_data=(test_features, y_test),
+        history = model.fit(data, epochs=epochs, initial_epoch=initial_epoch,
+                            validation_data=(test_features, y_test),
                             shuffle=False, verbose=verbose, callbacks=[progress]).history
     except KeyboardInterrupt:
         kept = (f"; the model of epoch {progress.saved_epoch} is kept in {save!r}"
@@ -332,12 +348,12 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         version=__version__,
         train_seconds=round(train_seconds, 3),
         feature_seconds=round(feature_seconds, 3),
-        train_samples_per_second=round(epochs * len(train_set) / train_seconds, 1),
+        train_samples_per_second=round((epochs - initial_epoch) * len(train_set) / train_seconds, 1),
         threads=get_num_threads(),
         test_accuracy=test["accuracy"],
         test_loss=test["loss"],
         test_errors=int(wrong.size),
-        epochs=epochs,
+        epochs=epochs - initial_epoch,  # trained in this call
         n_train=len(train_set),
         n_test=len(test_set),
         label_names=list(train_set.label_names),

@@ -109,3 +109,25 @@ def test_train_classifier_is_reproducible_from_its_seed_with_fresh_augmentation_
     h3, w3 = run(4)
     assert h3 != h1
     assert len(h1["loss"]) == 3 and set(h1) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_train_classifier_continues_a_model_exactly(tmp_path):
+    """2 epochs, save, load, continue to 3 with model= and initial_epoch=: the weights of 3 straight epochs."""
+    pytest.importorskip("librosa")
+    train, test = _tones(), _tones(2, seed=1)
+    kw = dict(hidden=4, batch_size=5, seed=2, verbose=0)
+    whole = recipes.train_classifier(train, test, CONFIG, epochs=3, **kw)
+    path = str(tmp_path / "half.rnk")
+    half = recipes.train_classifier(train, test, CONFIG, epochs=2, save=path, **kw)
+    model = recipes.AudioClassifier.load(path).model
+    rest = recipes.train_classifier(train, test, CONFIG, epochs=3, model=model, initial_epoch=2,
+                                    resumed_from=path, **kw)
+    assert rest.classifier.model is model and model.epochs_trained == 3
+    assert rest.report["epochs"] == 1 and len(rest.history["loss"]) == 1
+    assert rest.history["loss"][0] == whole.history["loss"][2]
+    for a, b in zip(model.get_weights(), whole.classifier.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(half.classifier.model.get_weights(), whole.classifier.model.get_weights()))
+    with pytest.raises(ValueError, match="initial_epoch"):
+        recipes.train_classifier(train, test, CONFIG, epochs=3, model=model, initial_epoch=3, **kw)
