@@ -8,11 +8,13 @@
 # last bits between 1 and 2 threads.  Threads take pieces by a static schedule.
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport gemm
+from libc.stdlib cimport free, malloc
+from _blas cimport gemm, pack_b, packed_gemm, packed_size
 
 # Rows per piece of a row-split GEMM (input projection, dX): large enough for
 # OpenBLAS's blocked kernels, small enough to spread over 16 cores at T*B=6400.
 cdef enum:
+    USE_PACKED_GEMM = 1
     ROW_PIECE = 256
     # Output rows (gate columns) per piece of a weight-gradient GEMM: each piece
     # packs the whole (N x I) operand again, so pieces must not be too small.
@@ -28,9 +30,22 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
     13 pieces of 256 rows (T*B = 3200) one thread did 7 and the other waited."""
     cdef Py_ssize_t piece, npiece = (rows + ROW_PIECE - 1) // ROW_PIECE
     cdef int r0, r1, size
+    cdef void* raw
+    cdef floating* bp
     if npiece > 1:
         npiece += npiece % 2
     size = <int>((rows + npiece - 1) // npiece)
+    if USE_PACKED_GEMM:
+        raw = malloc(packed_size(<floating*>NULL, k, n) * sizeof(floating) + 64)
+        if raw != NULL:
+            bp = <floating*>((<size_t>raw + 63) & ~(<size_t>63))  # panels on cache lines
+            pack_b(k, n, b, ldb, bp)
+            for piece in prange(npiece, num_threads=nthreads, schedule='static'):
+                r0 = piece * size
+                r1 = rows if r0 + size > rows else r0 + size
+                packed_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, c + r0 * ldc, ldc)
+            free(raw)
+            return
     for piece in prange(npiece, num_threads=nthreads, schedule='static'):
         r0 = piece * size
         r1 = rows if r0 + size > rows else r0 + size

@@ -114,7 +114,66 @@ static inline void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdi
         }                                                                                \
 }
 
+/* The same kernel for the merged GEMMs (input projection, dX) with B packed:
+ * panel j holds columns j*NR .. j*NR+NR-1 of B as k rows of NR contiguous
+ * values, zero past n.  The weight operand there is up to 1 MB with rows
+ * thousands of bytes apart, and the unpacked kernel then ran slower than
+ * OpenBLAS; packed, each (RK_KC x NR) piece of a panel is read in order, stays
+ * in L1 while every row block of A uses it, and the last, partial panel runs
+ * the same vector code.  Every element still sums over k in increasing order. */
+#define RK_DEFINE_PACKED_GEMM(NAME, T)                                                   \
+static inline ptrdiff_t NAME##_packed_size(ptrdiff_t k, ptrdiff_t n)                     \
+{                                                                                        \
+    return (n + NAME##_NR - 1) / NAME##_NR * NAME##_NR * k;                              \
+}                                                                                        \
+                                                                                         \
+static void NAME##_pack_b(ptrdiff_t k, ptrdiff_t n, const T* b, ptrdiff_t ldb, T* out)   \
+{                                                                                        \
+    ptrdiff_t j0, p, q;                                                                  \
+    for (j0 = 0; j0 < n; j0 += NAME##_NR)                                                \
+        for (p = 0; p < k; p++, out += NAME##_NR)                                        \
+            for (q = 0; q < NAME##_NR; q++)                                              \
+                out[q] = j0 + q < n ? b[p * ldb + j0 + q] : 0;                           \
+}                                                                                        \
+                                                                                         \
+/* C (m x n) = A (m x k) @ B, B packed by NAME##_pack_b. */                             \
+static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
+                          const T* bp, T* c, ptrdiff_t ldc)                              \
+{                                                                                        \
+    ptrdiff_t i0, j0, k0, kc, mr, r, q;                                                  \
+    T tmp[RK_MR * NAME##_NR] __attribute__((aligned(64)));                               \
+    if (k <= 0) {                                                                        \
+        for (r = 0; r < m; r++)                                                          \
+            memset(c + r * ldc, 0, (size_t)n * sizeof(T));                               \
+        return;                                                                          \
+    }                                                                                    \
+    for (j0 = 0; j0 < n; j0 += NAME##_NR, bp += NAME##_NR * k) {                         \
+        if (j0 + NAME##_NR <= n) {                                                       \
+            for (k0 = 0; k0 < k; k0 += RK_KC) {                                          \
+                kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                    \
+                for (i0 = 0; i0 < m; i0 += RK_MR)                                        \
+                    NAME##_rows(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
+                                bp + k0 * NAME##_NR, NAME##_NR, c + i0 * ldc + j0, ldc, k0 > 0); \
+            }                                                                            \
+        } else {  /* partial panel: full-width blocks into tmp, then the valid columns */ \
+            for (i0 = 0; i0 < m; i0 += RK_MR) {                                          \
+                mr = m - i0 < RK_MR ? m - i0 : RK_MR;                                    \
+                for (k0 = 0; k0 < k; k0 += RK_KC) {                                      \
+                    kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                \
+                    NAME##_rows(mr, kc, a + i0 * lda + k0, lda, bp + k0 * NAME##_NR,     \
+                                NAME##_NR, tmp, NAME##_NR, k0 > 0);                      \
+                }                                                                        \
+                for (r = 0; r < mr; r++)                                                 \
+                    for (q = 0; q < n - j0; q++)                                         \
+                        c[(i0 + r) * ldc + j0 + q] = tmp[r * NAME##_NR + q];             \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+}
+
 RK_DEFINE_SMALL_GEMM(rk_small_sgemm, float)
 RK_DEFINE_SMALL_GEMM(rk_small_dgemm, double)
+RK_DEFINE_PACKED_GEMM(rk_small_sgemm, float)
+RK_DEFINE_PACKED_GEMM(rk_small_dgemm, double)
 
 #endif
