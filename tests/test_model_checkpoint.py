@@ -1,11 +1,8 @@
 """ModelCheckpoint(save_freq=N): batch-level saving as Keras 3 ({epoch}/{batch} placeholders,
 the count across epochs and fit calls, save_best_only on batch logs), atomic files; Keras's own
 file names for the same run, from a subprocess."""
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +11,8 @@ from rnnkernels import callbacks as cbs
 from rnnkernels.layers import LSTM, Dense
 from rnnkernels.models import Sequential, load_model
 from rnnkernels.optimizers import SGD
+
+from kerasworker import run_keras_worker
 
 
 def _data(n=40, seed=0):
@@ -140,16 +139,6 @@ def test_placeholders_that_cannot_be_filled_name_the_filepath(tmp_path):
 
 
 KERAS_WORKER = r'''
-import json, os, sys
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-try:
-    import keras
-except ImportError as e:
-    print(f"keras not importable: {e}")
-    sys.exit(77)
-import numpy as np
-
-d = dict(np.load(sys.argv[1]))
 folder = sys.argv[2]
 m = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(3, activation="softmax")])
 m.set_weights([d[f"w{i}"] for i in range(5)])
@@ -172,19 +161,12 @@ print(json.dumps(sorted(os.listdir(folder))))
 def test_same_files_as_keras(tmp_path):
     """The same run in Keras 3 (same weights, no shuffling, so the same running losses) writes
     files under the same names: which batches, which epoch and batch numbers, which are best."""
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("keras is not installed")
     x, y = _data()
     model = _model()
     np.savez(tmp_path / "in.npz", x=x, y=y, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
     (tmp_path / "keras").mkdir()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", KERAS_WORKER, str(tmp_path / "in.npz"), str(tmp_path / "keras")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode == 77:
-        pytest.skip(proc.stdout.strip())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_keras_worker(KERAS_WORKER, tmp_path / "in.npz", tmp_path / "keras")
+    theirs = json.loads(out.strip().splitlines()[-1])
     ours_dir = tmp_path / "ours"
     ours_dir.mkdir()
     model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[

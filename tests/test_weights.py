@@ -1,11 +1,7 @@
 """sample_weight and class_weight in fit / evaluate / train_on_batch / test_on_batch: Keras 3's
 "sum_over_batch_size" reduction, checked by hand, by exact identities, and against Keras itself
 (run in a subprocess, from the same initial weights)."""
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +10,8 @@ from rnnkernels import losses
 from rnnkernels.layers import LSTM, Dense, Masking
 from rnnkernels.models import Sequential
 from rnnkernels.optimizers import SGD
+
+from kerasworker import run_keras_worker
 
 
 def _data(n=10, T=5, F=3, C=3, seed=0):
@@ -216,16 +214,6 @@ def test_bad_weights_in_evaluate_and_on_batch():
 # --- against Keras -----------------------------------------------------------------------------------
 
 KERAS_WORKER = r'''
-import json, os, sys
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-try:
-    import keras
-except ImportError as e:
-    print(f"keras not importable: {e}")
-    sys.exit(77)
-import numpy as np
-
-d = dict(np.load(sys.argv[1]))
 out = {}
 
 def classifier(n_weights_key, loss, C):
@@ -297,17 +285,10 @@ def _keras_inputs():
 
 @pytest.fixture(scope="module")
 def keras_results(tmp_path_factory):
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("keras is not installed")
     tmp = tmp_path_factory.mktemp("keras")
     d = _keras_inputs()
     np.savez(tmp / "in.npz", **d)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", KERAS_WORKER, str(tmp / "in.npz"), str(tmp / "out.json")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode == 77:
-        pytest.skip(proc.stdout.strip())
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_keras_worker(KERAS_WORKER, tmp / "in.npz", tmp / "out.json")
     return d, json.loads((tmp / "out.json").read_text())
 
 
