@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._argtypes import non_negative_int, positive_int
+
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 SYSTEMS = ("rnnkernels", "torch", "keras")
@@ -1049,18 +1051,6 @@ def _csv(name, choices=None, convert=str, minimum=None):
     return parse
 
 
-def _count(name, minimum):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-    return parse
-
-
 def build_parser(prog="rnnkernels bench"):
     p = argparse.ArgumentParser(
         prog=prog, description="Time rnnkernels against PyTorch and Keras on identical inputs "
@@ -1075,15 +1065,15 @@ def build_parser(prog="rnnkernels bench"):
                    help="rnnkernels,torch,keras (default: all that are installed)")
     p.add_argument("--impl", choices=("ops", "reference"), default="ops",
                    help="rnnkernels implementation to time (default: ops)")
-    p.add_argument("--repeats", type=_count("--repeats", 1), default=None, help="timed repetitions (default 9, quick 3)")
-    p.add_argument("--warmup", type=_count("--warmup", 0), default=None, help="discarded repetitions (default 2, quick 1)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="timed repetitions (default 9, quick 3)")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="discarded repetitions (default 2, quick 1)")
     p.add_argument("--varlen", action="store_true",
                    help="also time variable-length batches (lengths uniform in [T/4, T])")
     p.add_argument("--memory", action="store_true", help="also measure the peak memory of a training step")
     p.add_argument("--targets", action="store_true",
                    help="evaluate the performance targets (implies --varlen and --memory; exit status 1 on FAIL)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test)")
-    p.add_argument("--seed", type=_count("--seed", 0), default=0, help="seed of the inputs (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the inputs (default 0)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON (atomically)")
     p.add_argument("--_worker", choices=("keras", "memory"), help=argparse.SUPPRESS)
     p.add_argument("--_spec", help=argparse.SUPPRESS)
