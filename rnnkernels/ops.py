@@ -204,6 +204,22 @@ def _unit_tiles(H):
     return np.array(list(range(0, H, ub)) + [H], dtype=np.intp)
 
 
+def _gather_rows(w, rows):
+    """w[rows] into an aligned buffer, in one pass."""
+    return np.take(w, rows, axis=0, out=_aligned_empty((len(rows),) + w.shape[1:], w.dtype))
+
+
+def _concat_tiles(tiles):
+    """The 2-D ``tiles`` one after the other, each C-ordered, in one aligned
+    buffer: every value is copied once (ravel + concatenate + copy did it three times)."""
+    out = _aligned_empty(sum(t.size for t in tiles), tiles[0].dtype)
+    start = 0
+    for t in tiles:
+        out[start:start + t.size].reshape(t.shape)[...] = t
+        start += t.size
+    return out
+
+
 class _Weights:
     """Weights permuted so that each tile's gates are contiguous columns."""
 
@@ -215,12 +231,12 @@ class _Weights:
                 colmap.extend(range(g * H + u0, g * H + u1))
         self.colmap = np.array(colmap, dtype=np.intp)
         self.tiles = tiles
-        self.w_ih = _aligned_copy(w_ih[self.colmap])     # (G*H, I) for dX
+        self.w_ih = _gather_rows(w_ih, self.colmap)      # (G*H, I) for dX
         self.w_ih_t = _aligned_copy(self.w_ih.T)         # (I, G*H) for the input projection
-        self.w_hh_p = w_hh_p = _aligned_copy(w_hh[self.colmap])
+        self.w_hh_p = w_hh_p = _gather_rows(w_hh, self.colmap)
         # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T ; backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]
-        self.w_hh_fwd = _aligned_copy(np.concatenate(
-            [w_hh_p[gates * u0: gates * u1].T.ravel() for u0, u1 in zip(tiles[:-1], tiles[1:])]))
+        self.w_hh_fwd = _concat_tiles(
+            [w_hh_p[gates * u0: gates * u1].T for u0, u1 in zip(tiles[:-1], tiles[1:])])
         self._w_hh_bwd = None
         self._inverse = None
 
@@ -234,8 +250,7 @@ class _Weights:
         return self._w_hh_bwd
 
     def _tiles_bwd(self, w):
-        return _aligned_copy(np.concatenate([w[:, u0:u1].ravel()
-                                             for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])]))
+        return _concat_tiles([w[:, u0:u1] for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])])
 
     def gate_split_bwd(self, n_gate):
         """Backward tiles of W_hh with gate ``n_gate``'s rows zeroed, and with
