@@ -51,10 +51,8 @@ def _limit():
 
 
 def _size_class(nbytes):
-    """nbytes rounded up to one of eight steps per power of two."""
-    if nbytes <= _MIN_POOLED:
-        return nbytes
-    step = 1 << max(nbytes.bit_length() - 4, 0)
+    """nbytes (at least _MIN_POOLED) rounded up to one of eight steps per power of two."""
+    step = 1 << (nbytes.bit_length() - 4)
     return -(-nbytes // step) * step
 
 
