@@ -4,7 +4,8 @@ Same signatures and semantics as :mod:`rnnkernels.reference` (see
 docs/kernel-abi.md).  This module is the Python half of the layering: it
 validates arguments, sorts and packs variable-length batches, permutes the
 weights into the kernels' tile layout and allocates every buffer; the Cython
-modules (``_lstm``, ``_gru``, ``_rnn``) only compute.
+modules (``_lstm``, ``_gru``, ``_rnn``) only compute, and ``_layout`` only
+moves rows between the two layouts.
 
 Packing: sequences are sorted by length (longest first) and step ``s`` keeps
 only the ``counts[s]`` sequences still running, as PyTorch's PackedSequence
@@ -12,6 +13,7 @@ does, so work follows ``sum(lengths)`` rather than ``T * B``.  A reversed
 sequence is packed back to front, so the kernels always run forward in time.
 """
 import contextlib
+import functools
 import os
 import threading
 
@@ -20,6 +22,12 @@ import numpy as np
 from . import _config
 from ._memory import copy as _aligned_copy, empty as _aligned_empty, zeros as _aligned_zeros
 from ._memory import scratch as _scratch
+
+
+def _layout():
+    """The compiled row copies (imported on first use, like the kernels)."""
+    from . import _layout as layout
+    return layout
 
 _FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -147,25 +155,39 @@ class _Plan:
         if not self.identity:
             step = np.repeat(np.arange(S), self.counts)
             row = np.arange(N) - self.offsets[step]
-            self.batch_index = self.order[row]
-            self.time_index = sorted_len[row] - 1 - step if reverse else step
+            time_index = sorted_len[row] - 1 - step if reverse else step
+            # padded (t, b), flattened, that packed row p comes from
+            self.padded_of_packed = time_index * B + self.order[row]
             nxt = np.append(self.counts, 0)[step + 1]
             # where the state leaving packed row p is stored (see _lstm.pyx)
             self.out_index = np.where(row < nxt, self.offsets[np.minimum(step + 1, S)] + row, N + row)
 
+    def _scatter_index(self, values):
+        """(T * B,) index: ``values[p]`` at packed row p's padded position, -1 (zeros) elsewhere."""
+        index = np.full(self.T * self.B, -1, dtype=np.intp)
+        index[self.padded_of_packed] = values
+        return index
+
     def pack(self, a):
         """(T, B, F) -> (N, F) packed rows, C-contiguous."""
+        F = a.shape[2]
         if self.identity:
-            return np.ascontiguousarray(a.reshape(self.T * self.B, a.shape[2]))
-        return a[self.time_index, self.batch_index]
+            return np.ascontiguousarray(a.reshape(self.T * self.B, F))
+        out = _aligned_empty((self.N, F), a.dtype)
+        _layout().take_rows(np.ascontiguousarray(a).reshape(self.T * self.B, F),
+                            self.padded_of_packed, out, _config.get_num_threads())
+        return out
 
     def unpack(self, rows, F):
         """(N, F) packed rows -> (T, B, F), zero beyond each length."""
         if self.identity:
             return rows.reshape(self.T, self.B, F)
-        out = _aligned_zeros((self.T, self.B, F), rows.dtype)
-        out[self.time_index, self.batch_index] = rows
-        return out
+        return self._padded(rows, self._scatter_index(np.arange(self.N)), F)
+
+    def _padded(self, rows, index, F):
+        out = _aligned_empty((self.T * self.B, F), rows.dtype)
+        _layout().take_rows(rows, index, out, _config.get_num_threads())
+        return out.reshape(self.T, self.B, F)
 
     def state_buffer(self, init, H):
         """(N + B, H) state buffer with the initial states placed (see _lstm.pyx)."""
@@ -179,9 +201,7 @@ class _Plan:
         """y (T, B, H) from a state buffer written by the kernels."""
         if self.identity:
             return buf[self.B:].reshape(self.T, self.B, H)
-        y = _aligned_zeros((self.T, self.B, H), buf.dtype)
-        y[self.time_index, self.batch_index] = buf[self.out_index]
-        return y
+        return self._padded(buf, self._scatter_index(self.out_index), H)
 
     def final(self, buf):
         out = np.empty((self.B, buf.shape[1]), buf.dtype)
@@ -205,8 +225,18 @@ def _unit_tiles(H):
 
 
 def _gather_rows(w, rows):
-    """w[rows] into an aligned buffer, in one pass."""
-    return np.take(w, rows, axis=0, out=_aligned_empty((len(rows),) + w.shape[1:], w.dtype))
+    """w[rows] into an aligned buffer, one memcpy per row."""
+    out = _aligned_empty((len(rows), w.shape[1]), w.dtype)
+    _layout().take_rows(w, rows, out, 1)
+    return out
+
+
+def _transposed(w, out=None):
+    """w.T, C-ordered, into ``out`` or a new aligned buffer."""
+    if out is None:
+        out = _aligned_empty(w.shape[::-1], w.dtype)
+    out[...] = w.T
+    return out
 
 
 def _concat_tiles(tiles):
@@ -220,25 +250,32 @@ def _concat_tiles(tiles):
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _tile_permutation(H, gates, tiles):
+    """Gate columns in tile order (each tile's gates contiguous), and its inverse."""
+    colmap = np.array([c for u0, u1 in zip(tiles[:-1], tiles[1:])
+                       for g in range(gates) for c in range(g * H + u0, g * H + u1)], dtype=np.intp)
+    inverse = np.argsort(colmap)
+    colmap.flags.writeable = inverse.flags.writeable = False
+    return colmap, inverse
+
+
 class _Weights:
     """Weights permuted so that each tile's gates are contiguous columns."""
 
     def __init__(self, w_ih, w_hh, gates, tiles):
         H = w_hh.shape[1]
-        colmap = []
-        for u0, u1 in zip(tiles[:-1], tiles[1:]):
-            for g in range(gates):
-                colmap.extend(range(g * H + u0, g * H + u1))
-        self.colmap = np.array(colmap, dtype=np.intp)
+        self.colmap, self._inverse = _tile_permutation(H, gates, tuple(int(t) for t in tiles))
         self.tiles = tiles
         self.w_ih = _gather_rows(w_ih, self.colmap)      # (G*H, I) for dX
-        self.w_ih_t = _aligned_copy(self.w_ih.T)         # (I, G*H) for the input projection
+        self.w_ih_t = _transposed(self.w_ih)            # (I, G*H) for the input projection
         self.w_hh_p = w_hh_p = _gather_rows(w_hh, self.colmap)
-        # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T ; backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]
-        self.w_hh_fwd = _concat_tiles(
-            [w_hh_p[gates * u0: gates * u1].T for u0, u1 in zip(tiles[:-1], tiles[1:])])
+        # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T, the tiles one after the other
+        self.w_hh_fwd = _aligned_empty(w_hh_p.size, w_hh_p.dtype)
+        for u0, u1 in zip(tiles[:-1], tiles[1:]):
+            rows = w_hh_p[gates * u0: gates * u1]
+            _transposed(rows, self.w_hh_fwd[H * gates * u0: H * gates * u1].reshape(H, rows.shape[0]))
         self._w_hh_bwd = None
-        self._inverse = None
 
     @property
     def w_hh_bwd(self):
@@ -263,10 +300,10 @@ class _Weights:
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
 
     def unpermute(self, v):
-        # A gather (np.take) is about twice as fast as the scatter out[colmap] = v.
-        if self._inverse is None:
-            self._inverse = np.argsort(self.colmap)
-        return np.take(v, self._inverse, axis=0, out=_aligned_empty(v.shape, v.dtype))
+        """Rows of a (G*H, ...) gradient back in PyTorch's gate order."""
+        if v.ndim == 1:
+            return np.take(v, self._inverse)
+        return _gather_rows(v, self._inverse)
 
 
 class _Cache:
