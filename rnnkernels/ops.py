@@ -123,11 +123,17 @@ def _cache_for(cache, kind):
 
 
 def _grad(name, g, plan, dtype, H):
-    """Validate an output gradient (T, B, H) and pack it like the forward rows."""
+    """Validate an output gradient (T, B, H); return it as (T*B, H) rows and
+    the row of each packed row (empty when the rows are the packed ones), for
+    the kernels to read in place."""
     if g is None:
-        return None
-    g = _array(name, g, dtype, (plan.T, plan.B, H))
-    return plan.pack(g)
+        return np.empty((0, H), dtype), _NO_ROWS
+    g = _array(name, g, dtype, (plan.T, plan.B, H)).reshape(plan.T * plan.B, H)
+    return g, plan.rows
+
+
+_NO_ROWS = np.empty(0, dtype=np.intp)
+_NO_ROWS.flags.writeable = False
 
 
 # ------------------------------------------------------------------- packing
@@ -158,15 +164,23 @@ class _Plan:
             time_index = sorted_len[row] - 1 - step if reverse else step
             # padded (t, b), flattened, that packed row p comes from
             self.padded_of_packed = time_index * B + self.order[row]
-            nxt = np.append(self.counts, 0)[step + 1]
-            # where the state leaving packed row p is stored (see _lstm.pyx)
-            self.out_index = np.where(row < nxt, self.offsets[np.minimum(step + 1, S)] + row, N + row)
 
-    def _scatter_index(self, values):
-        """(T * B,) index: ``values[p]`` at packed row p's padded position, -1 (zeros) elsewhere."""
-        index = np.full(self.T * self.B, -1, dtype=np.intp)
-        index[self.padded_of_packed] = values
-        return index
+    @property
+    def rows(self):
+        """Row of the caller's (T*B, F) arrays for each packed row, or an empty
+        index when they are the same rows (the kernels' convention)."""
+        return _NO_ROWS if self.identity else self.padded_of_packed
+
+    def output_buffer(self, H, dtype):
+        """(T*B, H) outputs for the kernels to write in place, padding zeroed;
+        (0, H) when y is a view of the state buffer."""
+        if self.identity:
+            return np.empty((0, H), dtype)
+        y = _aligned_empty((self.T * self.B, H), dtype)
+        mask = np.ones(self.T * self.B, dtype=bool)
+        mask[self.padded_of_packed] = False
+        _layout().zero_rows(y, np.flatnonzero(mask), _config.get_num_threads())
+        return y
 
     def pack(self, a):
         """(T, B, F) -> (N, F) packed rows, C-contiguous."""
@@ -182,9 +196,8 @@ class _Plan:
         """(N, F) packed rows -> (T, B, F), zero beyond each length."""
         if self.identity:
             return rows.reshape(self.T, self.B, F)
-        return self._padded(rows, self._scatter_index(np.arange(self.N)), F)
-
-    def _padded(self, rows, index, F):
+        index = np.full(self.T * self.B, -1, dtype=np.intp)  # -1: a zero row
+        index[self.padded_of_packed] = np.arange(self.N)
         out = _aligned_empty((self.T * self.B, F), rows.dtype)
         _layout().take_rows(rows, index, out, _config.get_num_threads())
         return out.reshape(self.T, self.B, F)
@@ -197,11 +210,13 @@ class _Plan:
         buf[self.N + self.n_first:] = init[self.n_first:]
         return buf
 
-    def outputs(self, buf, H):
-        """y (T, B, H) from a state buffer written by the kernels."""
+    def outputs(self, buf, y):
+        """y (T, B, H): the kernels' output buffer, or with equal lengths a
+        view of their state buffer."""
+        H = buf.shape[1]
         if self.identity:
             return buf[self.B:].reshape(self.T, self.B, H)
-        return self._padded(buf, self._scatter_index(self.out_index), H)
+        return y.reshape(self.T, self.B, H)
 
     def final(self, buf):
         out = np.empty((self.B, buf.shape[1]), buf.dtype)
@@ -405,11 +420,9 @@ class _Prepared:
 def _backward_setup(cache, kind, dy, dh_n):
     cache = _cache_for(cache, kind)
     plan, H, dtype = cache.plan, cache.H, cache.dtype
-    dy_p = _grad("dy", dy, plan, dtype, H)
-    if dy_p is None:
-        dy_p = np.empty((0, H), dtype)
+    dy_rows = _grad("dy", dy, plan, dtype, H)
     dh = plan.to_sorted(_state("dh_n", dh_n, dtype, plan.B, H))
-    return cache, plan, dy_p, dh
+    return cache, plan, dy_rows, dh
 
 
 def _grads(cache, dxp, dh, dw_ih, dw_hh, db_ih, db_hh):
@@ -425,8 +438,8 @@ def _grads(cache, dxp, dh, dw_ih, dw_hh, db_ih, db_hh):
     }
 
 
-def _outputs(p, training, kind, **fields):
-    y = p.plan.outputs(p.hbuf, p.H)
+def _outputs(p, y, training, kind, **fields):
+    y = p.plan.outputs(p.hbuf, y)
     h_n = p.plan.final(p.hbuf)
     if not training:
         return y, h_n, None
@@ -448,13 +461,14 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     cbuf = p.plan.state_buffer(c0, p.H)
     # Inference keeps no gates: reuse the scratch buffer (no fresh pages).
     gates = (_aligned_empty if training else _scratch)((p.plan.N, 4 * p.H), p.dtype)
+    y = p.plan.output_buffer(p.H, p.dtype)
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
                           p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates,
-                          nthreads, step_threads)
+                          y, p.plan.rows, nthreads, step_threads)
     c_n = p.plan.final(cbuf)
-    y, h_n, cache = _outputs(p, training, "lstm", c=cbuf, gates=gates)
+    y, h_n, cache = _outputs(p, y, training, "lstm", c=cbuf, gates=gates)
     return y, h_n, c_n, cache
 
 
@@ -462,7 +476,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     """Gradients of an LSTM forward pass; returns a dict with keys
     x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
     from . import _lstm
-    cache, plan, dy_p, dh = _backward_setup(cache, "lstm", dy, dh_n)
+    cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "lstm", dy, dh_n)
     H, I, dtype = cache.H, cache.I, cache.dtype
     dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
     dgates = _scratch((plan.N, 4 * H), dtype)
@@ -473,7 +487,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     if plan.N:
         with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles, I)) as (nthreads, step_threads):
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
-                           cache.c, cache.gates, dy_p, plan.counts, plan.offsets,
+                           cache.c, cache.gates, dy, dy_rows, plan.counts, plan.offsets,
                            cache.weights.tiles, dh, dc, dgates, dxp, dw_ih, dw_hh, db, nthreads, step_threads)
     grads = _grads(cache, dxp, dh, dw_ih, dw_hh, db, db)
     grads["c0"] = plan.from_sorted(dc)
@@ -497,18 +511,20 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     relu = nonlinearity == "relu"
     pre = _scratch((p.plan.N, p.H), p.dtype)  # never kept: backward reads h
+    y = p.plan.output_buffer(p.H, p.dtype)
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _rnn.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
-                         p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, relu, nthreads, step_threads)
-    return _outputs(p, training, "rnn", relu=relu)
+                         p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, y, p.plan.rows,
+                         relu, nthreads, step_threads)
+    return _outputs(p, y, training, "rnn", relu=relu)
 
 
 def rnn_backward(cache, dy, dh_n=None):
     """Gradients of an RNN forward pass; returns a dict with keys
     x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
     from . import _rnn
-    cache, plan, dy_p, dh = _backward_setup(cache, "rnn", dy, dh_n)
+    cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "rnn", dy, dh_n)
     H, I, dtype = cache.H, cache.I, cache.dtype
     dpre = _scratch((plan.N, H), dtype)
     dxp = _aligned_empty((plan.N, I), dtype)
@@ -517,7 +533,7 @@ def rnn_backward(cache, dy, dh_n=None):
     db = np.zeros(H, dtype)
     if plan.N:
         with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles, I)) as (nthreads, step_threads):
-            _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy_p,
+            _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy, dy_rows,
                           plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dxp,
                           dw_ih, dw_hh, db, cache.relu, nthreads, step_threads)
     return _grads(cache, dxp, dh, dw_ih, dw_hh, db, db)
@@ -546,19 +562,20 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     gates = _aligned_empty((N, 3 * H), p.dtype)
     aux = _aligned_empty((N, H), p.dtype)
     gh = _aligned_empty((p.B, 3 * H), p.dtype)
+    y = p.plan.output_buffer(H, p.dtype)
     if N:
         with _kernel_threads(_threads_for(p.plan, 3, p.H, p.tiles, p.I)) as (nthreads, step_threads):
             _gru.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
-                         bool(reset_after), nthreads, step_threads)
-    return _outputs(p, training, "gru", gates=gates, aux=aux, reset_after=bool(reset_after))
+                         y, p.plan.rows, bool(reset_after), nthreads, step_threads)
+    return _outputs(p, y, training, "gru", gates=gates, aux=aux, reset_after=bool(reset_after))
 
 
 def gru_backward(cache, dy, dh_n=None):
     """Gradients of a GRU forward pass; returns a dict with keys
     x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
     from . import _gru
-    cache, plan, dy_p, dh = _backward_setup(cache, "gru", dy, dh_n)
+    cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "gru", dy, dh_n)
     H, I, dtype, N, w = cache.H, cache.I, cache.dtype, plan.N, cache.weights
     reset_after = cache.reset_after
     G3 = 3 * H
@@ -581,7 +598,7 @@ def gru_backward(cache, dy, dh_n=None):
     if N:
         with _kernel_threads(_threads_for(plan, 3, H, w.tiles, I)) as (nthreads, step_threads):
             _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
-                          cache.aux, dy_p, plan.counts, plan.offsets, w.tiles, dh,
+                          cache.aux, dy, dy_rows, plan.counts, plan.offsets, w.tiles, dh,
                           _aligned_empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
                           dxp, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after, nthreads, step_threads)
     if not reset_after:

@@ -9,7 +9,9 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from _blas cimport gemm, pack_b, packed_gemm, packed_size
+from _cells cimport prefetch_rows
 
 # Rows per piece of a row-split GEMM (input projection, dX): large enough for
 # OpenBLAS's blocked kernels, small enough to spread over 16 cores at T*B=6400.
@@ -66,14 +68,67 @@ cdef inline void gemm_weight_grad(int nthreads, int m, int n, int k,
         gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
 
 
-cdef inline void add_rows(Py_ssize_t rows, Py_ssize_t cols,
-                          const floating* a, Py_ssize_t lda,   # IN  (rows x cols)
-                          floating* out, Py_ssize_t ldo) noexcept nogil:  # IN/OUT
-    """out += a, row by row (adds dL/dy to the recurrent gradient)."""
+cdef inline const Py_ssize_t* checked_rows(const Py_ssize_t[::1] rows, Py_ssize_t n_packed,
+                                          Py_ssize_t n_rows, str name) except *:
+    """``rows`` (one row of an (n_rows, H) caller array per packed row) as a
+    pointer after checking every index, or NULL for an empty ``rows`` (the
+    array is packed itself and must have n_packed rows)."""
+    cdef Py_ssize_t p
+    if rows.shape[0] == 0:
+        if n_rows != n_packed:
+            raise ValueError(f"{name}: expected {n_packed} packed rows, got {n_rows}")
+        return NULL
+    if rows.shape[0] != n_packed:
+        raise ValueError(f"{name}_rows: expected {n_packed} row indices, got {rows.shape[0]}")
+    for p in range(n_packed):
+        if rows[p] < 0 or rows[p] >= n_rows:
+            raise ValueError(f"{name}_rows: index {rows[p]} out of range for {n_rows} rows")
+    return &rows[0]
+
+
+cdef inline const floating* dy_row(const floating* dy, const Py_ssize_t* dy_rows,
+                                  Py_ssize_t p, Py_ssize_t ldy) noexcept nogil:
+    """Row of dL/dy for packed row p: dy is the caller's (T*B, H) array, read
+    through dy_rows (its row for each packed row), or already packed (NULL)."""
+    return dy + (dy_rows[p] if dy_rows != NULL else p) * ldy
+
+
+cdef inline void add_dy_rows(Py_ssize_t rows, Py_ssize_t cols,
+                             const floating* dy, const Py_ssize_t* dy_rows,  # IN  see dy_row
+                             Py_ssize_t first, Py_ssize_t ldy,
+                             floating* out, Py_ssize_t ldo) noexcept nogil:  # IN/OUT
+    """out[i] += dL/dy of packed row first + i, i < rows (adds dL/dy to the
+    recurrent gradient).  Reading the caller's array in place spares the
+    backward pass a packed copy of dy: a full pass over (N, H) values."""
     cdef Py_ssize_t i, j
+    cdef const floating* a
     for i in range(rows):
+        a = dy_row(dy, dy_rows, first + i, ldy)
         for j in range(cols):
-            out[i * ldo + j] += a[i * lda + j]
+            out[i * ldo + j] += a[j]
+
+
+cdef inline void prefetch_dy_rows(const floating* dy, const Py_ssize_t* dy_rows,
+                                  Py_ssize_t first, Py_ssize_t rows, Py_ssize_t ldy,
+                                  Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t i
+    if dy_rows == NULL:
+        prefetch_rows(dy + first * ldy, rows, ldy, cols, False)
+    else:
+        for i in range(rows):
+            prefetch_rows(dy + dy_rows[first + i] * ldy, 1, ldy, cols, False)
+
+
+cdef inline void store_y_row(Py_ssize_t col, Py_ssize_t cols, const floating* h,
+                             floating* y, const Py_ssize_t* y_rows, Py_ssize_t p,
+                             Py_ssize_t ldy) noexcept nogil:
+    """Copy the state just computed for packed row p (columns col .. col+cols)
+    to its row of the caller's
+    (T*B, H) output, while it is in L1 (variable-length batches only: with
+    equal lengths y is a view of the state buffer).  A separate scatter after
+    the loop read every state back from memory."""
+    if y != NULL:
+        memcpy(y + y_rows[p] * ldy + col, h, cols * sizeof(floating))
 
 
 cdef inline void sum_rows(Py_ssize_t rows, Py_ssize_t cols,

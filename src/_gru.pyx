@@ -26,11 +26,12 @@ from cython.parallel cimport parallel, prange
 from _blas cimport step_gemm
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
-from _common cimport add_rows, gemm_rows, gemm_weight_grad, merged_backward, sum_rows
+from _common cimport (add_dy_rows, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
+                     prefetch_dy_rows, store_y_row, sum_rows)
 
 
 cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* h,
-                        const floating* w_tile, const floating* bias, const floating* b_hn,
+                        floating* y, const Py_ssize_t* y_rows, const floating* w_tile, const floating* bias, const floating* b_hn,
                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
@@ -44,6 +45,7 @@ cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* 
         dst = off_next + j if j < n_next else N + j
         gru_fwd(ub, gates + (off + j) * G3 + 3 * u0, gh + j * G3 + 3 * u0, bias + 3 * u0,
                 b_hn + u0, h + (off + j) * H + u0, aux + (off + j) * H + u0, h + dst * H + u0)
+        store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
 cdef void _forward_tile_rz(floating* gates, floating* rh, const floating* h,
@@ -59,7 +61,7 @@ cdef void _forward_tile_rz(floating* gates, floating* rh, const floating* h,
 
 
 cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
-                          const floating* w_tile, const floating* bias,
+                          floating* y, const Py_ssize_t* y_rows, const floating* w_tile, const floating* bias,
                           Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
                           Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
                           Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
@@ -72,6 +74,7 @@ cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
         dst = off_next + j if j < n_next else N + j
         gru_rb_fwd2(ub, gates + (off + j) * G3 + 3 * u0, bias + 3 * u0,
                     h + (off + j) * H + u0, h + dst * H + u0)
+        store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
@@ -86,6 +89,8 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] gates,              # OUT (N, 3H) r, z, n
             floating[:, ::1] aux,                # OUT (N, H) W_hn h + b_hn (reset_after) or r*h
             floating[:, ::1] gh,                 # scratch (B, 3H)
+            floating[:, ::1] y,                  # OUT (T*B, H) or (0, H), as in _lstm.forward
+            const Py_ssize_t[::1] y_rows,        # IN  (N,) or (0,)
             bint reset_after, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -99,6 +104,8 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* bp = &bias[0]
     cdef const floating* bhp = &b_hn[0]
+    cdef floating* yp = &y[0, 0] if y.shape[0] else NULL
+    cdef const Py_ssize_t* yrp = checked_rows(y_rows, N, y.shape[0], "y") if y.shape[0] else NULL
     with nogil:
         gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I,
                   &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H))
@@ -106,7 +113,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             for s in range(S):
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
-                        _forward_tile(gp, ap, ghp, hp, wp + H * 3 * tiles[k], bp, bhp,
+                        _forward_tile(gp, ap, ghp, hp, yp, yrp, wp + H * 3 * tiles[k], bp, bhp,
                                       counts[s], counts[s + 1] if s + 1 < S else 0,
                                       offsets[s], offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 else:
@@ -115,7 +122,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
                                          offsets[s], H, tiles[k], tiles[k + 1])
                     rk_barrier()
                     for k in prange(ntiles, schedule='static'):
-                        _forward_tile_n(gp, ap, hp, wp + H * 3 * tiles[k], bp, counts[s],
+                        _forward_tile_n(gp, ap, hp, yp, yrp, wp + H * 3 * tiles[k], bp, counts[s],
                                         counts[s + 1] if s + 1 < S else 0, offsets[s],
                                         offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
@@ -124,7 +131,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
 cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, floating* dh,
                          floating* db_ih, floating* db_hh,
                          const floating* gates, const floating* aux, const floating* h,
-                         const floating* dy, const floating* w_tile,
+                         const floating* dy, const Py_ssize_t* dy_rows, const floating* w_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
                          Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t H,
                          Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
@@ -137,10 +144,10 @@ cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, float
     prefetch_rows(dgx + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, True)
     prefetch_rows(aux + off_prev * H + u0, n_prev, H, ub, False)
     if dy != NULL:
-        prefetch_rows(dy + off_prev * H + u0, n_prev, H, ub, False)
+        prefetch_dy_rows(dy + u0, dy_rows, off_prev, n_prev, H, ub)
     step_gemm(n_next, ub, G3, dgh_next, G3, w_tile, ub, dh + u0, H, True)
     if dy != NULL:
-        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+        add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
         gru_bwd(ub, gates + (off + j) * G3 + 3 * u0, aux + (off + j) * H + u0,
                 h + (off + j) * H + u0, dh + j * H + u0, dgx + (off + j) * G3 + 3 * u0,
@@ -150,7 +157,8 @@ cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, float
 
 
 cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
-                            const floating* h, const floating* dy, const floating* w_rz_tile,
+                            const floating* h, const floating* dy, const Py_ssize_t* dy_rows,
+                            const floating* w_rz_tile,
                             Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
                             Py_ssize_t off_next, Py_ssize_t H,
                             Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
@@ -158,7 +166,7 @@ cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
     step_gemm(n_next, ub, G3, dg + off_next * G3, G3, w_rz_tile, ub, dh + u0, H, True)
     if dy != NULL:
-        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+        add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
         gru_rb_bwd1(ub, gates + (off + j) * G3 + 3 * u0, h + (off + j) * H + u0,
                     dh + j * H + u0, dg + (off + j) * G3 + 3 * u0)
@@ -198,7 +206,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
              const floating[:, ::1] gates,       # IN  (N, 3H) r, z, n
              const floating[:, ::1] aux,         # IN  (N, H) from forward
-             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy, or (0, H) for none
+             const floating[:, ::1] dy,          # IN  (R, H) dL/dy, or (0, H) for none
+             const Py_ssize_t[::1] dy_rows,      # IN  (N,) row of dy for each packed row, or (0,): packed
              const Py_ssize_t[::1] counts,       # IN  (S,)
              const Py_ssize_t[::1] offsets,      # IN  (S+1,)
              const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
@@ -226,6 +235,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* wnp = &w_hn_tiles[0] if not reset_after else NULL
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
+    cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
     cdef const floating* gp = &gates[0, 0]
     cdef const floating* ap = &aux[0, 0]
     cdef const floating* hp = &h[0, 0]
@@ -235,13 +245,13 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
                         _backward_tile(dgxp, dghp + ((s + 1) % 2) * B * G3, dghp + (s % 2) * B * G3,
-                                       dhp, &db_ih[0], &db_hh[0], gp, ap, hp, dyp, wp + G3 * tiles[k],
+                                       dhp, &db_ih[0], &db_hh[0], gp, ap, hp, dyp, dyrp, wp + G3 * tiles[k],
                                        counts[s], counts[s + 1] if s + 1 < S else 0,
                                        counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
                                        offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
                 else:
                     for k in prange(ntiles, schedule='static'):
-                        _backward_tile_zn(dgxp, dhp, gp, hp, dyp, wp + G3 * tiles[k],
+                        _backward_tile_zn(dgxp, dhp, gp, hp, dyp, dyrp, wp + G3 * tiles[k],
                                           counts[s], counts[s + 1] if s + 1 < S else 0,
                                           offsets[s], offsets[s + 1], H, tiles[k], tiles[k + 1])
                     rk_barrier()

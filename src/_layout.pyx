@@ -41,3 +41,22 @@ def take_rows(const floating[:, ::1] src,      # IN  (R, F)
                 memcpy(op + i * F, sp + r * F, row_bytes)
             else:
                 memset(op + i * F, 0, row_bytes)
+
+
+def zero_rows(floating[:, ::1] out,              # IN/OUT (M, F)
+              const Py_ssize_t[::1] rows,        # IN  rows of out to set to zero
+              int nthreads):
+    """out[rows] = 0 (the padding of outputs that the kernels write in place)."""
+    cdef Py_ssize_t M = out.shape[0], F = out.shape[1], n = rows.shape[0], i
+    for i in range(n):
+        if rows[i] < 0 or rows[i] >= M:
+            raise ValueError(f"rows: row {rows[i]} is out of range for {M} rows")
+    if n == 0 or F == 0:
+        return
+    cdef size_t row_bytes = F * sizeof(floating)
+    cdef int threads = nthreads if n * row_bytes >= PARALLEL_BYTES else 1
+    cdef floating* op = &out[0, 0]
+    cdef const Py_ssize_t* rp = &rows[0]
+    with nogil:
+        for i in prange(n, num_threads=threads, schedule='static'):
+            memset(op + rp[i] * F, 0, row_bytes)

@@ -26,10 +26,12 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
-from _common cimport add_rows, gemm_rows, merged_backward, sum_rows
+from _common cimport (add_dy_rows, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
+                     store_y_row, sum_rows)
 
 
 cdef void _forward_tile(floating* gates, floating* h, floating* c,
+                        floating* y, const Py_ssize_t* y_rows,
                         const floating* w_hh_tile, const floating* bias,
                         Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t off,
                         Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
@@ -43,6 +45,7 @@ cdef void _forward_tile(floating* gates, floating* h, floating* c,
         dst = off_next + j if j < n_next else N + j
         lstm_fwd(ub, gates + (off + j) * G4 + 4 * u0, bias + 4 * u0,
                  c + (off + j) * H + u0, c + dst * H + u0, h + dst * H + u0)
+        store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
@@ -55,6 +58,9 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
             floating[:, ::1] c,                  # IN/OUT (N+B, H)
             floating[:, ::1] gates,              # OUT (N, 4H) activated gates
+            floating[:, ::1] y,                  # OUT (T*B, H) outputs, padding rows zeroed by the
+                                                 #     caller; (0, H): y is a view of h (equal lengths)
+            const Py_ssize_t[::1] y_rows,        # IN  (N,) row of y for each packed row, or (0,)
             int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -66,13 +72,15 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     cdef floating* cp = &c[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* bp = &bias[0]
+    cdef floating* yp = &y[0, 0] if y.shape[0] else NULL
+    cdef const Py_ssize_t* yrp = checked_rows(y_rows, N, y.shape[0], "y") if y.shape[0] else NULL
     with nogil:
         gemm_rows(nthreads, <int>N, <int>(4 * H), <int>I, &x[0, 0], <int>I,
                   &w_ih_t[0, 0], <int>(4 * H), gp, <int>(4 * H))
         with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
-                    _forward_tile(gp, hp, cp, wp + H * 4 * tiles[k], bp, counts[s],
+                    _forward_tile(gp, hp, cp, yp, yrp, wp + H * 4 * tiles[k], bp, counts[s],
                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
@@ -80,7 +88,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
 
 cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating* db,
                          const floating* gates, const floating* c,
-                         const floating* dy, const floating* w_hh_tile,
+                         const floating* dy, const Py_ssize_t* dy_rows, const floating* w_hh_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
                          Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t N, Py_ssize_t H,
                          Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
@@ -90,13 +98,13 @@ cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating*
     prefetch_rows(dgates + off_prev * G4 + 4 * u0, n_prev, G4, 4 * ub, True)
     prefetch_rows(c + off_prev * H + u0, n_prev, H, ub, False)
     if dy != NULL:
-        prefetch_rows(dy + off_prev * H + u0, n_prev, H, ub, False)
+        prefetch_dy_rows(dy + u0, dy_rows, off_prev, n_prev, H, ub)
     # Gradient arriving through the recurrence from step s+1, for the rows
     # that go on: dh[0:n_next, u0:u1] = dgates[s+1] @ W_hh[:, u0:u1].  Rows
     # that end at step s keep dh_n, placed in dh before the loop.
     step_gemm(n_next, ub, G4, dgates + off_next * G4, G4, w_hh_tile, ub, dh + u0, H, False)
     if dy != NULL:
-        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+        add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         lstm_bwd(ub, gates + (off + j) * G4 + 4 * u0, dgates + (off + j) * G4 + 4 * u0,
@@ -110,7 +118,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
              const floating[:, ::1] c,           # IN  (N+B, H)
              const floating[:, ::1] gates,       # IN  (N, 4H) activated gates
-             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy, or (0, H) for none
+             const floating[:, ::1] dy,          # IN  (R, H) dL/dy, or (0, H) for none
+             const Py_ssize_t[::1] dy_rows,      # IN  (N,) row of dy for each packed row, or (0,): packed
              const Py_ssize_t[::1] counts,       # IN  (S,)
              const Py_ssize_t[::1] offsets,      # IN  (S+1,)
              const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
@@ -132,11 +141,12 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef floating* dcp = &dc[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
+    cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
     with nogil:
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
-                    _backward_tile(dgp, dhp, dcp, &db[0], &gates[0, 0], &c[0, 0], dyp,
+                    _backward_tile(dgp, dhp, dcp, &db[0], &gates[0, 0], &c[0, 0], dyp, dyrp,
                                    wp + G4 * tiles[k], counts[s],
                                    counts[s + 1] if s + 1 < S else 0,
                                    counts[s - 1] if s > 0 else 0, offsets[s],

@@ -10,10 +10,12 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport step_gemm
 from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
-from _common cimport add_rows, gemm_rows, merged_backward, sum_rows
+from _common cimport (add_dy_rows, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
+                     store_y_row, sum_rows)
 
 
-cdef void _forward_tile(floating* pre, floating* h, const floating* w_hh_tile,
+cdef void _forward_tile(floating* pre, floating* h, floating* y, const Py_ssize_t* y_rows,
+                        const floating* w_hh_tile,
                         const floating* bias, Py_ssize_t n, Py_ssize_t n_next,
                         Py_ssize_t off, Py_ssize_t off_next, Py_ssize_t N, Py_ssize_t H,
                         Py_ssize_t u0, Py_ssize_t u1, int relu) noexcept nogil:
@@ -24,6 +26,7 @@ cdef void _forward_tile(floating* pre, floating* h, const floating* w_hh_tile,
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         rnn_fwd(ub, pre + (off + j) * H + u0, bias + u0, h + dst * H + u0, relu)
+        store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
@@ -35,6 +38,8 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             const Py_ssize_t[::1] tiles,         # IN  (ntiles+1,) hidden-unit tile bounds
             floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
             floating[:, ::1] pre,                # OUT (N, H) scratch pre-activations
+            floating[:, ::1] y,                  # OUT (T*B, H) or (0, H), as in _lstm.forward
+            const Py_ssize_t[::1] y_rows,        # IN  (N,) or (0,)
             bint relu, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = pre.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -45,20 +50,22 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     cdef floating* hp = &h[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* bp = &bias[0]
+    cdef floating* yp = &y[0, 0] if y.shape[0] else NULL
+    cdef const Py_ssize_t* yrp = checked_rows(y_rows, N, y.shape[0], "y") if y.shape[0] else NULL
     with nogil:
         gemm_rows(nthreads, <int>N, <int>H, <int>I, &x[0, 0], <int>I, &w_ih_t[0, 0], <int>H,
                   pp, <int>H)
         with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
-                    _forward_tile(pp, hp, wp + H * tiles[k], bp, counts[s],
+                    _forward_tile(pp, hp, yp, yrp, wp + H * tiles[k], bp, counts[s],
                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1], relu)
                 rk_barrier()
 
 
 cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const floating* h,
-                         const floating* dy, const floating* w_hh_tile,
+                         const floating* dy, const Py_ssize_t* dy_rows, const floating* w_hh_tile,
                          Py_ssize_t n, Py_ssize_t n_next, Py_ssize_t n_prev, Py_ssize_t off,
                          Py_ssize_t off_next, Py_ssize_t off_prev, Py_ssize_t N, Py_ssize_t H,
                          Py_ssize_t u0, Py_ssize_t u1, int relu) noexcept nogil:
@@ -66,11 +73,11 @@ cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const float
     # What the tile reads and writes at the previous step (the next one here).
     prefetch_rows(dpre + off_prev * H + u0, n_prev, H, ub, True)
     if dy != NULL:
-        prefetch_rows(dy + off_prev * H + u0, n_prev, H, ub, False)
+        prefetch_dy_rows(dy + u0, dy_rows, off_prev, n_prev, H, ub)
     # dh[0:n_next, u0:u1] = dpre[s+1] @ W_hh[:, u0:u1]; rows ending at s keep dh_n.
     step_gemm(n_next, ub, H, dpre + off_next * H, H, w_hh_tile, ub, dh + u0, H, False)
     if dy != NULL:
-        add_rows(n, ub, dy + off * H + u0, H, dh + u0, H)
+        add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         rnn_bwd(ub, h + dst * H + u0, dh + j * H + u0, dpre + (off + j) * H + u0, relu)
@@ -81,7 +88,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] w_ih,        # IN  (H, I)
              const floating[::1] w_hh_tiles,     # IN  tile k: (H, ub_k) = W_hh[:, u0:u1] at H*u0
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
-             const floating[:, ::1] dy,          # IN  (N, H) packed dL/dy, or (0, H) for none
+             const floating[:, ::1] dy,          # IN  (R, H) dL/dy, or (0, H) for none
+             const Py_ssize_t[::1] dy_rows,      # IN  (N,) row of dy for each packed row, or (0,): packed
              const Py_ssize_t[::1] counts,       # IN  (S,)
              const Py_ssize_t[::1] offsets,      # IN  (S+1,)
              const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
@@ -101,11 +109,12 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef floating* dhp = &dh[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
+    cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
     with nogil:
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
-                    _backward_tile(dpp, dhp, &db[0], &h[0, 0], dyp, wp + H * tiles[k], counts[s],
+                    _backward_tile(dpp, dhp, &db[0], &h[0, 0], dyp, dyrp, wp + H * tiles[k], counts[s],
                                    counts[s + 1] if s + 1 < S else 0,
                                    counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
                                    offsets[s - 1] if s > 0 else 0, N, H, tiles[k], tiles[k + 1], relu)
