@@ -281,6 +281,7 @@ class _Weights:
     def __init__(self, w_ih, w_hh, gates, tiles):
         H = w_hh.shape[1]
         self.colmap, self._inverse = _tile_permutation(H, gates, tuple(int(t) for t in tiles))
+        self.identity = bool(np.array_equal(self.colmap, np.arange(gates * H)))
         self.tiles = tiles
         self.w_ih = _gather_rows(w_ih, self.colmap)      # (G*H, I) for dX
         self.w_ih_t = _transposed(self.w_ih)            # (I, G*H) for the input projection
@@ -315,9 +316,12 @@ class _Weights:
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
 
     def unpermute(self, v):
-        """Rows of a (G*H, ...) gradient back in PyTorch's gate order."""
+        """Rows of a (G*H, ...) gradient back in PyTorch's gate order (a new
+        array: LSTM passes one bias gradient for both biases)."""
         if v.ndim == 1:
             return np.take(v, self._inverse)
+        if self.identity:  # one gate, or one tile: v is fresh and already in order
+            return v
         return _gather_rows(v, self._inverse)
 
 
