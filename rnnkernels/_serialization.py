@@ -121,8 +121,11 @@ def model_header(model, fmt, include_optimizer):
 
 def model_arrays(model, include_optimizer):
     arrays = {f"weights/{i}": layer.get_weights() for i, layer in enumerate(model.layers)}
-    states = [s for layer in model.layers for s in (getattr(layer, "states", None) or [])]
-    arrays["states"] = states
+    # Keyed by layer: a stateful layer that never ran has no states, and a flat
+    # list would hand the next layer's states to it.
+    for i, layer in enumerate(model.layers):
+        if getattr(layer, "states", None):
+            arrays[f"states/{i}"] = list(layer.states)
     if include_optimizer and model.optimizer is not None:
         arrays["optimizer"] = model.optimizer.get_state()[1]
     return arrays
@@ -179,12 +182,15 @@ def load_model(path):
         _check_layer_weights(model.layers, arrays, path)
         for i, layer in enumerate(model.layers):
             layer.set_weights(arrays[f"weights/{i}"])
-        states = list(arrays.get("states", []))
-        for layer in model.layers:
-            if getattr(layer, "stateful", False) and states:
-                k = layer.n_states
-                layer.reset_states(states[:k])
-                states = states[k:]
+        legacy = list(arrays.get("states", []))  # one flat list, before per-layer groups
+        for i, layer in enumerate(model.layers):
+            if not getattr(layer, "stateful", False):
+                continue
+            if f"states/{i}" in arrays:
+                layer.reset_states(arrays[f"states/{i}"])
+            elif legacy:
+                layer.reset_states(legacy[:layer.n_states])
+                legacy = legacy[layer.n_states:]
         compiled = header.get("compile")
         training = header.get("training", {})
         if compiled:

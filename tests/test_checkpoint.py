@@ -107,3 +107,37 @@ def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
         model.save(path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.rnk"]
+
+
+def test_saved_states_stay_with_their_layer(tmp_path):
+    """A stateful layer without states (reset, or never run) must not receive
+    the next layer's states on load."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    model = Sequential([LSTM(4, batch_size=2, input_shape=(None, 3), stateful=True, return_sequences=True),
+                        GRU(6, stateful=True), Dense(1)], seed=0)
+    model.compile("sgd", "mse")
+    model.predict(x, batch_size=2)
+    model.layers[0].reset_states()
+    assert model.layers[0].states is None and model.layers[1].states is not None
+    model.save(tmp_path / "m.rnk")
+    loaded = load_model(tmp_path / "m.rnk")
+    assert loaded.layers[0].states is None
+    np.testing.assert_array_equal(loaded.layers[1].states[0], model.layers[1].states[0])
+    np.testing.assert_allclose(loaded.predict(x, batch_size=2), model.predict(x, batch_size=2), rtol=1e-6)
+
+
+def test_loads_states_saved_as_one_flat_list(tmp_path):
+    """Files written before states were grouped per layer still load."""
+    from rnnkernels import _serialization
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype("float32")
+    model = Sequential([LSTM(4, batch_size=2, input_shape=(None, 3), stateful=True), Dense(1)], seed=0)
+    model.compile("sgd", "mse")
+    model.predict(x, batch_size=2)
+    arrays = {f"weights/{i}": layer.get_weights() for i, layer in enumerate(model.layers)}
+    arrays["states"] = list(model.layers[0].states)
+    _serialization.write_archive(tmp_path / "old.rnk", _serialization.model_header(model, "rnnkernels.model", False),
+                                 arrays)
+    loaded = load_model(tmp_path / "old.rnk")
+    for got, want in zip(loaded.layers[0].states, model.layers[0].states):
+        np.testing.assert_array_equal(got, want)
