@@ -37,6 +37,8 @@ def write_archive(path, header, arrays):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"path: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"path: {path!r} is a directory; expected a file name")
     header = dict(header, format_version=FORMAT_VERSION,
                   arrays={group: len(items) for group, items in arrays.items()})
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")

@@ -608,3 +608,7 @@ def confusion_figure(confusion, label_names, path, title):
     fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m rnnkernels.cli
+    sys.exit(main())

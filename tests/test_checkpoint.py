@@ -141,3 +141,10 @@ def test_loads_states_saved_as_one_flat_list(tmp_path):
     loaded = load_model(tmp_path / "old.rnk")
     for got, want in zip(loaded.layers[0].states, model.layers[0].states):
         np.testing.assert_array_equal(got, want)
+
+
+def test_saving_onto_a_directory_names_it(tmp_path):
+    model = Sequential([Dense(2, input_shape=(3,))])
+    with pytest.raises(ValueError, match="is a directory; expected a file name"):
+        model.save(tmp_path)
+    assert os.listdir(tmp_path) == []  # no temporary file left behind

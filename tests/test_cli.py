@@ -110,6 +110,9 @@ def test_version_and_module_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rnnkernels", "train", "--epochs", "x"],
                          capture_output=True, text=True, cwd=tmp_path, env=ENV)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run([sys.executable, "-m", "rnnkernels.cli", "--version"], capture_output=True,
+                         text=True, cwd=tmp_path, env=ENV)
+    assert out.returncode == 0 and out.stdout.strip() == f"rnnkernels {__version__}"
 
 
 def test_bench_forwards_its_arguments(capsys, monkeypatch):
