@@ -246,22 +246,24 @@ def _gather_rows(w, rows):
     return out
 
 
-def _transposed(w, out=None):
-    """w.T, C-ordered, into ``out`` or a new aligned buffer."""
-    if out is None:
-        out = _aligned_empty(w.shape[::-1], w.dtype)
+def _transposed(w):
+    """w.T, C-ordered, in a new aligned buffer."""
+    out = _aligned_empty(w.shape[::-1], w.dtype)
     out[...] = w.T
     return out
 
 
-def _concat_tiles(tiles):
-    """The 2-D ``tiles`` one after the other, each C-ordered, in one aligned
-    buffer: every value is copied once (ravel + concatenate + copy did it three times)."""
-    out = _aligned_empty(sum(t.size for t in tiles), tiles[0].dtype)
+def _pack_tiles(blocks):
+    """The 2-D ``blocks`` (any strides) one after the other, each in the GEMM
+    kernel's packed panel layout (see _smallgemm.h); the kernels find block k
+    with ``tile_start`` (_common.pxd), which adds up the same sizes."""
+    layout, dtype = _layout(), blocks[0].dtype
+    sizes = [layout.panel_values(dtype.name, *b.shape) for b in blocks]
+    out = _aligned_empty(sum(sizes), dtype)
     start = 0
-    for t in tiles:
-        out[start:start + t.size].reshape(t.shape)[...] = t
-        start += t.size
+    for b, size in zip(blocks, sizes):
+        layout.pack_panels(b, out[start:start + size])
+        start += size
     return out
 
 
@@ -286,11 +288,16 @@ class _Weights:
         self.w_ih = _gather_rows(w_ih, self.colmap)      # (G*H, I) for dX
         self.w_ih_t = _transposed(self.w_ih)            # (I, G*H) for the input projection
         self.w_hh_p = w_hh_p = _gather_rows(w_hh, self.colmap)
-        # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T, the tiles one after the other
-        self.w_hh_fwd = _aligned_empty(w_hh_p.size, w_hh_p.dtype)
+        # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T; a GRU's in two
+        # blocks, r z then n (its n product may run apart, see _gru.pyx)
+        split = [2, 1] if gates == 3 else [gates]
+        blocks = []
         for u0, u1 in zip(tiles[:-1], tiles[1:]):
-            rows = w_hh_p[gates * u0: gates * u1]
-            _transposed(rows, self.w_hh_fwd[H * gates * u0: H * gates * u1].reshape(H, rows.shape[0]))
+            row = gates * u0
+            for part in split:
+                blocks.append(w_hh_p[row: row + part * (u1 - u0)].T)
+                row += part * (u1 - u0)
+        self.w_hh_fwd = _pack_tiles(blocks)
         self._w_hh_bwd = None
 
     @property
@@ -303,7 +310,7 @@ class _Weights:
         return self._w_hh_bwd
 
     def _tiles_bwd(self, w):
-        return _concat_tiles([w[:, u0:u1] for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])])
+        return _pack_tiles([w[:, u0:u1] for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])])
 
     def gate_split_bwd(self, n_gate):
         """Backward tiles of W_hh with gate ``n_gate``'s rows zeroed, and with

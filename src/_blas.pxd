@@ -40,24 +40,17 @@ cdef inline void _scale(int m, int n, floating beta, floating* c, int ldc) noexc
 
 
 cdef extern from "_smallgemm.h" nogil:
-    void rk_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a, Py_ssize_t lda,
-                        const float* b, Py_ssize_t ldb, float* c, Py_ssize_t ldc, int accumulate)
-    void rk_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a, Py_ssize_t lda,
-                        const double* b, Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
-
-
-cdef extern from "_smallgemm.h" nogil:
     Py_ssize_t rk_small_sgemm_packed_size(Py_ssize_t k, Py_ssize_t n)
     Py_ssize_t rk_small_dgemm_packed_size(Py_ssize_t k, Py_ssize_t n)
     void rk_small_sgemm_pack_b(Py_ssize_t k, Py_ssize_t n, const float* b, Py_ssize_t ldb, float* out)
     void rk_small_dgemm_pack_b(Py_ssize_t k, Py_ssize_t n, const double* b, Py_ssize_t ldb, double* out)
     void rk_small_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a, Py_ssize_t lda,
-                               const float* bp, float* c, Py_ssize_t ldc)
+                               const float* bp, float* c, Py_ssize_t ldc, int accumulate)
     void rk_small_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a, Py_ssize_t lda,
-                               const double* bp, double* c, Py_ssize_t ldc)
+                               const double* bp, double* c, Py_ssize_t ldc, int accumulate)
 
 
-cdef inline Py_ssize_t packed_size(floating* like, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+cdef inline Py_ssize_t packed_size(const floating* like, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     """Values in B (k x n) packed for packed_gemm (``like`` only selects the type)."""
     if floating is float:
         return rk_small_sgemm_packed_size(k, n)
@@ -77,25 +70,14 @@ cdef inline void pack_b(Py_ssize_t k, Py_ssize_t n,
 cdef inline void packed_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                              const floating* a, Py_ssize_t lda,   # IN  (m x k)
                              const floating* bp,                  # IN  B (k x n) from pack_b
-                             floating* c, Py_ssize_t ldc) noexcept nogil:   # OUT (m x n)
-    """C = A @ B on our register-blocked kernel, B packed (see _smallgemm.h)."""
+                             floating* c, Py_ssize_t ldc,         # IN/OUT (m x n)
+                             bint accumulate) noexcept nogil:
+    """C (+)= A @ B on our register-blocked kernel, B packed (see _smallgemm.h):
+    the merged input projection and dX, and the per-step recurrent products,
+    whose weight tiles ops.py packs once per call."""
     if m <= 0 or n <= 0:
         return
     if floating is float:
-        rk_small_sgemm_packed(m, n, k, a, lda, bp, c, ldc)
+        rk_small_sgemm_packed(m, n, k, a, lda, bp, c, ldc, accumulate)
     else:
-        rk_small_dgemm_packed(m, n, k, a, lda, bp, c, ldc)
-
-
-cdef inline void step_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                           const floating* a, Py_ssize_t lda,    # IN  (m x k)
-                           const floating* b, Py_ssize_t ldb,    # IN  (k x n), a cached weight tile
-                           floating* c, Py_ssize_t ldc,          # IN/OUT (m x n)
-                           bint accumulate) noexcept nogil:
-    """C (+)= A @ B for the small per-step recurrent products (see _smallgemm.h)."""
-    if m <= 0 or n <= 0:
-        return
-    if floating is float:
-        rk_small_sgemm(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
-    else:
-        rk_small_dgemm(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+        rk_small_dgemm_packed(m, n, k, a, lda, bp, c, ldc, accumulate)

@@ -45,7 +45,7 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
             for piece in prange(npiece, num_threads=nthreads, schedule='static'):
                 r0 = piece * size
                 r1 = rows if r0 + size > rows else r0 + size
-                packed_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, c + r0 * ldc, ldc)
+                packed_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, c + r0 * ldc, ldc, False)
             free(raw)
             return
     for piece in prange(npiece, num_threads=nthreads, schedule='static'):
@@ -66,6 +66,17 @@ cdef inline void gemm_weight_grad(int nthreads, int m, int n, int k,
         m0 = piece * WGRAD_PIECE
         m1 = m if m0 + WGRAD_PIECE > m else m0 + WGRAD_PIECE
         gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
+
+
+cdef inline Py_ssize_t tile_start(const floating* like, const Py_ssize_t* tiles, Py_ssize_t k,
+                                   Py_ssize_t rows, Py_ssize_t per_unit) noexcept nogil:
+    """Where weight tile k starts in a buffer of packed tiles (ops._pack_tiles):
+    tile j has ``rows`` rows and per_unit * (its unit count) columns, padded
+    to whole panels.  ``like`` only selects the type."""
+    cdef Py_ssize_t j, start = 0
+    for j in range(k):
+        start += packed_size(like, rows, per_unit * (tiles[j + 1] - tiles[j]))
+    return start
 
 
 cdef inline const Py_ssize_t* checked_rows(const Py_ssize_t[::1] rows, Py_ssize_t n_packed,

@@ -23,11 +23,23 @@ in which the other gates' rows are zero, so every product stays one GEMM.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-from _blas cimport step_gemm
+from _blas cimport packed_gemm, packed_size
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
 from _common cimport (add_dy_rows, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
-                     prefetch_dy_rows, store_y_row, sum_rows)
+                     prefetch_dy_rows, store_y_row, sum_rows, tile_start)
+
+
+cdef Py_ssize_t _forward_tile_start(const Py_ssize_t* tiles, Py_ssize_t k, Py_ssize_t H,
+                                    const floating* like) noexcept nogil:
+    """Start of forward tile k: each tile is its r z columns (H x 2ub) packed,
+    then its n columns (H x ub) packed, so that reset_after=False can run the
+    n product apart (it multiplies r*h, not h) whatever ub is."""
+    cdef Py_ssize_t j, ub, start = 0
+    for j in range(k):
+        ub = tiles[j + 1] - tiles[j]
+        start += packed_size(like, H, 2 * ub) + packed_size(like, H, ub)
+    return start
 
 
 cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* h,
@@ -40,7 +52,9 @@ cdef void _forward_tile(floating* gates, floating* aux, floating* gh, floating* 
     # The tile's rows of the next step (see _lstm.pyx's forward).
     prefetch_rows(gates + off_next * G3 + 3 * u0, n_next, G3, 3 * ub, True)
     prefetch_rows(aux + off_next * H + u0, n_next, H, ub, True)
-    step_gemm(n, 3 * ub, H, h + off * H, H, w_tile, 3 * ub, gh + 3 * u0, G3, False)
+    packed_gemm(n, 2 * ub, H, h + off * H, H, w_tile, gh + 3 * u0, G3, False)
+    packed_gemm(n, ub, H, h + off * H, H, w_tile + packed_size(w_tile, H, 2 * ub),
+                gh + 3 * u0 + 2 * ub, G3, False)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         gru_fwd(ub, gates + (off + j) * G3 + 3 * u0, gh + j * G3 + 3 * u0, bias + 3 * u0,
@@ -54,7 +68,7 @@ cdef void _forward_tile_rz(floating* gates, floating* rh, const floating* h,
                            Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     """reset_after=False, phase 1: r and z, and r*h for phase 2."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
-    step_gemm(n, 2 * ub, H, h + off * H, H, w_tile, 3 * ub, gates + off * G3 + 3 * u0, G3, True)
+    packed_gemm(n, 2 * ub, H, h + off * H, H, w_tile, gates + off * G3 + 3 * u0, G3, True)
     for j in range(n):
         gru_rb_fwd1(ub, gates + (off + j) * G3 + 3 * u0, bias + 3 * u0,
                     h + (off + j) * H + u0, rh + (off + j) * H + u0)
@@ -68,8 +82,8 @@ cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
     """reset_after=False, phase 2: n from W_hn (r*h), and the new state."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j, dst
     prefetch_rows(gates + off_next * G3 + 3 * u0, n_next, G3, 3 * ub, True)
-    step_gemm(n, ub, H, rh + off * H, H, w_tile + 2 * ub, 3 * ub,
-              gates + off * G3 + 3 * u0 + 2 * ub, G3, True)
+    packed_gemm(n, ub, H, rh + off * H, H, w_tile + packed_size(w_tile, H, 2 * ub),
+                gates + off * G3 + 3 * u0 + 2 * ub, G3, True)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         gru_rb_fwd2(ub, gates + (off + j) * G3 + 3 * u0, bias + 3 * u0,
@@ -79,7 +93,7 @@ cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             const floating[:, ::1] w_ih_t,       # IN  (I, 3H) permuted W_ih^T
-            const floating[::1] w_hh_tiles,      # IN  tile k: (H, 3*ub_k) at H*3*u0
+            const floating[::1] w_hh_tiles,      # IN  tile k: (H, 2*ub_k) r z, then (H, ub_k) n, packed
             const floating[::1] bias,            # IN  (3H,) permuted r, z: b_i+b_h; n: b_in (+ b_hn if not reset_after)
             const floating[::1] b_hn,            # IN  (H,) b_hn (reset_after; zeros otherwise)
             const Py_ssize_t[::1] counts,        # IN  (S,)
@@ -113,16 +127,16 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             for s in range(S):
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
-                        _forward_tile(gp, ap, ghp, hp, yp, yrp, wp + H * 3 * tiles[k], bp, bhp,
+                        _forward_tile(gp, ap, ghp, hp, yp, yrp, wp + _forward_tile_start(&tiles[0], k, H, wp), bp, bhp,
                                       counts[s], counts[s + 1] if s + 1 < S else 0,
                                       offsets[s], offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 else:
                     for k in prange(ntiles, schedule='static'):
-                        _forward_tile_rz(gp, ap, hp, wp + H * 3 * tiles[k], bp, counts[s],
+                        _forward_tile_rz(gp, ap, hp, wp + _forward_tile_start(&tiles[0], k, H, wp), bp, counts[s],
                                          offsets[s], H, tiles[k], tiles[k + 1])
                     rk_barrier()
                     for k in prange(ntiles, schedule='static'):
-                        _forward_tile_n(gp, ap, hp, yp, yrp, wp + H * 3 * tiles[k], bp, counts[s],
+                        _forward_tile_n(gp, ap, hp, yp, yrp, wp + _forward_tile_start(&tiles[0], k, H, wp), bp, counts[s],
                                         counts[s + 1] if s + 1 < S else 0, offsets[s],
                                         offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
@@ -145,7 +159,7 @@ cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, float
     prefetch_rows(aux + off_prev * H + u0, n_prev, H, ub, False)
     if dy != NULL:
         prefetch_dy_rows(dy + u0, dy_rows, off_prev, n_prev, H, ub)
-    step_gemm(n_next, ub, G3, dgh_next, G3, w_tile, ub, dh + u0, H, True)
+    packed_gemm(n_next, ub, G3, dgh_next, G3, w_tile, dh + u0, H, True)
     if dy != NULL:
         add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
@@ -164,7 +178,7 @@ cdef void _backward_tile_zn(floating* dg, floating* dh, const floating* gates,
                             Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     """reset_after=False, phase 1: carry + dg[s+1]'s r z part @ W_hh, dy; z and n grads."""
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
-    step_gemm(n_next, ub, G3, dg + off_next * G3, G3, w_rz_tile, ub, dh + u0, H, True)
+    packed_gemm(n_next, ub, G3, dg + off_next * G3, G3, w_rz_tile, dh + u0, H, True)
     if dy != NULL:
         add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
@@ -181,7 +195,7 @@ cdef void _backward_tile_r(floating* dg, floating* dh, floating* drh, floating* 
     cdef Py_ssize_t ub = u1 - u0, G3 = 3 * H, j
     prefetch_rows(gates + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, False)
     prefetch_rows(dg + off_prev * G3 + 3 * u0, n_prev, G3, 3 * ub, True)
-    step_gemm(n, ub, G3, dg + off * G3, G3, w_n_tile, ub, drh + u0, H, False)
+    packed_gemm(n, ub, G3, dg + off * G3, G3, w_n_tile, drh + u0, H, False)
     for j in range(n):
         gru_rb_bwd2(ub, gates + (off + j) * G3 + 3 * u0, h + (off + j) * H + u0,
                     drh + j * H + u0, dh + j * H + u0, dg + (off + j) * G3 + 3 * u0)
@@ -201,7 +215,7 @@ cdef void _scale_n_by_r(floating* dg, const floating* gates, const Py_ssize_t* t
 
 def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] w_ih,        # IN  (3H, I) permuted W_ih
-             const floating[::1] w_hh_tiles,     # IN  tile k: (3H, ub_k) = W_hh_p[:, u0:u1] (n rows zero if not reset_after)
+             const floating[::1] w_hh_tiles,     # IN  tile k: (3H, ub_k) = W_hh_p[:, u0:u1] packed (n rows zero if not reset_after)
              const floating[::1] w_hn_tiles,     # IN  same with only n rows (not reset_after; else unused)
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
              const floating[:, ::1] gates,       # IN  (N, 3H) r, z, n
@@ -245,25 +259,28 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
                         _backward_tile(dgxp, dghp + ((s + 1) % 2) * B * G3, dghp + (s % 2) * B * G3,
-                                       dhp, &db_ih[0], &db_hh[0], gp, ap, hp, dyp, dyrp, wp + G3 * tiles[k],
+                                       dhp, &db_ih[0], &db_hh[0], gp, ap, hp, dyp, dyrp,
+                                       wp + tile_start(<floating*>NULL, &tiles[0], k, G3, 1),
                                        counts[s], counts[s + 1] if s + 1 < S else 0,
                                        counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
                                        offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
                 else:
                     for k in prange(ntiles, schedule='static'):
-                        _backward_tile_zn(dgxp, dhp, gp, hp, dyp, dyrp, wp + G3 * tiles[k],
+                        _backward_tile_zn(dgxp, dhp, gp, hp, dyp, dyrp,
+                                          wp + tile_start(<floating*>NULL, &tiles[0], k, G3, 1),
                                           counts[s], counts[s + 1] if s + 1 < S else 0,
                                           offsets[s], offsets[s + 1], H, tiles[k], tiles[k + 1])
                     rk_barrier()
                     for k in prange(ntiles, schedule='static'):
-                        _backward_tile_r(dgxp, dhp, drhp, &db_ih[0], gp, hp, wnp + G3 * tiles[k],
+                        _backward_tile_r(dgxp, dhp, drhp, &db_ih[0], gp, hp,
+                                         wnp + tile_start(<floating*>NULL, &tiles[0], k, G3, 1),
                                          counts[s], counts[s - 1] if s > 0 else 0, offsets[s],
                                          offsets[s - 1] if s > 0 else 0, H, tiles[k], tiles[k + 1])
                 rk_barrier()
             # dL/dh0 for the rows active at step 0: carry + recurrent term.
             for k in prange(ntiles, schedule='static'):
-                step_gemm(counts[0], tiles[k + 1] - tiles[k], G3, dghp, G3, wp + G3 * tiles[k],
-                          tiles[k + 1] - tiles[k], dhp + tiles[k], H, True)
+                packed_gemm(counts[0], tiles[k + 1] - tiles[k], G3, dghp, G3,
+                            wp + tile_start(<floating*>NULL, &tiles[0], k, G3, 1), dhp + tiles[k], H, True)
         if reset_after:
             # Input side first (dX, dW_ih), then dgx becomes the recurrent
             # side in place (n columns times r) for dW_hh.

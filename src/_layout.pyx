@@ -1,4 +1,5 @@
-"""Copies between the caller's layout and the kernels' packed, permuted one.
+"""Copies between the caller's layout and the kernels' packed, permuted one,
+and the weight tiles packed into the GEMM kernel's panels.
 
 ops.py decides where every row goes (index arrays built with NumPy, once per
 call); these loops only move the rows.  NumPy's fancy indexing copies element
@@ -10,6 +11,8 @@ is one memcpy, and copies of a megabyte or more are split over the threads.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
+
+from _blas cimport packed_size
 
 cdef enum:
     # Below this many bytes a fork/join costs more than a second thread saves.
@@ -60,3 +63,30 @@ def zero_rows(floating[:, ::1] out,              # IN/OUT (M, F)
     with nogil:
         for i in prange(n, num_threads=threads, schedule='static'):
             memset(op + rp[i] * F, 0, row_bytes)
+
+
+def panel_values(str dtype, Py_ssize_t k, Py_ssize_t n):
+    """Values a (k x n) matrix takes in the kernels' packed panel layout
+    (whole panels of NR columns; NR depends on the dtype and the vector width)."""
+    if dtype == "float32":
+        return packed_size(<float*>NULL, k, n)
+    if dtype == "float64":
+        return packed_size(<double*>NULL, k, n)
+    raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+
+
+def pack_panels(const floating[:, :] src,        # IN  (k, n), any strides
+                floating[::1] out):              # OUT panel_values(k, n) values
+    """out = src in the packed panel layout of _smallgemm.h: panel j holds
+    columns j*NR .. j*NR+NR-1 as k rows of NR values, zeros past n."""
+    cdef Py_ssize_t k = src.shape[0], n = src.shape[1], jp, j0, p, q, i = 0
+    cdef Py_ssize_t need = packed_size(<floating*>NULL, k, n)
+    cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1)
+    if out.shape[0] != need:
+        raise ValueError(f"out: expected {need} values for a ({k}, {n}) matrix, got {out.shape[0]}")
+    for jp in range((n + nr - 1) // nr):
+        j0 = jp * nr
+        for p in range(k):
+            for q in range(nr):
+                out[i] = src[p, j0 + q] if j0 + q < n else 0
+                i += 1

@@ -24,10 +24,10 @@ bitwise identical for any thread count.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-from _blas cimport step_gemm
+from _blas cimport packed_gemm
 from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
 from _common cimport (add_dy_rows, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
-                     store_y_row, sum_rows)
+                     store_y_row, sum_rows, tile_start)
 
 
 cdef void _forward_tile(floating* gates, floating* h, floating* c,
@@ -40,7 +40,7 @@ cdef void _forward_tile(floating* gates, floating* h, floating* c,
     # The tile's gate rows of the next step, which the next GEMM accumulates into.
     prefetch_rows(gates + off_next * G4 + 4 * u0, n_next, G4, 4 * ub, True)
     # gates[off:off+n, 4u0:4u1] += h_prev[off:off+n, :] @ W_hh_tile (H x 4ub)
-    step_gemm(n, 4 * ub, H, h + off * H, H, w_hh_tile, 4 * ub, gates + off * G4 + 4 * u0, G4, True)
+    packed_gemm(n, 4 * ub, H, h + off * H, H, w_hh_tile, gates + off * G4 + 4 * u0, G4, True)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         lstm_fwd(ub, gates + (off + j) * G4 + 4 * u0, bias + 4 * u0,
@@ -50,7 +50,7 @@ cdef void _forward_tile(floating* gates, floating* h, floating* c,
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             const floating[:, ::1] w_ih_t,       # IN  (I, 4H) permuted W_ih^T
-            const floating[::1] w_hh_tiles,      # IN  tile k: (H, 4*ub_k) at H*4*u0
+            const floating[::1] w_hh_tiles,      # IN  tile k: (H, 4*ub_k) packed, at tile_start
             const floating[::1] bias,            # IN  (4H,) permuted b_ih + b_hh
             const Py_ssize_t[::1] counts,        # IN  (S,) active rows per step
             const Py_ssize_t[::1] offsets,       # IN  (S+1,) packed row offsets
@@ -80,7 +80,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
         with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
-                    _forward_tile(gp, hp, cp, yp, yrp, wp + H * 4 * tiles[k], bp, counts[s],
+                    _forward_tile(gp, hp, cp, yp, yrp, wp + tile_start(<floating*>NULL, &tiles[0], k, H, 4), bp, counts[s],
                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
@@ -102,7 +102,7 @@ cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating*
     # Gradient arriving through the recurrence from step s+1, for the rows
     # that go on: dh[0:n_next, u0:u1] = dgates[s+1] @ W_hh[:, u0:u1].  Rows
     # that end at step s keep dh_n, placed in dh before the loop.
-    step_gemm(n_next, ub, G4, dgates + off_next * G4, G4, w_hh_tile, ub, dh + u0, H, False)
+    packed_gemm(n_next, ub, G4, dgates + off_next * G4, G4, w_hh_tile, dh + u0, H, False)
     if dy != NULL:
         add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
@@ -114,7 +114,7 @@ cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating*
 
 def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] w_ih,        # IN  (4H, I) permuted W_ih
-             const floating[::1] w_hh_tiles,     # IN  tile k: (4H, ub_k) = W_hh[:, u0:u1] at 4H*u0
+             const floating[::1] w_hh_tiles,     # IN  tile k: (4H, ub_k) = W_hh[:, u0:u1] packed, at tile_start
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
              const floating[:, ::1] c,           # IN  (N+B, H)
              const floating[:, ::1] gates,       # IN  (N, 4H) activated gates
@@ -147,7 +147,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dgp, dhp, dcp, &db[0], &gates[0, 0], &c[0, 0], dyp, dyrp,
-                                   wp + G4 * tiles[k], counts[s],
+                                   wp + tile_start(<floating*>NULL, &tiles[0], k, G4, 1), counts[s],
                                    counts[s + 1] if s + 1 < S else 0,
                                    counts[s - 1] if s > 0 else 0, offsets[s],
                                    offsets[s + 1], offsets[s - 1] if s > 0 else 0,
@@ -155,7 +155,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 rk_barrier()
             # dL/dh0 for the rows active at step 0 (the others keep dh_n).
             for k in prange(ntiles, schedule='static'):
-                step_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4, wp + G4 * tiles[k],
-                          tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
+                packed_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4,
+                            wp + tile_start(<floating*>NULL, &tiles[0], k, G4, 1),
+                            dhp + tiles[k], H, False)
         merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])

@@ -8,10 +8,10 @@ needs no saved gates: the activation's derivative is read off the output
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-from _blas cimport step_gemm
+from _blas cimport packed_gemm
 from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
 from _common cimport (add_dy_rows, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
-                     store_y_row, sum_rows)
+                     store_y_row, sum_rows, tile_start)
 
 
 cdef void _forward_tile(floating* pre, floating* h, floating* y, const Py_ssize_t* y_rows,
@@ -22,7 +22,7 @@ cdef void _forward_tile(floating* pre, floating* h, floating* y, const Py_ssize_
     cdef Py_ssize_t ub = u1 - u0, j, dst
     # The tile's rows of the next step (see _lstm.pyx's forward).
     prefetch_rows(pre + off_next * H + u0, n_next, H, ub, True)
-    step_gemm(n, ub, H, h + off * H, H, w_hh_tile, ub, pre + off * H + u0, H, True)
+    packed_gemm(n, ub, H, h + off * H, H, w_hh_tile, pre + off * H + u0, H, True)
     for j in range(n):
         dst = off_next + j if j < n_next else N + j
         rnn_fwd(ub, pre + (off + j) * H + u0, bias + u0, h + dst * H + u0, relu)
@@ -31,7 +31,7 @@ cdef void _forward_tile(floating* pre, floating* h, floating* y, const Py_ssize_
 
 def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             const floating[:, ::1] w_ih_t,       # IN  (I, H) W_ih^T
-            const floating[::1] w_hh_tiles,      # IN  tile k: (H, ub_k) at H*u0
+            const floating[::1] w_hh_tiles,      # IN  tile k: (H, ub_k) packed, at tile_start
             const floating[::1] bias,            # IN  (H,) b_ih + b_hh
             const Py_ssize_t[::1] counts,        # IN  (S,) active rows per step
             const Py_ssize_t[::1] offsets,       # IN  (S+1,) packed row offsets
@@ -58,7 +58,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
         with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
-                    _forward_tile(pp, hp, yp, yrp, wp + H * tiles[k], bp, counts[s],
+                    _forward_tile(pp, hp, yp, yrp, wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), bp, counts[s],
                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1], relu)
                 rk_barrier()
@@ -75,7 +75,7 @@ cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const float
     if dy != NULL:
         prefetch_dy_rows(dy + u0, dy_rows, off_prev, n_prev, H, ub)
     # dh[0:n_next, u0:u1] = dpre[s+1] @ W_hh[:, u0:u1]; rows ending at s keep dh_n.
-    step_gemm(n_next, ub, H, dpre + off_next * H, H, w_hh_tile, ub, dh + u0, H, False)
+    packed_gemm(n_next, ub, H, dpre + off_next * H, H, w_hh_tile, dh + u0, H, False)
     if dy != NULL:
         add_dy_rows(n, ub, dy + u0, dy_rows, off, H, dh + u0, H)
     for j in range(n):
@@ -86,7 +86,7 @@ cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const float
 
 def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const floating[:, ::1] w_ih,        # IN  (H, I)
-             const floating[::1] w_hh_tiles,     # IN  tile k: (H, ub_k) = W_hh[:, u0:u1] at H*u0
+             const floating[::1] w_hh_tiles,     # IN  tile k: (H, ub_k) = W_hh[:, u0:u1] packed, at tile_start
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
              const floating[:, ::1] dy,          # IN  (R, H) dL/dy, or (0, H) for none
              const Py_ssize_t[::1] dy_rows,      # IN  (N,) row of dy for each packed row, or (0,): packed
@@ -114,13 +114,14 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
-                    _backward_tile(dpp, dhp, &db[0], &h[0, 0], dyp, dyrp, wp + H * tiles[k], counts[s],
+                    _backward_tile(dpp, dhp, &db[0], &h[0, 0], dyp, dyrp,
+                                   wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), counts[s],
                                    counts[s + 1] if s + 1 < S else 0,
                                    counts[s - 1] if s > 0 else 0, offsets[s], offsets[s + 1],
                                    offsets[s - 1] if s > 0 else 0, N, H, tiles[k], tiles[k + 1], relu)
                 rk_barrier()
             for k in prange(ntiles, schedule='static'):
-                step_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H, wp + H * tiles[k],
-                          tiles[k + 1] - tiles[k], dhp + tiles[k], H, False)
+                packed_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H,
+                            wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), dhp + tiles[k], H, False)
         merged_backward(nthreads, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])

@@ -1,19 +1,29 @@
-/* Register-blocked GEMM for the per-step recurrent products.
+/* Register-blocked GEMM for the per-step recurrent products and the merged
+ * input projection and dX.
  *
- * C (m x n) = A (m x k) @ B (k x n)  [+ C when accumulate], all row-major.
+ * C (m x n) = A (m x k) @ B (k x n)  [+ C when accumulate], row-major, with B
+ * packed (NAME##_pack_b): panel j holds columns j*NR .. j*NR+NR-1 as k rows of
+ * NR contiguous values, zero past n.
  *
  * Why not BLAS: the recurrent product at each step is small (m = batch rows,
  * n = one tile's gate columns, k = H) and OpenBLAS runs such shapes at about a
  * third of its large-GEMM speed (its packing costs as much as the arithmetic).
- * Here B is a weight tile that stays in cache across all time steps, so no
- * packing is needed: the kernel keeps an MR x NR block of C in registers,
- * broadcasts one element of A per row and streams rows of B.
+ * Here B is a weight tile, packed once per call (ops.py) and read at every
+ * step: the kernel keeps an MR x NR block of C in registers, broadcasts one
+ * element of A per row and streams the panel's rows in order.
  *
- * k is taken in chunks of RK_KC so that the B strip of a block (RK_KC x NR)
- * stays in L1 while all row blocks use it; later chunks start their
- * accumulators from C, so every element of C is still summed over k in
- * increasing order, one term at a time, whatever the shapes: the result never
- * depends on how the work is split.
+ * Why packed: a tile's rows are a few hundred bytes to a few KB apart, so the
+ * (RK_KC x NR) strip of B that every row block reuses fell into a handful of
+ * L1 sets and was read again from L2 for each row block; the large LSTM's 2 MB
+ * of tiles per thread and step also came in from L3 in that order.  Packed,
+ * the strip is 16 KB read in order.  Single-threaded, cycling through the
+ * tiles as the time loop does: 64 x 512 @ 512 x 256, 80 -> 90 GFLOP/s;
+ * 64 x 2048 @ 2048 x 64 (backward), 69 -> 72-86.
+ *
+ * k is taken in chunks of RK_KC; later chunks start their accumulators from
+ * C, so every element of C is still summed over k in increasing order, one
+ * term at a time, whatever the shapes: the result never depends on how the
+ * work is split.
  * Written with GCC vector extensions: the vector width follows -march
  * (8 floats with AVX2, 16 with AVX-512), no intrinsics.
  */
@@ -90,37 +100,9 @@ static void NAME##_rows(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,   
     default: NAME##_block(1, k, a, lda, b, ldb, c, ldc, accumulate); break;              \
     }                                                                                    \
 }                                                                                        \
-                                                                                         \
-static inline void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
-                        const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
-{                                                                                        \
-    ptrdiff_t i0, j0, k0, kc, j, r, p;                                                   \
-    ptrdiff_t n_vec = n - n % NAME##_NR;                                                 \
-    for (k0 = 0; k0 < k; k0 += RK_KC) {                                                  \
-        kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                            \
-        for (j0 = 0; j0 < n_vec; j0 += NAME##_NR)                                        \
-            for (i0 = 0; i0 < m; i0 += RK_MR)                                            \
-                NAME##_rows(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
-                            b + k0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,              \
-                            accumulate || k0 > 0);                                       \
-    }                                                                                    \
-    /* leftover columns (n not a multiple of NR): same summation order */               \
-    for (r = 0; r < m; r++)                                                              \
-        for (j = n_vec; j < n; j++) {                                                    \
-            T s = accumulate ? c[r * ldc + j] : 0;                                       \
-            for (p = 0; p < k; p++)                                                      \
-                s += a[r * lda + p] * b[p * ldb + j];                                    \
-            c[r * ldc + j] = s;                                                          \
-        }                                                                                \
-}
 
-/* The same kernel for the merged GEMMs (input projection, dX) with B packed:
- * panel j holds columns j*NR .. j*NR+NR-1 of B as k rows of NR contiguous
- * values, zero past n.  The weight operand there is up to 1 MB with rows
- * thousands of bytes apart, and the unpacked kernel then ran slower than
- * OpenBLAS; packed, each (RK_KC x NR) piece of a panel is read in order, stays
- * in L1 while every row block of A uses it, and the last, partial panel runs
- * the same vector code.  Every element still sums over k in increasing order. */
+/* Packing and the drivers.  The last, partial panel runs the same vector
+ * code on zero-padded columns, through a small buffer. */
 #define RK_DEFINE_PACKED_GEMM(NAME, T)                                                   \
 static inline ptrdiff_t NAME##_packed_size(ptrdiff_t k, ptrdiff_t n)                     \
 {                                                                                        \
@@ -136,35 +118,41 @@ static void NAME##_pack_b(ptrdiff_t k, ptrdiff_t n, const T* b, ptrdiff_t ldb, T
                 out[q] = j0 + q < n ? b[p * ldb + j0 + q] : 0;                           \
 }                                                                                        \
                                                                                          \
-/* C (m x n) = A (m x k) @ B, B packed by NAME##_pack_b. */                             \
+/* C (m x n) (+)= A (m x k) @ B, B packed by NAME##_pack_b. */                       \
 static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
-                          const T* bp, T* c, ptrdiff_t ldc)                              \
+                          const T* bp, T* c, ptrdiff_t ldc, int accumulate)              \
 {                                                                                        \
-    ptrdiff_t i0, j0, k0, kc, mr, r, q;                                                  \
+    ptrdiff_t i0, j0, k0, kc, mr, r, q, w;                                               \
     T tmp[RK_MR * NAME##_NR] __attribute__((aligned(64)));                               \
     if (k <= 0) {                                                                        \
-        for (r = 0; r < m; r++)                                                          \
-            memset(c + r * ldc, 0, (size_t)n * sizeof(T));                               \
+        if (!accumulate)                                                                 \
+            for (r = 0; r < m; r++)                                                      \
+                memset(c + r * ldc, 0, (size_t)n * sizeof(T));                           \
         return;                                                                          \
     }                                                                                    \
     for (j0 = 0; j0 < n; j0 += NAME##_NR, bp += NAME##_NR * k) {                         \
-        if (j0 + NAME##_NR <= n) {                                                       \
+        w = n - j0 < NAME##_NR ? n - j0 : NAME##_NR;                                     \
+        if (w == NAME##_NR) {                                                            \
             for (k0 = 0; k0 < k; k0 += RK_KC) {                                          \
                 kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                    \
                 for (i0 = 0; i0 < m; i0 += RK_MR)                                        \
                     NAME##_rows(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
-                                bp + k0 * NAME##_NR, NAME##_NR, c + i0 * ldc + j0, ldc, k0 > 0); \
+                                bp + k0 * NAME##_NR, NAME##_NR, c + i0 * ldc + j0, ldc,  \
+                                accumulate || k0 > 0);                                   \
             }                                                                            \
-        } else {  /* partial panel: full-width blocks into tmp, then the valid columns */ \
+        } else {  /* partial panel: full-width blocks in tmp, then the valid columns */  \
             for (i0 = 0; i0 < m; i0 += RK_MR) {                                          \
                 mr = m - i0 < RK_MR ? m - i0 : RK_MR;                                    \
+                for (r = 0; r < mr; r++)                                                 \
+                    for (q = 0; q < NAME##_NR; q++)                                      \
+                        tmp[r * NAME##_NR + q] = accumulate && q < w ? c[(i0 + r) * ldc + j0 + q] : 0; \
                 for (k0 = 0; k0 < k; k0 += RK_KC) {                                      \
                     kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                \
                     NAME##_rows(mr, kc, a + i0 * lda + k0, lda, bp + k0 * NAME##_NR,     \
-                                NAME##_NR, tmp, NAME##_NR, k0 > 0);                      \
+                                NAME##_NR, tmp, NAME##_NR, accumulate || k0 > 0);        \
                 }                                                                        \
                 for (r = 0; r < mr; r++)                                                 \
-                    for (q = 0; q < n - j0; q++)                                         \
+                    for (q = 0; q < w; q++)                                              \
                         c[(i0 + r) * ldc + j0 + q] = tmp[r * NAME##_NR + q];             \
             }                                                                            \
         }                                                                                \
