@@ -79,14 +79,26 @@ def pack_panels(const floating[:, :] src,        # IN  (k, n), any strides
                 floating[::1] out):              # OUT panel_values(k, n) values
     """out = src in the packed panel layout of _smallgemm.h: panel j holds
     columns j*NR .. j*NR+NR-1 as k rows of NR values, zeros past n."""
-    cdef Py_ssize_t k = src.shape[0], n = src.shape[1], jp, j0, p, q, i = 0
+    cdef Py_ssize_t k = src.shape[0], n = src.shape[1], jp, j0, p, q, w
     cdef Py_ssize_t need = packed_size(<floating*>NULL, k, n)
     cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1)
+    cdef floating* panel
     if out.shape[0] != need:
         raise ValueError(f"out: expected {need} values for a ({k}, {n}) matrix, got {out.shape[0]}")
+    if need == 0:
+        return
+    out[:] = 0
     for jp in range((n + nr - 1) // nr):
         j0 = jp * nr
-        for p in range(k):
-            for q in range(nr):
-                out[i] = src[p, j0 + q] if j0 + q < n else 0
-                i += 1
+        w = min(nr, n - j0)
+        panel = &out[jp * nr * k]
+        # Walk the source along its contiguous axis: the forward tiles are
+        # transposed views, whose columns are the weights' rows.
+        if src.strides[0] >= src.strides[1]:
+            for p in range(k):
+                for q in range(w):
+                    panel[p * nr + q] = src[p, j0 + q]
+        else:
+            for q in range(w):
+                for p in range(k):
+                    panel[p * nr + q] = src[p, j0 + q]

@@ -41,3 +41,30 @@ def test_take_rows_rejects_bad_shapes_and_indices():
         _layout.take_rows(src, np.array([0, 4], np.intp), np.zeros((2, 3), np.float32), 1)
     with pytest.raises((ValueError, TypeError)):
         _layout.take_rows(src, np.array([0], np.intp), np.zeros((1, 3), np.float64), 1)
+
+
+def _panels_numpy(src, nr):
+    k, n = src.shape
+    npanel = -(-n // nr)
+    padded = np.zeros((k, npanel * nr), src.dtype)
+    padded[:, :n] = src
+    return padded.reshape(k, npanel, nr).transpose(1, 0, 2).ravel()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("k,n", [(1, 1), (7, 13), (128, 96), (33, 40), (5, 64)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_pack_panels_matches_numpy(dtype, k, n, transposed):
+    rng = np.random.default_rng(k * n)
+    src = rng.standard_normal((n, k)).astype(dtype).T if transposed else rng.standard_normal((k, n)).astype(dtype)
+    nr = _layout.panel_values(dtype, 1, 1)
+    out = np.full(_layout.panel_values(dtype, k, n), np.nan, dtype)
+    _layout.pack_panels(src, out)
+    np.testing.assert_array_equal(out, _panels_numpy(src, nr))
+
+
+def test_pack_panels_rejects_wrong_sizes():
+    with pytest.raises(ValueError, match="out: expected"):
+        _layout.pack_panels(np.zeros((3, 5), np.float32), np.zeros(7, np.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        _layout.panel_values("int32", 2, 2)
