@@ -33,6 +33,8 @@ def test_quick_run_json_structure(quick_report):
     assert r["sizes"] == {"small": bench.QUICK_SIZES["small"].__dict__}
     (peak,) = r["gemm_peak"]
     assert peak["dtype"] == "float32" and peak["threads"] == r["options"]["threads"][0] and peak["gflops"] > 0
+    # measured before and after the cases; the better one is the peak
+    assert peak["gflops"] == max(peak["gflops_start"], peak["gflops_end"])
 
     (result,) = r["results"]
     size = bench.QUICK_SIZES["small"]
