@@ -18,10 +18,11 @@ model is changed or returned.
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._atomic import replacing
 
 HEADER = "rnnkernels.json"
 FORMAT_VERSION = 1
@@ -41,25 +42,14 @@ def write_archive(path, header, arrays):
         raise ValueError(f"path: {path!r} is a directory; expected a file name")
     header = dict(header, format_version=FORMAT_VERSION,
                   arrays={group: len(items) for group, items in arrays.items()})
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr(HEADER, json.dumps(header, indent=1, sort_keys=True))
-                for group, items in arrays.items():
-                    for i, a in enumerate(items):
-                        buf = io.BytesIO()
-                        np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-                        zf.writestr(f"arrays/{group}/{i:04d}.npy", buf.getvalue())
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with replacing(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(HEADER, json.dumps(header, indent=1, sort_keys=True))
+            for group, items in arrays.items():
+                for i, a in enumerate(items):
+                    buf = io.BytesIO()
+                    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+                    zf.writestr(f"arrays/{group}/{i:04d}.npy", buf.getvalue())
 
 
 def read_archive(path, expected_format):

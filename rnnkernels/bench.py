@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._argtypes import non_negative_int, positive_int
+from ._atomic import write_json
 
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -1023,18 +1024,8 @@ def _thread_scaling(rows):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` via a temporary file and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON to ``path`` atomically (NumPy scalars as numbers)."""
+    write_json(path, obj, indent=1, default=_json_default)
 
 
 def _json_default(value):

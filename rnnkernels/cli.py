@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from ._argtypes import fraction, non_negative_int, positive_float, positive_int
+from ._atomic import replacing, write_json
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -456,18 +457,8 @@ def _check_writable(path, option):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    write_json(path, obj, indent=2)
 
 
 def _epochs_row(report):
@@ -541,15 +532,11 @@ def _draw_confusion(ax, confusion, label_names, title):
 def _save_figure(fig, path):
     # Atomic like every other output: render to a temporary file, then rename.
     fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        fig.savefig(tmp, dpi=110, format=fmt, bbox_inches="tight")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=fmt, bbox_inches="tight")
     except ValueError as exc:  # unknown image format
         raise CommandError(f"--plot {path!r}: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def training_figure(report, path):

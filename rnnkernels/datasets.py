@@ -22,6 +22,8 @@ import zlib
 
 import numpy as np
 
+from ._atomic import replacing
+
 __all__ = [
     "AudioDataset",
     "AudioFileWarning",
@@ -262,17 +264,12 @@ def pack_recordings(source, dest):
         takes=np.array(takes, dtype=np.int64),
         names=np.array(names),
     )
-    tmp = f"{dest}.tmp{os.getpid()}"
-    try:
+    with replacing(dest) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         check = _read_packed(tmp)
         if any(not np.array_equal(a, b) for a, b in zip(check.waveforms, pcm)):
             raise RuntimeError("packed recordings do not decode to the originals")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_packed(path):

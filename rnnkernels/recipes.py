@@ -15,13 +15,13 @@ entry (``audio.json``), written atomically.
 import dataclasses
 import json
 import os
-import tempfile
 import time
 import zipfile
 
 import numpy as np
 
 from . import __version__
+from ._atomic import replacing
 from .audio import FeatureConfig, compute_features, frequency_warp, pad_batch, spec_augment
 from .callbacks import Callback
 
@@ -98,23 +98,12 @@ class AudioClassifier:
 
     def save(self, path):
         """Write one file atomically: the model archive plus an ``audio.json`` entry."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                                   suffix=".tmp")
-        os.close(fd)
-        try:
+        with replacing(path) as tmp:
             self.model.save(tmp)
             meta = {"format": _AUDIO_FORMAT, "version": __version__,
                     "features": self.features.to_dict(), "label_names": list(self.label_names)}
             with zipfile.ZipFile(tmp, "a") as zf:
                 zf.writestr(_AUDIO_ENTRY, json.dumps(meta, indent=1))
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def load(cls, path):
