@@ -5,7 +5,8 @@ temporary file behind.  Every file the package writes goes through here."""
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import shutil
 
 
 @contextlib.contextmanager
@@ -13,10 +14,10 @@ def replacing(path):
     """Yield a temporary path beside ``path`` for the caller to write; when the
     block ends without an error the file goes onto ``path``, else it is removed."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_beside(path)
     try:
+        if os.path.isfile(path):  # a replaced file keeps its permissions
+            shutil.copymode(path, tmp)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -32,3 +33,17 @@ def write_json(path, obj, indent=1, default=None):
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=indent, allow_nan=False, default=default)
             fh.write("\n")
+
+
+def _create_beside(path):
+    """An empty new file next to ``path``, created with the usual permissions
+    (0o666 less the umask: tempfile.mkstemp would make it private)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"path: no free temporary name beside {path!r}")

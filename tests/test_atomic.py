@@ -28,3 +28,14 @@ def test_write_json_refuses_nan_and_keeps_the_old_file(tmp_path):
     with pytest.raises(ValueError):
         write_json(target, {"a": float("nan")})
     assert json.loads(target.read_text()) == {"a": 1} and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_new_files_get_the_usual_permissions_and_replaced_ones_keep_theirs(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    target = tmp_path / "new.json"
+    write_json(target, {})
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~umask
+    os.chmod(target, 0o640)
+    write_json(target, {"b": 2})
+    assert os.stat(target).st_mode & 0o777 == 0o640
