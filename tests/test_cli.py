@@ -184,19 +184,25 @@ def test_corrupt_file_in_data_folder_is_skipped_with_a_warning(capsys, tmp_path,
     assert len(warning) == 1 and "3_george_1.wav" in warning[0]
 
 
-def test_ctrl_c_exits_130_and_keeps_the_last_complete_epoch(capsys, tmp_path, digit_folder,
-                                                            monkeypatch):
+def _ctrl_c_at_start_of_epoch(monkeypatch, epoch):
+    """Make the training recipe raise KeyboardInterrupt as (0-based) ``epoch`` begins."""
     from rnnkernels import recipes
-    from rnnkernels.models import load_model
 
     real_begin = recipes._EpochHooks.on_epoch_begin
 
-    def ctrl_c_in_epoch_2(self, epoch, logs=None):
-        if epoch == 1:
+    def interrupted(self, e, logs=None):
+        if e == epoch:
             raise KeyboardInterrupt
-        return real_begin(self, epoch, logs)
+        return real_begin(self, e, logs)
 
-    monkeypatch.setattr(recipes._EpochHooks, "on_epoch_begin", ctrl_c_in_epoch_2)
+    monkeypatch.setattr(recipes._EpochHooks, "on_epoch_begin", interrupted)
+
+
+def test_ctrl_c_exits_130_and_keeps_the_last_complete_epoch(capsys, tmp_path, digit_folder,
+                                                            monkeypatch):
+    from rnnkernels.models import load_model
+
+    _ctrl_c_at_start_of_epoch(monkeypatch, 1)  # during epoch 2
     model = tmp_path / "m.rnk"
     code, out, err = run_cli(capsys, "train", "--data", str(digit_folder), "--epochs", "3",
                              "--hidden", "4", "--quiet", "--save", str(model))
@@ -284,20 +290,12 @@ def test_resume_continues_exactly_where_the_run_stopped(capsys, tmp_path, digit_
 
 
 def test_ctrl_c_in_a_resumed_run_names_the_kept_epoch(capsys, tmp_path, digit_folder, monkeypatch):
-    from rnnkernels import recipes
     from rnnkernels.models import load_model
 
     model = str(tmp_path / "m.rnk")
     code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "2", "--save", model))
     assert code == 0, err
-    real_begin = recipes._EpochHooks.on_epoch_begin
-
-    def ctrl_c_in_epoch_3(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_begin(self, epoch, logs)
-
-    monkeypatch.setattr(recipes._EpochHooks, "on_epoch_begin", ctrl_c_in_epoch_3)
+    _ctrl_c_at_start_of_epoch(monkeypatch, 2)  # during epoch 3
     code, _, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "5", "--resume", model,
                                           "--save", model))
     assert code == 130
