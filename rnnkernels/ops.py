@@ -269,12 +269,13 @@ def _pack_tiles(blocks):
 
 @functools.lru_cache(maxsize=64)
 def _tile_permutation(H, gates, tiles):
-    """Gate columns in tile order (each tile's gates contiguous), and its inverse."""
+    """Gate columns in tile order (each tile's gates contiguous), its inverse,
+    and whether it is the identity (one gate, or one tile)."""
     colmap = np.array([c for u0, u1 in zip(tiles[:-1], tiles[1:])
                        for g in range(gates) for c in range(g * H + u0, g * H + u1)], dtype=np.intp)
     inverse = np.argsort(colmap)
     colmap.flags.writeable = inverse.flags.writeable = False
-    return colmap, inverse
+    return colmap, inverse, bool(np.array_equal(colmap, np.arange(colmap.size)))
 
 
 class _Weights:
@@ -282,8 +283,8 @@ class _Weights:
 
     def __init__(self, w_ih, w_hh, gates, tiles):
         H = w_hh.shape[1]
-        self.colmap, self._inverse = _tile_permutation(H, gates, tuple(int(t) for t in tiles))
-        self.identity = bool(np.array_equal(self.colmap, np.arange(gates * H)))
+        self.colmap, self._inverse, self.identity = _tile_permutation(
+            H, gates, tuple(int(t) for t in tiles))
         self.tiles = tiles
         self.w_ih = _gather_rows(w_ih, self.colmap)      # (G*H, I) for dX
         self.w_ih_t = _transposed(self.w_ih)            # (I, G*H) for the input projection
