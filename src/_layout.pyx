@@ -87,7 +87,8 @@ def pack_panels(const floating[:, :] src,        # IN  (k, n), any strides
         raise ValueError(f"out: expected {need} values for a ({k}, {n}) matrix, got {out.shape[0]}")
     if need == 0:
         return
-    out[:] = 0
+    if n % nr:  # the last panel's columns past n stay zero; the loop writes the rest
+        out[(n // nr) * nr * k:] = 0
     for jp in range((n + nr - 1) // nr):
         j0 = jp * nr
         w = min(nr, n - j0)
