@@ -104,6 +104,21 @@ def pad_sequences(sequences, dtype="float32", value=0.0):
     return x, lengths
 
 
+def _check_finite(argument, a, lengths=None):
+    """ValueError naming the first NaN or infinity in ``a`` (samples first),
+    looking only at each sample's first ``lengths[i]`` steps when given."""
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if lengths is not None:
+        bad &= (np.arange(a.shape[1]) < lengths[:, None]).reshape(
+            a.shape[:2] + (1,) * (a.ndim - 2))
+    if bad.any():
+        where = np.unravel_index(np.flatnonzero(bad)[0], a.shape)
+        at = f"sample {where[0]}" + (f", index {tuple(int(w) for w in where[1:])}" if a.ndim > 1 else "")
+        raise ValueError(f"{argument}: expected finite values, got {a[where]!r} at {at} "
+                         f"({int(bad.sum())} non-finite value(s))")
+
 class _BlasSingleThread:
     """Keep BLAS (NumPy's matmuls) on one thread during training: results then cannot depend on
     the thread count, and the kernels, which run their own threads, skip re-limiting per call."""
@@ -284,7 +299,11 @@ class Sequential:
                 and hasattr(last, "backward_from_logits"))
 
     # data -----------------------------------------------------------------
-    def _prepare_x(self, x, lengths, argument="x"):
+    def _prepare_x(self, x, lengths, argument="x", finite=False):
+        """Inputs as an array of the model's dtype, and their lengths.  ``finite``
+        (training and evaluation data) rejects NaN and infinity in the valid
+        steps: one would turn every weight into NaN at the first optimizer step,
+        and the loss into NaN, with no word of which sample did it."""
         if isinstance(x, (list, tuple)) and x and np.ndim(x[0]) == 2 and lengths is None:
             shapes = {np.shape(a)[0] for a in x}
             if len(shapes) > 1:
@@ -308,6 +327,8 @@ class Sequential:
                 raise ValueError(f"lengths: expected values in [0, {x.shape[1]}], got min "
                                  f"{lengths.min()} max {lengths.max()}")
             lengths = lengths.astype(np.int64)
+        if finite:
+            _check_finite(argument, x, lengths)
         return x, lengths
 
     def _prepare_y(self, y, n, argument="y"):
@@ -318,6 +339,7 @@ class Sequential:
             raise ValueError(f"{argument}: expected {n} targets (one per input sample), got shape {y.shape}")
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{argument}: expected numeric targets, got dtype {y.dtype}")
+        _check_finite(argument, y)
         return y
 
     def _position_shape(self, y):
@@ -425,7 +447,7 @@ class Sequential:
     def _dataset_batch(self, data, i, class_weight, argument):
         """Batch ``i`` of a dataset, checked: ``(x, y, lengths, sample_weight)``."""
         xb, yb, wb = self._dataset_item(data, i, argument)
-        xb, lb = self._prepare_x(xb, None, f"{argument}[{i}][0]")
+        xb, lb = self._prepare_x(xb, None, f"{argument}[{i}][0]", finite=True)
         yb = self._prepare_y(yb, xb.shape[0], f"{argument}[{i}][1]")
         self._check_output_shape(yb, f"{argument}[{i}][1]")
         wb = self._prepare_sample_weight(wb, yb, f"{argument}[{i}][2]")
@@ -583,7 +605,7 @@ class Sequential:
                 self._class_weight_table(class_weight)  # bad keys or values fail before training
             val_batch_size = self._batch_size(None)
         else:
-            x, lengths = self._prepare_x(x, lengths)
+            x, lengths = self._prepare_x(x, lengths, finite=True)
             y = self._prepare_y(y, x.shape[0])
             batch_size = val_batch_size = self._batch_size(batch_size)
             self._ensure_built(x.shape[1:])
@@ -708,7 +730,7 @@ class Sequential:
                    if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
             raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, "
                              f"sample_weight_val) or a dataset, got {got}")
-        xv, lv = self._prepare_x(validation_data[0], None, "validation_data[0]")
+        xv, lv = self._prepare_x(validation_data[0], None, "validation_data[0]", finite=True)
         yv = self._prepare_y(validation_data[1], xv.shape[0], "validation_data[1]")
         self._check_output_shape(yv, "validation_data[1]")
         wv = None
@@ -768,7 +790,7 @@ class Sequential:
             self._resolve_metrics()
             data = x
         else:
-            x, lengths = self._prepare_x(x, lengths)
+            x, lengths = self._prepare_x(x, lengths, finite=True)
             y = self._prepare_y(y, x.shape[0])
             self._ensure_built(x.shape[1:])
             self._resolve_metrics()
@@ -823,7 +845,7 @@ class Sequential:
         """One optimizer step on this batch; returns the loss (and metrics, as a list), computed
         before the step.  ``sample_weight`` / ``class_weight`` as in :meth:`fit`."""
         self._require_compiled()
-        x, lengths = self._prepare_x(x, lengths)
+        x, lengths = self._prepare_x(x, lengths, finite=True)
         y = self._prepare_y(y, x.shape[0])
         self._ensure_built(x.shape[1:])
         self._resolve_metrics()

@@ -319,9 +319,13 @@ def _fit(m, x, y, **kw):
     return m.fit(x, y, **kw)
 
 
-def _nan_inputs_terminate():
+def _nan_weights_terminate():
     m = _model()
-    x, y = _xy(8, fill=np.nan)
+    x, y = _xy(8)
+    m.build((None,) + x.shape[1:])
+    weights = m.get_weights()
+    weights[0].flat[0] = np.nan  # weights that diverged
+    m.set_weights(weights)
     history = _fit(m, x, y, batch_size=2, epochs=3, callbacks=[cbs.TerminateOnNaN()])
     return m, history
 
@@ -532,7 +536,12 @@ CASES = [
          lambda c: (lambda m: (m.compile("adam", "sparse_categorical_crossentropy"),
                                _fit(m, _xy(2)[0], np.array([0, 7]))))(_model()),
          ValueError, r"class ids in \[0, 1\].*max 7"),
-    Case("model-nan-inputs", "fit on NaN inputs with TerminateOnNaN", lambda c: _nan_inputs_terminate(),
+    Case("model-nan-inputs", "fit on NaN inputs", lambda c: _fit(_model(), *_xy(8, fill=np.nan)),
+         ValueError, r"^x: expected finite values, got np\.float32\(nan\) at sample 0, index \(0, 0\)"),
+    Case("model-inf-targets", "fit on an infinite target", lambda c: _fit(
+             _model(), _xy(8)[0], np.where(np.arange(8) == 5, np.inf, 0.0)),
+         ValueError, r"^y: expected finite values, got np\.float64\(inf\) at sample 5"),
+    Case("model-nan-weights", "fit with a NaN weight, TerminateOnNaN", lambda c: _nan_weights_terminate(),
          Ok(_check_nan_terminate, "loss reported as nan; training stops after the first batch")),
     Case("model-huge-inputs", "fit on inputs +-1e30", lambda c: _huge_inputs_fit(),
          Ok(_check_huge_fit, "loss and weights stay finite (gates saturate)")),

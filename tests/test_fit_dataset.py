@@ -183,6 +183,11 @@ def test_bad_datasets_and_batches_give_clear_errors():
         model.fit(Items(lambda i: (x[:4], y[:4 if i < 2 else 3])), shuffle=False, verbose=0)
     with pytest.raises(ValueError, match=r"x\[0\]\[2\]: expected finite weights >= 0"):
         model.fit(Items(lambda i: (x[:4], y[:4], -w[1:5])), shuffle=False, verbose=0)
+    nan_x = x[:4].copy()
+    nan_x[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"x\[1\]\[0\]: expected finite values, got np\.float32\(nan\) at "
+                                         r"sample 1, index \(2, 0\)"):
+        model.fit(Items(lambda i: (nan_x if i == 1 else x[:4], y[:4])), shuffle=False, verbose=0)
     with pytest.raises(ValueError, match="class_weight: cannot be combined with sample weights.*x\\[0\\]"):
         model.fit(Items(lambda i: (x[:4], y[:4], w[:4])), class_weight={0: 2.0}, shuffle=False, verbose=0)
     with pytest.raises(ValueError, match="batch_size: expected None when x is a dataset"):

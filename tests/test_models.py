@@ -1,5 +1,6 @@
 """Sequential: the seed example, determinism, Ctrl-C, callbacks, stateful training, bad input."""
 import os
+import re
 import signal
 
 import numpy as np
@@ -105,10 +106,12 @@ def test_callbacks_early_stopping_reduce_lr_csv_terminate(tmp_path):
     assert len(h.history["loss"]) == 2 and stop.stopped_epoch == 1
     lines = csv_path.read_text().splitlines()
     assert lines[0].split(",")[0] == "epoch" and len(lines) == 3
-    nan_x = x.copy()
-    nan_x[0, 0, 0] = np.nan
-    model2 = _seed_model()
-    h = model2.fit(nan_x, y, epochs=3, batch_size=32, verbose=0, shuffle=False,
+    model2 = _seed_model()  # weights that went NaN (fit refuses NaN data up front)
+    model2.build((None,) + x.shape[1:])
+    weights = model2.get_weights()
+    weights[0][0, 0] = np.nan
+    model2.set_weights(weights)
+    h = model2.fit(x, y, epochs=3, batch_size=32, verbose=0, shuffle=False,
                    callbacks=[cbs.TerminateOnNaN()])
     assert model2.optimizer.iterations == 1
 
@@ -221,3 +224,45 @@ def test_paths_of_the_wrong_type_are_type_errors_naming_filepath(bad, tmp_path):
         with pytest.raises(TypeError, match=f"filepath: expected a str or os.PathLike path, got {name}"):
             call()
     assert rnnkernels.models.load_model(tmp_path / "m.rnk").epochs_trained == 0  # PathLike is fine
+
+
+@pytest.mark.parametrize("where", ["x", "y", "validation_data[0]", "validation_data[1]"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fit_refuses_non_finite_data_and_names_it(where, bad):
+    x, y, _ = _data(32)
+    xv, yv = x.copy(), y.copy()
+    arrays = {"x": x, "y": y, "validation_data[0]": xv, "validation_data[1]": yv}
+    arrays[where][3, 1] = bad  # sample 3
+    model = _seed_model()
+    before = [w.copy() for w in (model.get_weights() if model.built else [])]
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)}: expected finite values, got "
+                                         rf"np\.float32\({bad}\) at sample 3.*\(\d+ non-finite value"):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, validation_data=(xv, yv))
+    assert model.optimizer.iterations == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_non_finite_padding_past_the_lengths_is_fine():
+    x, y, _ = _data(16)
+    lengths = np.full(16, 8)
+    lengths[2] = 5
+    x[2, 5:] = np.nan  # never read: past the sequence's end
+    model = _seed_model()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, lengths=lengths)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    x[2, 4, 0] = np.nan  # inside it
+    with pytest.raises(ValueError, match=r"^x: expected finite values, got np\.float32\(nan\) at "
+                                         r"sample 2, index \(4, 0\)"):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, lengths=lengths)
+
+
+def test_evaluate_and_train_on_batch_refuse_non_finite_data_predict_passes_it_on():
+    x, y, _ = _data(16)
+    model = _seed_model()
+    x[7, 0, 2] = np.nan
+    for call in (lambda: model.evaluate(x, y, verbose=0), lambda: model.train_on_batch(x, y)):
+        with pytest.raises(ValueError, match=r"^x: expected finite values, got np\.float32\(nan\) "
+                                             r"at sample 7, index \(0, 2\)"):
+            call()
+    out = model.predict(x)  # inference: NaN in, NaN out for that sample only
+    assert np.all(np.isnan(out[7])) and np.all(np.isfinite(np.delete(out, 7, axis=0)))
