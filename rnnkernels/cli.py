@@ -564,9 +564,10 @@ def training_figure(report, path):
     ax = axes[1]
     ax.plot(epochs, 100 * np.asarray(h["accuracy"]), "o-", label="train")
     if "val_accuracy" in h:
-        ax.plot(epochs, 100 * np.asarray(h["val_accuracy"]), "s-", label="test")
-        ax.annotate(f"{100 * h['val_accuracy'][-1]:.1f}%", (epochs[-1], 100 * h["val_accuracy"][-1]),
-                    textcoords="offset points", xytext=(-10, -16), ha="right")
+        # The final value goes in the legend: a label beside the last point
+        # landed on the train curve whenever the two ended close together.
+        ax.plot(epochs, 100 * np.asarray(h["val_accuracy"]), "s-",
+                label=f"test (last {100 * h['val_accuracy'][-1]:.1f}%)")
     ax.set_ylim(max(0, 100 * min(h["accuracy"] + h.get("val_accuracy", [])) - 5), 100.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")

@@ -126,7 +126,7 @@ def test_bench_forwards_its_arguments(capsys, monkeypatch):
 
 # --- train / evaluate / predict ---------------------------------------------------------------------
 
-def test_tiny_train_then_evaluate_and_predict(capsys, tmp_path, digit_folder):
+def test_tiny_train_then_evaluate_and_predict(capsys, tmp_path, digit_folder, monkeypatch):
     model, report, plot = tmp_path / "m.rnk", tmp_path / "r.json", tmp_path / "p.png"
     code, out, err = run_cli(capsys, "train", "--data", str(digit_folder), "--epochs", "2",
                              "--hidden", "8", "--n-mels", "20", "--threads", "1", "--save",
@@ -142,6 +142,14 @@ def test_tiny_train_then_evaluate_and_predict(capsys, tmp_path, digit_folder):
     assert r["features"]["n_mels"] == 20 and r["version"] == __version__
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in os.listdir(tmp_path) if "tmp" in p]  # atomic writes leave nothing
+    figures = []  # the accuracy panel: the last test accuracy in the legend, no label on the curves
+    monkeypatch.setattr(cli, "_save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(cli._pyplot(), "close", lambda fig: None)
+    cli.training_figure(r, str(plot))
+    accuracy = figures[0].axes[1]
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == [
+        "train", f"test (last {100 * r['history']['val_accuracy'][-1]:.1f}%)"]
+    assert not accuracy.texts
 
     # evaluate on the test takes gives the report's numbers: same features (n_mels=20) from the file
     test_folder = tmp_path / "test"
