@@ -102,7 +102,9 @@ def model_header(model, fmt, include_optimizer):
     if include_optimizer and model.optimizer is not None:
         header["compile"] = {"optimizer": optimizers.serialize(model.optimizer),
                              "loss": losses.serialize(model.loss),
-                             "metrics": [m if isinstance(m, str) else m.name for m in model._metric_specs]}
+                             "metrics": [m if isinstance(m, str) else m.name for m in model._metric_specs],
+                             "weighted_metrics": [m if isinstance(m, str) else m.name
+                                                  for m in model._weighted_specs]}
         header["training"] = {"optimizer_iterations": model.optimizer.iterations,
                               "epochs_trained": model.epochs_trained}
     else:
@@ -187,7 +189,8 @@ def load_model(path):
         training = header.get("training", {})
         if compiled:
             model.compile(optimizer=compiled["optimizer"], loss=compiled["loss"],
-                          metrics=compiled["metrics"])
+                          metrics=compiled["metrics"],
+                          weighted_metrics=compiled.get("weighted_metrics"))
             model.optimizer.set_state(training.get("optimizer_iterations", 0), arrays.get("optimizer", []),
                                       model.trainable_params())
         model.epochs_trained = int(training.get("epochs_trained", 0))

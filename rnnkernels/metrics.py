@@ -1,10 +1,12 @@
 """Accuracy metrics with Keras's names; running means over an epoch.
 
 A metric is updated batch by batch with ``update(y_true, y_pred, weights)``
-(``weights (B, ...)`` masks padded time steps) and reports the mean over every
-position seen so far with ``result()``.  ``fit``/``evaluate`` do not pass sample
-or class weights to metrics, as Keras 3 does with ``metrics=`` (it weights only
-``weighted_metrics``, which rnnkernels does not have).  ``'accuracy'`` / ``'acc'`` resolves,
+(``weights (B, ...)``: 0 for padded time steps, and for ``weighted_metrics``
+the sample or class weights) and reports the weighted mean over every position
+seen so far, ``sum(weight * score) / sum(weight)``, with ``result()``.  As in
+Keras 3, ``fit``/``evaluate`` weight only the metrics given as
+``compile(weighted_metrics=...)``; those given as ``metrics=`` count every
+valid position once.  ``'accuracy'`` / ``'acc'`` resolves,
 as in Keras, to the accuracy matching the loss: categorical for
 categorical cross-entropy, sparse for sparse categorical cross-entropy, binary
 for binary cross-entropy or a single output unit.
@@ -40,7 +42,7 @@ class Metric:
         else:
             w = np.broadcast_to(weights, s.shape).astype(np.float64)
             self._total += float((w * s).sum())
-            self._count += float(np.count_nonzero(w))
+            self._count += float(w.sum())
 
     def result(self):
         return self._total / self._count if self._count else 0.0
@@ -100,7 +102,7 @@ _ACCURACY_FOR_LOSS = {
 }
 
 
-def get(identifier, loss_name=None, output_units=None):
+def get(identifier, loss_name=None, output_units=None, argument="metrics"):
     """A metric from a name, given the loss name and the model's output size to resolve 'accuracy'.
 
     The returned metric reports under the name the user gave (``'accuracy'`` stays
@@ -108,7 +110,7 @@ def get(identifier, loss_name=None, output_units=None):
     if isinstance(identifier, Metric):
         return identifier
     if not isinstance(identifier, str):
-        raise ValueError(f"metrics: expected metric names or Metric instances, got {identifier!r}")
+        raise ValueError(f"{argument}: expected metric names or Metric instances, got {identifier!r}")
     if identifier in ("accuracy", "acc"):
         cls = _ACCURACY_FOR_LOSS.get(loss_name)
         if cls is None:
@@ -116,5 +118,5 @@ def get(identifier, loss_name=None, output_units=None):
         return cls(name=identifier)
     if identifier in _BY_NAME:
         return _BY_NAME[identifier]()
-    raise ValueError(f"metrics: expected one of {['accuracy'] + sorted(_BY_NAME)} or a Metric, "
+    raise ValueError(f"{argument}: expected one of {['accuracy'] + sorted(_BY_NAME)} or a Metric, "
                      f"got {identifier!r}")

@@ -17,8 +17,10 @@ Weighting, as Keras 3: ``sample_weight`` ``(N,)`` scales each sample's loss and
 ``class_weight`` ``{class index: weight}`` gives each sample the weight of its
 target class; a batch's loss is ``sum(weight * loss) / batch size`` (padded
 steps of sequence outputs are left out of both), and the epoch's loss the mean
-of the batch losses weighted by batch size.  Metrics (``metrics=``) are not
-weighted, as Keras's ``metrics`` (Keras weights only ``weighted_metrics``).
+of the batch losses weighted by batch size.  Metrics given as ``metrics=`` are
+not weighted; those given as ``weighted_metrics=`` are, ``sum(weight * score) /
+sum(weight)`` (as in Keras 3, which also names them ``weighted_<name>`` when an
+unweighted metric has the same name).
 
 Reproducibility: ``Sequential(seed=...)`` fixes the initial weights, and each
 epoch's shuffling and dropout masks come from a generator seeded by
@@ -44,6 +46,7 @@ lands (possibly inside a batch's update).
 """
 import collections.abc
 import contextlib
+import copy
 import math
 import os
 import secrets
@@ -104,6 +107,15 @@ def pad_sequences(sequences, dtype="float32", value=0.0):
     return x, lengths
 
 
+def _metric_list(metrics):
+    """compile's metrics argument as a list (None: none; one name or Metric: a list of it)."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (str, metrics_module.Metric)):
+        return [metrics]
+    return list(metrics)
+
+
 def _check_finite(argument, a, lengths=None):
     """ValueError naming the first NaN or infinity in ``a`` (samples first),
     looking only at each sample's first ``lengths[i]`` steps when given."""
@@ -162,6 +174,8 @@ class Sequential:
         self.loss = None
         self.metrics = []
         self._metric_specs = []
+        self._weighted_specs = []
+        self._n_unweighted = 0
         self.stop_training = False
         self.history = None
         self.epochs_trained = 0
@@ -266,22 +280,43 @@ class Sequential:
                 layer.reset_states()
 
     # compiling ------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
-        """Set the optimizer (name or instance), loss (name or instance) and metrics (names)."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, weighted_metrics=None):
+        """Set the optimizer (name or instance), loss (name or instance) and metrics (names or
+        Metric instances).  ``metrics`` count every valid position once; ``weighted_metrics``
+        weigh each by its sample or class weight (Keras 3's two lists and log names)."""
         if loss is None:
             raise ValueError("loss: expected a loss name such as 'categorical_crossentropy' or a Loss")
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
-        if metrics is None:
-            metrics = []
-        if isinstance(metrics, (str, metrics_module.Metric)):
-            metrics = [metrics]
-        self._metric_specs = list(metrics)
+        self._metric_specs = _metric_list(metrics)
+        self._weighted_specs = _metric_list(weighted_metrics)
         self._resolve_metrics()
 
     def _resolve_metrics(self):
+        """``self.metrics``: the unweighted metrics, then the weighted ones (their own
+        instances, ``weighted_`` before a name the unweighted list uses too)."""
         units = self.layers[-1].output_shape[-1] if self.built else None
-        self.metrics = [metrics_module.get(m, self.loss.name, units) for m in self._metric_specs]
+        plain = [metrics_module.get(m, self.loss.name, units) for m in self._metric_specs]
+        weighted = []
+        for spec in self._weighted_specs:
+            m = copy.copy(metrics_module.get(spec, self.loss.name, units, "weighted_metrics"))
+            m.reset()
+            if m.name in {p.name for p in plain}:
+                m.name = "weighted_" + m.name
+            weighted.append(m)
+        self.metrics, self._n_unweighted = plain + weighted, len(plain)
+
+    def _update_metrics(self, y, out, position_weights, sample_weight):
+        """Add a batch to every metric: position weights (padded steps 0) for all, times
+        the sample weights for the weighted ones."""
+        weighted = position_weights
+        if sample_weight is not None and len(self.metrics) > self._n_unweighted:
+            sw = np.asarray(sample_weight, np.float64)
+            positions = out.shape[:-1]
+            sw = sw.reshape(sw.shape + (1,) * (len(positions) - sw.ndim))
+            weighted = sw if position_weights is None else sw * position_weights
+        for i, m in enumerate(self.metrics):
+            m.update(y, out, position_weights if i < self._n_unweighted else weighted)
 
     @property
     def metrics_names(self):
@@ -525,8 +560,7 @@ class Sequential:
         for layer in reversed(layers):
             grad = layer.backward(grad)
         self.optimizer.apply_gradients(self.trainable_params(), self._trainable_grads())
-        for m in self.metrics:
-            m.update(y, out, weights)
+        self._update_metrics(y, out, weights, sample_weight)
         return value
 
     def _epoch_rng(self, epoch):
@@ -741,8 +775,7 @@ class Sequential:
     def _evaluate_batch(self, tracker, x, y, lengths, sample_weight):
         out, out_lengths = self._forward(x, False, lengths)
         tracker.update(self._loss(y, out, out_lengths, False, sample_weight)[0], out.shape[0])
-        for m in self.metrics:
-            m.update(y, out, self._position_weights(out, out_lengths))
+        self._update_metrics(y, out, self._position_weights(out, out_lengths), sample_weight)
         return out.shape[0]
 
     def _evaluate_data(self, data, batch_size, prefix="", verbose=0, argument="validation_data"):

@@ -262,6 +262,28 @@ m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=sp, metrics=["
 out["seq_evaluate"] = m.evaluate(d["xs"], d["ys"], sample_weight=d["sws"], batch_size=6, verbose=0)
 out["seq_train_on_batch"] = m.train_on_batch(d["xs"], d["ys"], sample_weight=d["sws"])
 out["seq_train_on_batch_weights"] = weights(m)
+# weighted_metrics: weighted by sample / class / per-step weights, "weighted_" only on a clash
+m = classifier("w", sp, 3)
+m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=sp, metrics=["accuracy"],
+          weighted_metrics=["accuracy"])
+h = m.fit(d["x"], d["y"], sample_weight=d["sw"], batch_size=4, epochs=2, shuffle=False, verbose=0,
+          validation_data=(d["xv"], d["yv"], d["swv"]))
+out["wm_fit_history"] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+out["wm_evaluate"] = {k: float(v) for k, v in m.evaluate(d["x"], d["y"], sample_weight=d["sw"],
+                                                          batch_size=4, verbose=0, return_dict=True).items()}
+m = classifier("w", "categorical_crossentropy", 3)
+m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="categorical_crossentropy",
+          weighted_metrics=["accuracy"])
+h = m.fit(d["x"], d["onehot"], class_weight=cw, batch_size=4, epochs=2, shuffle=False, verbose=0)
+out["wm_class_weight_history"] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+m = keras.Sequential([keras.Input((5, 3)), keras.layers.Masking(0.0),
+                      keras.layers.LSTM(4, return_sequences=True),
+                      keras.layers.Dense(2, activation="softmax")])
+m.set_weights([d[f"s{i}"] for i in range(5)])
+m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=sp, metrics=["accuracy"],
+          weighted_metrics=["accuracy"])
+out["wm_seq_evaluate"] = {k: float(v) for k, v in m.evaluate(
+    d["xs"], d["ys"], sample_weight=d["sws"], batch_size=6, verbose=0, return_dict=True).items()}
 out["keras"] = keras.__version__ + " / " + keras.backend.backend()
 with open(sys.argv[2], "w") as f:
     json.dump(out, f)
@@ -300,6 +322,11 @@ def _close(ours, theirs, rtol=2e-5, atol=2e-6):
 def _close_weights(model, theirs):
     for a, b in zip(model.get_weights(), theirs):
         _close(a, b)
+
+
+def _close_logs(ours, theirs):
+    assert set(ours) == set(theirs)
+    _close([ours[key] for key in sorted(ours)], [theirs[key] for key in sorted(ours)])
 
 
 def _close_history(history, theirs):
@@ -348,3 +375,52 @@ def test_against_keras_masked_sequences_with_per_step_weights(keras_results):
     _close(m.evaluate(d["xs"], d["ys"], sample_weight=d["sws"], batch_size=6, verbose=0), k["seq_evaluate"])
     _close(m.train_on_batch(d["xs"], d["ys"], sample_weight=d["sws"]), k["seq_train_on_batch"])
     _close_weights(m, k["seq_train_on_batch_weights"])
+
+
+def test_against_keras_weighted_metrics(keras_results):
+    d, k = keras_results
+    m = _model()
+    m.compile(SGD(learning_rate=0.1), "sparse_categorical_crossentropy", metrics=["accuracy"],
+              weighted_metrics=["accuracy"])
+    h = m.fit(d["x"], d["y"], sample_weight=d["sw"], batch_size=4, epochs=2, shuffle=False, verbose=0,
+              validation_data=(d["xv"], d["yv"], d["swv"]))
+    assert set(h.history) == {"loss", "accuracy", "weighted_accuracy", "val_loss", "val_accuracy",
+                              "val_weighted_accuracy"}
+    _close_history(h, k["wm_fit_history"])
+    _close_logs(m.evaluate(d["x"], d["y"], sample_weight=d["sw"], batch_size=4, verbose=0,
+                           return_dict=True), k["wm_evaluate"])
+    m = _model(loss="categorical_crossentropy")
+    m.compile(SGD(learning_rate=0.1), "categorical_crossentropy", weighted_metrics=["accuracy"])
+    h = m.fit(d["x"], d["onehot"], class_weight={0: 0.5, 2: 3.0}, batch_size=4, epochs=2, shuffle=False,
+              verbose=0)
+    _close_history(h, k["wm_class_weight_history"])
+    m = _sequence_model()
+    m.compile(SGD(learning_rate=0.1), "sparse_categorical_crossentropy", metrics=["accuracy"],
+              weighted_metrics=["accuracy"])
+    # (Keras's list form repeats "accuracy" here, flattening its compile_metrics; the dict is exact)
+    _close_logs(m.evaluate(d["xs"], d["ys"], sample_weight=d["sws"], batch_size=6, verbose=0,
+                           return_dict=True), k["wm_seq_evaluate"])
+
+
+def test_weighted_metrics_by_hand_and_through_save_and_load(tmp_path):
+    x, labels = _data()
+    model = _model()
+    model.compile(SGD(learning_rate=0.1), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"], weighted_metrics=["accuracy", "sparse_categorical_accuracy"])
+    assert model.metrics_names == ["loss", "accuracy", "weighted_accuracy", "sparse_categorical_accuracy"]
+    loss, acc, wacc, wsparse = model.evaluate(x, labels, sample_weight=SW, batch_size=4, verbose=0)
+    _, correct = _per_sample_losses(model, x, labels)
+    assert acc == pytest.approx(np.mean(correct))
+    assert wacc == pytest.approx(np.sum(SW * correct) / np.sum(SW)) == wsparse
+    assert wacc != pytest.approx(acc)  # this draw: the weights change it
+    # no weights: a weighted metric is the plain one
+    assert model.evaluate(x, labels, verbose=0)[1:3] == pytest.approx([acc, acc])
+    path = tmp_path / "m.rnk"
+    model.save(path)
+    from rnnkernels.models import load_model
+    loaded = load_model(path)
+    assert loaded.metrics_names == model.metrics_names
+    assert loaded.evaluate(x, labels, sample_weight=SW, batch_size=4, verbose=0) == pytest.approx(
+        [loss, acc, wacc, wsparse])
+    with pytest.raises(ValueError, match=r"^weighted_metrics: expected one of .* got 'f1'"):
+        model.compile("sgd", "sparse_categorical_crossentropy", weighted_metrics=["f1"])
