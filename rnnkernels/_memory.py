@@ -124,8 +124,8 @@ def scratch(shape, dtype, slot=0):
     call by this Python thread (so concurrent calls from different threads
     never share one); ``slot`` tells apart buffers needed at the same time."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64))
-    key = f"{dtype.name}_{slot}"
+    size = math.prod(shape)
+    key = f"{dtype.char}_{slot}"  # dtype.name is a Python-level property: 2.7 us
     buf = getattr(_scratch, key, None)
     if buf is None or buf.size < size:
         buf = empty(size, dtype)
