@@ -11,6 +11,7 @@ import threading
 
 _lock = threading.Lock()
 _num_threads = None
+_local = threading.local()  # .threads: this Python thread's share (see thread_share)
 
 
 def _default_num_threads():
@@ -31,6 +32,9 @@ def _default_num_threads():
 def get_num_threads():
     """Number of threads the kernels use (default: ``OMP_NUM_THREADS`` or the usable cores)."""
     global _num_threads
+    share = getattr(_local, "threads", None)
+    if share is not None:
+        return share
     if _num_threads is None:
         _num_threads = _default_num_threads()
     return _num_threads
@@ -58,3 +62,16 @@ def num_threads(n):
         yield n
     finally:
         set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def thread_share(n):
+    """Internal: kernels called from this Python thread use ``n`` threads, whatever
+    the process-wide setting (two kernel calls running at once, e.g. the two
+    directions of a Bidirectional layer, each take their share of the cores)."""
+    previous = getattr(_local, "threads", None)
+    _local.threads = n
+    try:
+        yield n
+    finally:
+        _local.threads = previous

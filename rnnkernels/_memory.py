@@ -133,15 +133,26 @@ def scratch(shape, dtype, slot=0):
     return buf[:size].reshape(shape)
 
 
+_worker_scratch = []  # callables that clear a worker thread's scratch buffers
+
+
 def release():
     """Give the memory the kernels keep between calls back to the system:
-    every free block, and the calling thread's scratch buffers.  Arrays still
-    in use are not affected."""
+    every free block, and the scratch buffers of the calling thread and of
+    rnnkernels' own worker thread (Bidirectional's).  Arrays still in use are
+    not affected."""
     global _free_bytes
-    _scratch.__dict__.clear()
+    release_scratch()
+    for clear in list(_worker_scratch):
+        clear()
     with _lock:
         _free.clear()
         _free_bytes = 0
+
+
+def release_scratch():
+    """Drop the calling thread's scratch buffers."""
+    _scratch.__dict__.clear()
 
 
 def pooled_bytes():

@@ -1,9 +1,13 @@
 """Layers: Keras weight layouts against an independent NumPy computation of Keras's
 equations, gradients of whole models by central differences (float64), masking, and
 Bidirectional's return_state / initial_state / stateful paths (against Keras when installed)."""
+import threading
+import time
+
 import numpy as np
 import pytest
 
+import rnnkernels
 from rnnkernels.layers import (GRU, LSTM, Activation, BatchNormalization, Bidirectional, Dense,
                                Dropout, GlobalAveragePooling1D, GlobalMaxPooling1D, LayerNormalization,
                                Masking, SimpleRNN)
@@ -581,3 +585,79 @@ def test_bidirectional_states_against_keras():
             np.testing.assert_allclose(ours.forward(x[:, sl]), np.asarray(theirs(x[:, sl])), **tol)
             for g, w in zip(ours.states, theirs.states):
                 np.testing.assert_allclose(g, np.asarray(w), **tol)
+
+
+@pytest.mark.parametrize("cls,n", [(LSTM, 2), (GRU, 1)])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_directions_run_at_once_with_the_results_of_one_after_the_other(
+        cls, n, return_sequences, monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 7, 3)).astype("float32")
+    lengths = np.array([7, 3, 5, 1, 6])
+    seen = set()
+    original = cls._core_forward
+
+    def recording(self, *args, **kwargs):
+        seen.add(threading.current_thread().name.split("_")[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "_core_forward", recording)
+    results = {}
+    for threads in (1, 2, 3):
+        layer = Bidirectional(cls(4, return_sequences=return_sequences, return_state=True),
+                              input_shape=(7, 3))
+        layer.build((7, 3), np.random.default_rng(0))
+        with rnnkernels.num_threads(threads):
+            out = layer.forward(x, training=True, lengths=lengths)
+            dout = [rng.normal(size=o.shape).astype("float32") for o in out] if threads == 1 else dout
+            dx = layer.backward(dout)
+        results[threads] = out + [dx] + layer.state_grads + [g for g in layer.grads.values()]
+        assert seen == ({"MainThread"} if threads == 1 else {"MainThread", "rnnkernels-direction"})
+        seen.clear()
+    for threads in (2, 3):
+        assert all(np.array_equal(a, b) for a, b in zip(results[1], results[threads]))
+    # with dropout the masks come from one generator in a fixed order: one direction at a time
+    layer = Bidirectional(cls(4, dropout=0.5), input_shape=(7, 3))
+    layer.build((7, 3), np.random.default_rng(0))
+    layer.rng = np.random.default_rng(1)
+    seen.clear()
+    with rnnkernels.num_threads(2):
+        layer.forward(x, training=True)
+    assert seen == {"MainThread"}
+
+
+def test_bidirectional_error_in_one_direction_waits_for_the_other_and_propagates(monkeypatch):
+    layer = Bidirectional(LSTM(4), input_shape=(7, 3))
+    layer.build((7, 3), np.random.default_rng(0))
+    finished = []
+    original = LSTM._core_forward
+
+    def slow_or_failing(self, x_tm, lengths, reverse, *args):
+        if reverse:
+            raise RuntimeError("backward direction failed")
+        time.sleep(0.05)
+        finished.append(True)
+        return original(self, x_tm, lengths, reverse, *args)
+
+    monkeypatch.setattr(LSTM, "_core_forward", slow_or_failing)
+    with rnnkernels.num_threads(2), pytest.raises(RuntimeError, match="backward direction failed"):
+        layer.forward(np.zeros((2, 7, 3), "float32"))
+    assert finished == [True]  # the other direction was waited for, not left running
+
+
+def test_bidirectional_in_a_forked_child_after_the_parent_used_both_threads():
+    import multiprocessing
+    layer = Bidirectional(GRU(4), input_shape=(5, 3))
+    layer.build((5, 3), np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype("float32")
+    with rnnkernels.num_threads(2):
+        want = layer.forward(x)  # the parent's worker thread now exists
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:  # the child inherits the pool object, not its thread
+        got = pool.apply_async(_forward_two_threads, (layer, x)).get(timeout=60)
+    assert np.array_equal(got, want)
+
+
+def _forward_two_threads(layer, x):
+    with rnnkernels.num_threads(2):
+        return layer.forward(x)

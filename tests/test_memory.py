@@ -4,6 +4,7 @@ import gc
 import numpy as np
 import pytest
 
+import rnnkernels
 from rnnkernels import _memory, ops
 
 
@@ -88,3 +89,20 @@ def test_kernel_outputs_survive_later_calls():
     np.testing.assert_array_equal(c_n, kept[2])
     for k, v in grads.items():
         np.testing.assert_array_equal(v, kept_grads[k])
+
+
+def test_release_reaches_the_bidirectional_worker_threads_scratch():
+    from rnnkernels.layers import GRU, Bidirectional
+    from rnnkernels.layers import recurrent
+    layer = Bidirectional(GRU(8, return_sequences=True), input_shape=(6, 3))
+    layer.build((6, 3), np.random.default_rng(0))
+    x = np.ones((4, 6, 3), np.float32)
+    with rnnkernels.num_threads(2):
+        layer.backward(np.ones_like(layer.forward(x, training=True)))
+
+    def worker_scratch():
+        return recurrent._direction_pool().submit(lambda: dict(_memory._scratch.__dict__)).result()
+
+    assert worker_scratch()  # the forward direction's gate gradients live there
+    rnnkernels.release_memory()
+    assert worker_scratch() == {} and _memory._scratch.__dict__ == {}

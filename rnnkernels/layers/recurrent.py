@@ -9,9 +9,13 @@ Parameters are kept in the kernels' (PyTorch) layout: ``w_ih (G*U, F)``,
 r,z,n (GRU).  ``get_weights``/``set_weights`` speak Keras's layout and gate
 order (LSTM i,f,c,o; GRU z,r,h), converting on the way.
 """
+import concurrent.futures
+import os
+import threading
+
 import numpy as np
 
-from .. import initializers
+from .. import _config, _memory, initializers
 from . import _kernels
 from .base import Layer, check_rate, check_units
 
@@ -399,6 +403,23 @@ class GRU(_Recurrent):
 
 _RECURRENT = {cls.__name__: cls for cls in (SimpleRNN, LSTM, GRU)}
 
+_pool, _pool_pid, _pool_lock = None, None, threading.Lock()
+
+
+def _direction_pool():
+    """The one worker thread that runs a Bidirectional layer's forward direction while
+    the calling thread runs the backward one (one thread serves every layer and model: a
+    layer waits for its forward direction before it returns).  A child process made by
+    fork() inherits the pool but not its thread, so it makes its own."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnkernels-direction")
+            # its scratch buffers are its own: release_memory() must reach them there
+            _memory._worker_scratch[:] = [lambda: pool.submit(_memory.release_scratch).result()]
+            _pool, _pool_pid = pool, os.getpid()
+        return _pool
+
 
 class Bidirectional(Layer):
     """Runs ``layer`` forward and a copy backward over each sequence's valid span (the kernel's
@@ -422,7 +443,13 @@ class Bidirectional(Layer):
 
     A ``backward_layer`` must match ``layer`` in type, units, return_sequences, return_state
     and stateful and have ``go_backwards=True`` (Keras refuses two directions with the same
-    ``go_backwards``)."""
+    ``go_backwards``).
+
+    The two directions are independent, so with two or more threads they run at the same
+    time, each on its share of the threads (the kernels release the GIL).  Each kernel gives
+    the same bits on any number of threads, so the results are those of one direction after
+    the other.  Not while training with ``dropout`` or ``recurrent_dropout``: their masks
+    come from one random generator, in a fixed order."""
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
         super().__init__(**kwargs)
@@ -569,12 +596,18 @@ class Bidirectional(Layer):
         else:
             starts = (fwd._initial_states(B, None), bwd._initial_states(B, None))
         x_tm = x.transpose(1, 0, 2)
-        outs, finals_all = [], []
-        for layer, reverse, start in ((fwd, False, starts[0]), (bwd, True, starts[1])):
-            layer.rng = self.rng
+
+        def direction(layer, reverse, start):
             y_tm, finals = layer._core_forward(x_tm, lengths, reverse, training, start)
             if self.stateful:
                 layer.states = [np.array(f) for f in finals]
+            return y_tm, finals
+
+        fwd.rng = bwd.rng = self.rng
+        outs, finals_all = [], []
+        for y_tm, finals in self._both_directions(
+                lambda: direction(fwd, False, starts[0]), lambda: direction(bwd, True, starts[1]),
+                training):
             outs.append(y_tm.transpose(1, 0, 2) if self.return_sequences else finals[0])
             finals_all.extend(finals)
         a, b = outs
@@ -614,19 +647,41 @@ class Bidirectional(Layer):
             da, db = dy * b, dy * a
         else:
             da = db = dy * self.dtype.type(0.5)
-        dx, state_grads = None, []
-        for layer, d, ds in ((fwd, da, dstates[0]), (bwd, db, dstates[1])):
+
+        def direction(layer, d, ds):
             dy_tm = None
             if self.return_sequences:
                 if d is not None:
                     dy_tm = d.transpose(1, 0, 2)
             elif d is not None:
                 ds[0] = d if ds[0] is None else ds[0] + d
-            dxl, dsl = layer._core_backward(dy_tm, ds)
-            state_grads.extend(dsl)
-            dx = dxl if dx is None else dx + dxl
-        self.state_grads = state_grads
-        return dx.transpose(1, 0, 2)
+            return layer._core_backward(dy_tm, ds)
+
+        (dx_f, ds_f), (dx_b, ds_b) = self._both_directions(
+            lambda: direction(fwd, da, dstates[0]), lambda: direction(bwd, db, dstates[1]), True)
+        self.state_grads = list(ds_f) + list(ds_b)
+        return (dx_f + dx_b).transpose(1, 0, 2)
+
+    def _both_directions(self, forward_task, backward_task, training):
+        """``[forward_task(), backward_task()]``, run at the same time when there are two
+        threads or more to share and neither direction draws dropout masks."""
+        n = _config.get_num_threads()
+        draws = training and any(l.dropout > 0 or l.recurrent_dropout > 0
+                                 for l in (self.forward_layer, self.backward_layer))
+        if n < 2 or draws:
+            return [forward_task(), backward_task()]
+
+        def run(share, task):
+            with _config.thread_share(share):
+                return task()
+
+        other = _direction_pool().submit(run, (n + 1) // 2, forward_task)
+        try:
+            second = run(n // 2, backward_task)
+        except BaseException:
+            concurrent.futures.wait([other])  # never leave it running on our arrays
+            raise
+        return [other.result(), second]
 
     def output_lengths(self, lengths):
         return lengths if self.return_sequences else None
