@@ -49,8 +49,9 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"num_threads: expected a positive integer, got {n}")
     with _lock:
-        previous = get_num_threads()
-        _num_threads = n
+        if _num_threads is None:
+            _num_threads = _default_num_threads()
+        previous, _num_threads = _num_threads, n  # the process-wide value, not a thread_share
     return previous
 
 

@@ -21,8 +21,9 @@ recycling off).
 
 Gradients that never leave backward (gate gradients) live in :func:`scratch`
 buffers, one per Python thread, kept between calls.  :func:`release`
-(``rnnkernels.release_memory()``) drops the free blocks and this thread's
-scratch buffers.
+(``rnnkernels.release_memory()``) drops the free blocks, this thread's scratch
+buffers and those of the worker thread that runs Bidirectional layers' forward
+directions.
 """
 import math
 import os

@@ -293,14 +293,17 @@ class Sequential:
         self._resolve_metrics()
 
     def _resolve_metrics(self):
-        """``self.metrics``: the unweighted metrics, then the weighted ones (their own
-        instances, ``weighted_`` before a name the unweighted list uses too)."""
+        """``self.metrics``: the unweighted metrics, then the weighted ones (a copy of an
+        instance given in both lists; ``weighted_`` before a name the unweighted list uses
+        too)."""
         units = self.layers[-1].output_shape[-1] if self.built else None
         plain = [metrics_module.get(m, self.loss.name, units) for m in self._metric_specs]
         weighted = []
         for spec in self._weighted_specs:
-            m = copy.copy(metrics_module.get(spec, self.loss.name, units, "weighted_metrics"))
-            m.reset()
+            m = metrics_module.get(spec, self.loss.name, units, "weighted_metrics")
+            if any(m is p for p in plain):  # one instance in both lists: two running means
+                m = copy.copy(m)
+                m.reset()
             if m.name in {p.name for p in plain}:
                 m.name = "weighted_" + m.name
             weighted.append(m)
@@ -612,7 +615,8 @@ class Sequential:
         ``{class index: weight}``; each sample weighs what its target class does (classes
         not in the dict weigh 1); training data only, not validation data.  The two cannot be
         combined.  A batch's loss is ``sum(weight * loss) / batch size`` (Keras 3's
-        "sum_over_batch_size"); the metrics are not weighted (as Keras's ``metrics``).
+        "sum_over_batch_size").  The weights also weigh the ``weighted_metrics`` given to
+        :meth:`compile`; the ``metrics`` count every sample once (as Keras's).
 
         ``x`` may be a dataset (see the module docstring): ``len(x)`` batches, ``x[i]`` gives
         ``(x, y)`` or ``(x, y, sample_weight)``.  ``y``, ``batch_size``, ``sample_weight``,
@@ -811,7 +815,8 @@ class Sequential:
                  sample_weight=None):
         """``[loss, metric...]`` over the data (the loss alone when there are no metrics);
         ``return_dict=True`` gives ``{'loss': ..., 'accuracy': ...}``.  ``sample_weight``
-        weights the loss as in :meth:`fit` (the metrics stay unweighted, as Keras's).
+        weights the loss and the ``weighted_metrics`` as in :meth:`fit` (``metrics`` stay
+        unweighted, as Keras's).
         ``x`` may be a dataset, as in :meth:`fit` (its batches in order; ``y``,
         ``batch_size``, ``lengths`` and ``sample_weight`` left out)."""
         self._require_compiled()
@@ -893,7 +898,8 @@ class Sequential:
         return value if not self.metrics else [value] + [m.result() for m in self.metrics]
 
     def test_on_batch(self, x, y, lengths=None, sample_weight=None):
-        """:meth:`evaluate` on one batch; ``sample_weight`` weights the loss."""
+        """:meth:`evaluate` on one batch; ``sample_weight`` weights the loss and the
+        ``weighted_metrics``."""
         return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, lengths=lengths,
                              sample_weight=sample_weight)
 

@@ -1,6 +1,7 @@
 """Layers: Keras weight layouts against an independent NumPy computation of Keras's
 equations, gradients of whole models by central differences (float64), masking, and
 Bidirectional's return_state / initial_state / stateful paths (against Keras when installed)."""
+import os
 import threading
 import time
 
@@ -587,13 +588,8 @@ def test_bidirectional_states_against_keras():
                 np.testing.assert_allclose(g, np.asarray(w), **tol)
 
 
-@pytest.mark.parametrize("cls,n", [(LSTM, 2), (GRU, 1)])
-@pytest.mark.parametrize("return_sequences", [True, False])
-def test_bidirectional_directions_run_at_once_with_the_results_of_one_after_the_other(
-        cls, n, return_sequences, monkeypatch):
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(5, 7, 3)).astype("float32")
-    lengths = np.array([7, 3, 5, 1, 6])
+def _record_direction_threads(monkeypatch, cls):
+    """The names of the threads that run ``cls``'s recurrences from now on (a set)."""
     seen = set()
     original = cls._core_forward
 
@@ -602,6 +598,17 @@ def test_bidirectional_directions_run_at_once_with_the_results_of_one_after_the_
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(cls, "_core_forward", recording)
+    return seen
+
+
+@pytest.mark.parametrize("cls,n", [(LSTM, 2), (GRU, 1)])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_directions_run_at_once_with_the_results_of_one_after_the_other(
+        cls, n, return_sequences, monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 7, 3)).astype("float32")
+    lengths = np.array([7, 3, 5, 1, 6])
+    seen = _record_direction_threads(monkeypatch, cls)
     results = {}
     for threads in (1, 2, 3):
         layer = Bidirectional(cls(4, return_sequences=return_sequences, return_state=True),
@@ -661,3 +668,53 @@ def test_bidirectional_in_a_forked_child_after_the_parent_used_both_threads():
 def _forward_two_threads(layer, x):
     with rnnkernels.num_threads(2):
         return layer.forward(x)
+
+
+def test_bidirectional_in_a_forked_child_release_memory_returns():
+    import multiprocessing
+    layer = Bidirectional(GRU(4), input_shape=(5, 3))
+    layer.build((5, 3), np.random.default_rng(0))
+    with rnnkernels.num_threads(2):
+        layer.forward(np.ones((2, 5, 3), "float32"))  # the parent's worker now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # it hung here before
+        assert pool.apply_async(rnnkernels.release_memory).get(timeout=60) is None
+
+
+def test_bidirectional_runs_both_directions_itself_when_the_worker_is_busy(monkeypatch):
+    from rnnkernels.layers import recurrent
+    seen = _record_direction_threads(monkeypatch, LSTM)
+    layer = Bidirectional(LSTM(4), input_shape=(5, 3))
+    layer.build((5, 3), np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(3, 5, 3)).astype("float32")
+    with rnnkernels.num_threads(2):
+        want = layer.forward(x)
+        assert seen == {"MainThread", "rnnkernels-direction"}
+        seen.clear()
+        with recurrent._pool_free:  # another thread's layer holds the worker
+            got = layer.forward(x)
+    assert seen == {"MainThread"} and np.array_equal(got, want)
+
+
+def test_bidirectional_during_interpreter_shutdown(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import atexit, threading, time, numpy as np, rnnkernels\n"
+        "from rnnkernels.layers import LSTM, Bidirectional\n"
+        "from rnnkernels.models import Sequential\n"
+        "m = Sequential([Bidirectional(LSTM(8))])\n"
+        "x = np.random.rand(4, 5, 3).astype('float32')\n"
+        "m.predict(x)\n"
+        "def late():\n"
+        "    time.sleep(0.5)  # the main thread has returned: executors are shut down\n"
+        "    print('late predict', m.predict(x).shape, flush=True)\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: (rnnkernels.release_memory(), print('atexit release ok')))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="2",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(rnnkernels.__file__))]
+                                          + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["late predict (4, 16)", "atexit release ok"]

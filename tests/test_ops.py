@@ -212,6 +212,16 @@ def test_num_threads_api():
         rnnkernels.set_num_threads(0)
     with pytest.raises(TypeError, match="num_threads"):
         rnnkernels.set_num_threads(1.5)
+    # inside a thread's share (a Bidirectional direction) the process-wide value is what
+    # set_num_threads returns and restores
+    from rnnkernels import _config
+    with rnnkernels.num_threads(3):
+        with _config.thread_share(1):
+            assert rnnkernels.get_num_threads() == 1
+            with rnnkernels.num_threads(2):
+                pass
+        assert rnnkernels.get_num_threads() == 3
+    assert rnnkernels.get_num_threads() == before
 
 
 def test_openmp_build_reports_itself():

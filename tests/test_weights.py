@@ -424,3 +424,16 @@ def test_weighted_metrics_by_hand_and_through_save_and_load(tmp_path):
         [loss, acc, wacc, wsparse])
     with pytest.raises(ValueError, match=r"^weighted_metrics: expected one of .* got 'f1'"):
         model.compile("sgd", "sparse_categorical_crossentropy", weighted_metrics=["f1"])
+
+
+def test_a_metric_instance_given_as_weighted_is_the_one_updated():
+    from rnnkernels import metrics
+    x, labels = _data()
+    mine = metrics.SparseCategoricalAccuracy(name="mine")
+    shared = metrics.SparseCategoricalAccuracy(name="both")
+    model = _model()
+    model.compile(SGD(learning_rate=0.1), "sparse_categorical_crossentropy", metrics=["accuracy", shared],
+                  weighted_metrics=[mine, shared])
+    assert model.metrics_names == ["loss", "accuracy", "both", "mine", "weighted_both"]
+    logs = model.evaluate(x, labels, sample_weight=SW, verbose=0, return_dict=True)
+    assert mine.result() == logs["mine"] == logs["weighted_both"] != logs["both"] == shared.result()

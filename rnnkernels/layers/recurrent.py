@@ -403,22 +403,44 @@ class GRU(_Recurrent):
 
 _RECURRENT = {cls.__name__: cls for cls in (SimpleRNN, LSTM, GRU)}
 
-_pool, _pool_pid, _pool_lock = None, None, threading.Lock()
+_pool, _pool_pid = None, None
+_pool_lock = threading.Lock()
+_pool_free = threading.Lock()  # held by the caller whose forward direction the worker runs
 
 
 def _direction_pool():
-    """The one worker thread that runs a Bidirectional layer's forward direction while
-    the calling thread runs the backward one (one thread serves every layer and model: a
-    layer waits for its forward direction before it returns).  A child process made by
-    fork() inherits the pool but not its thread, so it makes its own."""
+    """The worker thread that runs a Bidirectional layer's forward direction while the
+    calling thread runs the backward one.  One serves the process; a caller that finds it
+    busy with another thread's layer runs its two directions itself (see _both_directions)."""
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
             pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnkernels-direction")
             # its scratch buffers are its own: release_memory() must reach them there
-            _memory._worker_scratch[:] = [lambda: pool.submit(_memory.release_scratch).result()]
+            _memory._worker_scratch[:] = [lambda: _release_worker_scratch(pool)]
             _pool, _pool_pid = pool, os.getpid()
         return _pool
+
+
+def _release_worker_scratch(pool):
+    try:
+        pool.submit(_memory.release_scratch).result()
+    except RuntimeError:  # interpreter shutting down: the worker and its buffers are gone
+        pass
+
+
+def _forget_pool_in_child():
+    """After fork() the child has the pool object but not its thread: a task submitted
+    there would wait forever.  Start afresh (the locks too: another thread may have held
+    them at the fork)."""
+    global _pool, _pool_pid, _pool_lock, _pool_free
+    _pool, _pool_pid = None, None
+    _pool_lock, _pool_free = threading.Lock(), threading.Lock()
+    _memory._worker_scratch.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 class Bidirectional(Layer):
@@ -668,20 +690,28 @@ class Bidirectional(Layer):
         n = _config.get_num_threads()
         draws = training and any(l.dropout > 0 or l.recurrent_dropout > 0
                                  for l in (self.forward_layer, self.backward_layer))
-        if n < 2 or draws:
+        # The worker busy with another thread's layer: queueing behind it would be slower
+        # than running both directions here, as before.
+        if n < 2 or draws or not _pool_free.acquire(blocking=False):
             return [forward_task(), backward_task()]
-
-        def run(share, task):
-            with _config.thread_share(share):
-                return task()
-
-        other = _direction_pool().submit(run, (n + 1) // 2, forward_task)
+        held = _pool_free
         try:
-            second = run(n // 2, backward_task)
-        except BaseException:
-            concurrent.futures.wait([other])  # never leave it running on our arrays
-            raise
-        return [other.result(), second]
+            def run(share, task):
+                with _config.thread_share(share):
+                    return task()
+
+            try:
+                other = _direction_pool().submit(run, (n + 1) // 2, forward_task)
+            except RuntimeError:  # interpreter shutting down: no new threads
+                return [forward_task(), backward_task()]
+            try:
+                second = run(n // 2, backward_task)
+            except BaseException:
+                concurrent.futures.wait([other])  # never leave it running on our arrays
+                raise
+            return [other.result(), second]
+        finally:
+            held.release()
 
     def output_lengths(self, lengths):
         return lengths if self.return_sequences else None
