@@ -93,7 +93,7 @@ def read_archive(path, expected_format):
 
 def model_header(model, fmt, include_optimizer):
     from . import layers as layers_module
-    from . import losses, optimizers
+    from . import losses, metrics, optimizers
     header = {"format": fmt,
               "model": {"class_name": type(model).__name__, "config": model.get_config(),
                         "layers": [layers_module.serialize(layer) for layer in model.layers],
@@ -102,8 +102,8 @@ def model_header(model, fmt, include_optimizer):
     if include_optimizer and model.optimizer is not None:
         header["compile"] = {"optimizer": optimizers.serialize(model.optimizer),
                              "loss": losses.serialize(model.loss),
-                             "metrics": [m if isinstance(m, str) else m.name for m in model._metric_specs],
-                             "weighted_metrics": [m if isinstance(m, str) else m.name
+                             "metrics": [metrics.serialize(m) for m in model._metric_specs],
+                             "weighted_metrics": [metrics.serialize(m, "weighted_metrics")
                                                   for m in model._weighted_specs]}
         header["training"] = {"optimizer_iterations": model.optimizer.iterations,
                               "epochs_trained": model.epochs_trained}

@@ -14,7 +14,7 @@ for binary cross-entropy or a single output unit.
 import numpy as np
 
 __all__ = ["Metric", "Mean", "CategoricalAccuracy", "SparseCategoricalAccuracy",
-           "BinaryAccuracy", "get"]
+           "BinaryAccuracy", "get", "serialize"]
 
 
 class Metric:
@@ -46,6 +46,10 @@ class Metric:
 
     def result(self):
         return self._total / self._count if self._count else 0.0
+
+    def get_config(self):
+        """Constructor arguments (what a saved model keeps of the metric)."""
+        return {"name": self.name}
 
 
 class Mean(Metric):
@@ -93,8 +97,12 @@ class BinaryAccuracy(Metric):
             raise ValueError(f"y_true: expected shape {y_pred.shape} for {self.name}, got {y_true.shape}")
         return np.mean((y_pred > self.threshold) == (y_true > 0.5), axis=-1)
 
+    def get_config(self):
+        return dict(super().get_config(), threshold=self.threshold)
 
-_BY_NAME = {cls.name: cls for cls in (CategoricalAccuracy, SparseCategoricalAccuracy, BinaryAccuracy)}
+
+_CLASSES = (CategoricalAccuracy, SparseCategoricalAccuracy, BinaryAccuracy)
+_BY_NAME = {cls.name: cls for cls in _CLASSES}
 _ACCURACY_FOR_LOSS = {
     "categorical_crossentropy": CategoricalAccuracy,
     "sparse_categorical_crossentropy": SparseCategoricalAccuracy,
@@ -109,6 +117,13 @@ def get(identifier, loss_name=None, output_units=None, argument="metrics"):
     ``'accuracy'`` in logs and History, as in Keras)."""
     if isinstance(identifier, Metric):
         return identifier
+    if isinstance(identifier, dict):  # a saved instance, see serialize
+        by_class = {cls.__name__: cls for cls in _CLASSES}
+        cls = by_class.get(identifier.get("class_name"))
+        if cls is None:
+            raise ValueError(f"{argument}: expected a saved metric of class {sorted(by_class)}, "
+                             f"got {identifier!r}")
+        return cls(**identifier.get("config", {}))
     if not isinstance(identifier, str):
         raise ValueError(f"{argument}: expected metric names or Metric instances, got {identifier!r}")
     if identifier in ("accuracy", "acc"):
@@ -120,3 +135,16 @@ def get(identifier, loss_name=None, output_units=None, argument="metrics"):
         return _BY_NAME[identifier]()
     raise ValueError(f"{argument}: expected one of {['accuracy'] + sorted(_BY_NAME)} or a Metric, "
                      f"got {identifier!r}")
+
+
+def serialize(metric, argument="metrics"):
+    """What a saved model keeps of a metric given to ``compile``: a name as it is, a built-in
+    metric instance as its class and constructor arguments (a custom name or threshold saved
+    as a bare name would come back as another metric, or not at all)."""
+    if isinstance(metric, str):
+        return metric
+    if type(metric) not in _CLASSES:
+        raise ValueError(f"{argument}: cannot save the custom metric {type(metric).__name__} "
+                         f"({metric.name!r}); save with include_optimizer=False to leave the "
+                         "compile settings out, and compile again after loading")
+    return {"class_name": type(metric).__name__, "config": metric.get_config()}

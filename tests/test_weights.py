@@ -437,3 +437,30 @@ def test_a_metric_instance_given_as_weighted_is_the_one_updated():
     assert model.metrics_names == ["loss", "accuracy", "both", "mine", "weighted_both"]
     logs = model.evaluate(x, labels, sample_weight=SW, verbose=0, return_dict=True)
     assert mine.result() == logs["mine"] == logs["weighted_both"] != logs["both"] == shared.result()
+
+
+def test_metric_instances_keep_their_name_and_threshold_through_save_and_load(tmp_path):
+    from rnnkernels import metrics
+    from rnnkernels.models import load_model
+    m = Sequential([LSTM(3, input_shape=(5, 3)), Dense(1, activation="sigmoid")], seed=0)
+    m.compile("sgd", "binary_crossentropy", metrics=[metrics.BinaryAccuracy(name="strict", threshold=0.7)],
+              weighted_metrics=["accuracy", metrics.BinaryAccuracy(name="lenient", threshold=0.2)])
+    x, labels = _data(8)
+    y = (labels > 0).astype("float32")[:, None]
+    m.save(tmp_path / "m.rnk")
+    loaded = load_model(tmp_path / "m.rnk")
+    assert loaded.metrics_names == ["loss", "strict", "accuracy", "lenient"]
+    assert [getattr(k, "threshold", None) for k in loaded.metrics] == [0.7, 0.5, 0.2]
+    assert loaded.evaluate(x, y, sample_weight=SW[:8], verbose=0) == \
+        m.evaluate(x, y, sample_weight=SW[:8], verbose=0)
+
+    class Mine(metrics.BinaryAccuracy):
+        pass
+
+    m.compile("sgd", "binary_crossentropy", metrics=[Mine(name="mine")])
+    with pytest.raises(ValueError, match=r"metrics: cannot save the custom metric Mine \('mine'\); "
+                                         r"save with include_optimizer=False"):
+        m.save(tmp_path / "custom.rnk")
+    assert not (tmp_path / "custom.rnk").exists()
+    m.save(tmp_path / "custom.rnk", include_optimizer=False)
+    assert load_model(tmp_path / "custom.rnk").optimizer is None
