@@ -718,3 +718,19 @@ def test_bidirectional_during_interpreter_shutdown(tmp_path):
                           env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["late predict (4, 16)", "atexit release ok"]
+
+
+def test_bidirectional_worker_direction_runs_under_the_callers_errstate(monkeypatch):
+    seen = []
+    original = LSTM._core_forward
+
+    def recording(self, *args, **kwargs):
+        seen.append((threading.current_thread().name.split("_")[0], np.geterr()["over"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LSTM, "_core_forward", recording)
+    layer = Bidirectional(LSTM(4), input_shape=(5, 3))
+    layer.build((5, 3), np.random.default_rng(0))
+    with rnnkernels.num_threads(2), np.errstate(over="raise"):
+        layer.forward(np.ones((2, 5, 3), "float32"))
+    assert sorted(seen) == [("MainThread", "raise"), ("rnnkernels-direction", "raise")]

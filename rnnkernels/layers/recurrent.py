@@ -10,6 +10,7 @@ r,z,n (GRU).  ``get_weights``/``set_weights`` speak Keras's layout and gate
 order (LSTM i,f,c,o; GRU z,r,h), converting on the way.
 """
 import concurrent.futures
+import contextvars
 import os
 import threading
 
@@ -700,8 +701,9 @@ class Bidirectional(Layer):
                 with _config.thread_share(share):
                     return task()
 
-            try:
-                other = _direction_pool().submit(run, (n + 1) // 2, forward_task)
+            try:  # in the caller's context: np.errstate and other contextvars apply there too
+                other = _direction_pool().submit(contextvars.copy_context().run, run, (n + 1) // 2,
+                                                 forward_task)
             except RuntimeError:  # interpreter shutting down: no new threads
                 return [forward_task(), backward_task()]
             try:
