@@ -103,6 +103,7 @@ class BinaryAccuracy(Metric):
 
 _CLASSES = (CategoricalAccuracy, SparseCategoricalAccuracy, BinaryAccuracy)
 _BY_NAME = {cls.name: cls for cls in _CLASSES}
+_BY_CLASS = {cls.__name__: cls for cls in _CLASSES}
 _ACCURACY_FOR_LOSS = {
     "categorical_crossentropy": CategoricalAccuracy,
     "sparse_categorical_crossentropy": SparseCategoricalAccuracy,
@@ -118,10 +119,9 @@ def get(identifier, loss_name=None, output_units=None, argument="metrics"):
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, dict):  # a saved instance, see serialize
-        by_class = {cls.__name__: cls for cls in _CLASSES}
-        cls = by_class.get(identifier.get("class_name"))
+        cls = _BY_CLASS.get(identifier.get("class_name"))
         if cls is None:
-            raise ValueError(f"{argument}: expected a saved metric of class {sorted(by_class)}, "
+            raise ValueError(f"{argument}: expected a saved metric of class {sorted(_BY_CLASS)}, "
                              f"got {identifier!r}")
         return cls(**identifier.get("config", {}))
     if not isinstance(identifier, str):

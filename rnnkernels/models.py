@@ -131,6 +131,7 @@ def _check_finite(argument, a, lengths=None):
         raise ValueError(f"{argument}: expected finite values, got {a[where]!r} at {at} "
                          f"({int(bad.sum())} non-finite value(s))")
 
+
 class _BlasSingleThread:
     """Keep BLAS (NumPy's matmuls) on one thread during training: results then cannot depend on
     the thread count, and the kernels, which run their own threads, skip re-limiting per call."""

@@ -404,7 +404,7 @@ class GRU(_Recurrent):
 
 _RECURRENT = {cls.__name__: cls for cls in (SimpleRNN, LSTM, GRU)}
 
-_pool, _pool_pid = None, None
+_pool = None
 _pool_lock = threading.Lock()
 _pool_free = threading.Lock()  # held by the caller whose forward direction the worker runs
 
@@ -413,13 +413,13 @@ def _direction_pool():
     """The worker thread that runs a Bidirectional layer's forward direction while the
     calling thread runs the backward one.  One serves the process; a caller that finds it
     busy with another thread's layer runs its two directions itself (see _both_directions)."""
-    global _pool, _pool_pid
+    global _pool
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
+        if _pool is None:
             pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnkernels-direction")
             # its scratch buffers are its own: release_memory() must reach them there
             _memory._worker_scratch[:] = [lambda: _release_worker_scratch(pool)]
-            _pool, _pool_pid = pool, os.getpid()
+            _pool = pool
         return _pool
 
 
@@ -434,13 +434,13 @@ def _forget_pool_in_child():
     """After fork() the child has the pool object but not its thread: a task submitted
     there would wait forever.  Start afresh (the locks too: another thread may have held
     them at the fork)."""
-    global _pool, _pool_pid, _pool_lock, _pool_free
-    _pool, _pool_pid = None, None
+    global _pool, _pool_lock, _pool_free
+    _pool = None
     _pool_lock, _pool_free = threading.Lock(), threading.Lock()
     _memory._worker_scratch.clear()
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # no fork() where it is missing (Windows)
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
