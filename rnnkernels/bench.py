@@ -105,7 +105,7 @@ def make_inputs(cell, size, dtype, seed, varlen=False):
     """Inputs shared by every system: ``x (T, B, I)``, PyTorch-layout weights
     ``w_ih (G*H, I)``, ``w_hh (G*H, H)``, ``b_ih, b_hh (G*H,)``, the output
     gradient ``dy (T, B, H)`` and ``lengths (B,)`` (None unless ``varlen``;
-    uniform in [ceil(T/4), T]). Drawn in float64, then cast, so both dtypes
+    evenly spread over [ceil(T/4), T]). Drawn in float64, then cast, so both dtypes
     see the same numbers."""
     rng = np.random.default_rng(seed)
     T, B, I, H = size.T, size.B, size.I, size.H
@@ -120,7 +120,16 @@ def make_inputs(cell, size, dtype, seed, varlen=False):
         "dy": rng.standard_normal((T, B, H)),
     }
     data = {name: np.ascontiguousarray(a, dtype=dtype) for name, a in data.items()}
-    data["lengths"] = rng.integers(max(1, math.ceil(T / 4)), T + 1, size=B) if varlen else None
+    if varlen:
+        # Evenly spread over [ceil(T/4), T] in random order, not B independent
+        # draws: the mean of 32 or 64 draws strays by several percent, so a
+        # varlen/padded ratio would measure the draw as much as the kernels
+        # (the seeded draws had sum(lengths)/(T*B) from 0.58 to 0.67).
+        # Evenly spread, every case's share of the padded work is 0.625.
+        lo = max(1, math.ceil(T / 4))
+        data["lengths"] = rng.permutation(np.round(np.linspace(lo, T, B)).astype(np.int64))
+    else:
+        data["lengths"] = None
     return data
 
 
@@ -510,7 +519,18 @@ def build_contenders(case, data, systems, impl, keras_workers, exchange_dir):
 
 def time_case(contenders, repeats, warmup, progress=None):
     """Set up, then run every contender ``warmup + repeats`` times in both modes,
-    round-robin (the order rotates each repetition); fills ``samples`` (ms)."""
+    round-robin (the order rotates each repetition); fills ``samples`` (ms).
+
+    Each contender's timed runs follow one untimed forward pass of its own.
+    A library's OpenMP threads keep spinning for a few milliseconds after its
+    call returns, on the cores the next call needs: measured on the 2-core
+    machine, whatever ran right after PyTorch was 7-20% slower (small RNN,
+    variable lengths: 4.72 ms after PyTorch, 4.07 after our padded run, 3.98
+    after its own untimed pass).  With the rotation alone, one contender still
+    followed another system in most repetitions (rnnkernels' variable-length
+    run followed PyTorch in five of six), so the order decided ratios.  The
+    settling pass puts every system in its own steady state, as in a training
+    loop, where a step follows a step of the same library."""
     outputs = {}
     for c in contenders:
         try:
@@ -523,16 +543,16 @@ def time_case(contenders, repeats, warmup, progress=None):
     active = [c for c in contenders if c.status == "ok"]
     for rep in range(warmup + repeats):
         shift = rep % len(active) if active else 0
-        for mode in MODES:
-            for c in active[shift:] + active[:shift]:
+        for c in active[shift:] + active[:shift]:
+            for mode in ("settle",) + MODES:
                 if c.status != "ok":
-                    continue
+                    break
                 try:
-                    seconds = c.run(mode)
+                    seconds = c.run("fwd" if mode == "settle" else mode)
                 except Exception as exc:
                     c.status, c.reason = "error", f"{mode}: {type(exc).__name__}: {exc}"
-                    continue
-                if rep >= warmup:
+                    break
+                if rep >= warmup and mode != "settle":
                     c.samples[mode].append(seconds * 1e3)
         if progress is not None:
             progress.update(1)
@@ -824,6 +844,8 @@ def summary_rows(report):
                                     "varlen": r["varlen"], "threads": r["threads"], "ms": {}})
         label = r["system"] if r["variant"] == "padded" else f"{r['system']} {r['variant']}"
         row["ms"][label] = {mode: r[f"{mode}_ms"] for mode in MODES}
+        if r.get("tokens"):
+            row.setdefault("tokens", {})[label] = r["tokens"]
         if r["system"] == "rnnkernels" and r["variant"] in ("padded", "varlen") and \
                 (r["variant"] == "varlen") == r["varlen"]:
             row["gflops"] = {mode: r[f"{mode}_gflops"] for mode in MODES}
@@ -842,6 +864,10 @@ def summary_rows(report):
             padded = row["ms"].get("rnnkernels", {})
             row["varlen_over_padded"] = {mode: ours[mode] / padded[mode] if ours.get(mode) and padded.get(mode)
                                          else None for mode in MODES}
+            tokens = row.get("tokens", {})
+            # The ratio that work alone would give: sum(lengths) / (T*B).
+            row["work_share"] = (tokens[ours_label] / tokens["rnnkernels"]
+                                 if ours_label in tokens and "rnnkernels" in tokens else None)
     return sorted(rows.values(), key=lambda r: (r["varlen"], DTYPES.index(r["dtype"]), CELLS.index(r["cell"]),
                                                 list(SIZES).index(r["size"]), r["threads"]))
 
@@ -963,12 +989,12 @@ def render(report):
     if vrows:
         labels = ["rnnkernels varlen", "rnnkernels", "torch packed"]
         head1 = ["variable length", "", "", ""] + [MODE_TITLES[mode] if i == 0 else "" for mode in MODES
-                                                   for i in range(3)] + ["varlen / padded", "", "vs torch"]
-        head2 = ["cell", "size", "dtype", "thr"] + ["varlen", "padded", "torch"] * 2 + ["fwd", "f+b", "f+b"]
+                                                   for i in range(3)] + ["varlen / padded", "", "work", "vs torch"]
+        head2 = ["cell", "size", "dtype", "thr"] + ["varlen", "padded", "torch"] * 2 + ["fwd", "f+b", "share", "f+b"]
         body = [[r["cell"], r["size"], r["dtype"], r["threads"]]
                 + [_fmt(r["ms"].get(s, {}).get(mode)) for mode in MODES for s in labels]
                 + [_fmt(r["varlen_over_padded"][mode], ".2f", "x") for mode in MODES]
-                + [_fmt(r["ratio"]["fwdbwd"], ".2f", "x")] for r in vrows]
+                + [_fmt(r.get("work_share"), ".3f"), _fmt(r["ratio"]["fwdbwd"], ".2f", "x")] for r in vrows]
         out += ["", format_table(head2, body, head1)]
     scaling = _thread_scaling(rows)
     if scaling:
@@ -1076,7 +1102,7 @@ def build_parser(prog="rnnkernels bench"):
     p.add_argument("--repeats", type=positive_int, default=None, help="timed repetitions (default 9, quick 3)")
     p.add_argument("--warmup", type=non_negative_int, default=None, help="discarded repetitions (default 2, quick 1)")
     p.add_argument("--varlen", action="store_true",
-                   help="also time variable-length batches (lengths uniform in [T/4, T])")
+                   help="also time variable-length batches (lengths evenly spread over [T/4, T], shuffled)")
     p.add_argument("--memory", action="store_true", help="also measure the peak memory of a training step")
     p.add_argument("--targets", action="store_true",
                    help="evaluate the performance targets (implies --varlen and --memory; exit status 1 on FAIL)")

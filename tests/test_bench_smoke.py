@@ -103,13 +103,19 @@ def test_inputs_are_seeded_and_lengths_in_range():
     np.testing.assert_array_equal(a["lengths"], b["lengths"])
     np.testing.assert_allclose(a["w_hh"], b["w_hh"], rtol=1e-6)
     assert a["w_ih"].shape == (15, 3) and a["dy"].shape == (40, 50, 5)
-    assert a["lengths"].min() >= 10 and a["lengths"].max() <= 40
+    assert a["lengths"].min() == 10 and a["lengths"].max() == 40
+    # evenly spread, so every case does the same share of the padded work
+    np.testing.assert_array_equal(np.sort(a["lengths"]), np.round(np.linspace(10, 40, 50)))
+    assert not np.all(np.diff(a["lengths"]) >= 0)  # in random order, not sorted
+    assert abs(a["lengths"].sum() / (40 * 50) - 0.625) < 0.01
     assert bench.make_inputs("gru", size, "float32", seed=7)["lengths"] is None
     assert bench.case_seed(0, "lstm", "small") != bench.case_seed(0, "lstm", "large")
 
 
-def _result(cell, size, system, fwd, fwdbwd, threads=2, variant="padded", varlen=False, pct=None):
+def _result(cell, size, system, fwd, fwdbwd, threads=2, variant="padded", varlen=False, pct=None,
+            tokens=3200):
     return {"cell": cell, "size": size, "dtype": "float32", "varlen": varlen, "threads": threads,
+            "tokens": tokens,
             "system": system, "variant": variant, "fwd_ms": fwd, "fwdbwd_ms": fwdbwd,
             "fwd_gflops": 1.0, "fwdbwd_gflops": 1.0, "fwd_pct_peak": pct, "fwdbwd_pct_peak": pct}
 
@@ -120,6 +126,36 @@ def _targets(results, memory=()):
     return {t["name"]: t for t in bench.evaluate_targets(report)}
 
 
+def test_every_timed_run_follows_an_untimed_pass_of_its_own_system():
+    """Another library's threads spin on after its call and slow whatever runs
+    next: a timed run must never directly follow a different contender."""
+    calls = []
+
+    class Fake(bench.Contender):
+        def setup(self):
+            return np.zeros((1, 1, 1))
+
+        def run(self, mode):
+            calls.append((self.system, mode))
+            return 0.001
+
+    contenders = []
+    for name in ("a", "b", "c"):
+        c = Fake("rnn", {}, 1, "padded")
+        c.system = name
+        contenders.append(c)
+    bench.time_case(contenders, repeats=4, warmup=1)
+    assert all(len(c.samples[m]) == 4 for c in contenders for m in bench.MODES)
+    assert len(calls) == 5 * 3 * (1 + len(bench.MODES))
+    for i, (system, mode) in enumerate(calls):
+        if i % (1 + len(bench.MODES)) == 0:  # the settling pass, untimed, forward only
+            assert mode == "fwd"
+        else:
+            assert calls[i - 1][0] == system
+    firsts = [calls[i][0] for i in range(0, len(calls), 3 * (1 + len(bench.MODES)))]
+    assert firsts == ["a", "b", "c", "a", "b"]  # the order still rotates
+
+
 def test_targets_pass_and_fail_on_known_numbers():
     results = []
     for cell in bench.CELLS:
@@ -127,7 +163,7 @@ def test_targets_pass_and_fail_on_known_numbers():
             results += [_result(cell, size, "rnnkernels", 5.0, 6.0, pct=80.0),
                         _result(cell, size, "torch", 10.0, 10.0), _result(cell, size, "keras", 8.0, 12.0)]
     results += [_result("lstm", "medium", "rnnkernels", 9.0, 10.8, threads=1)]
-    results += [_result("lstm", "small", "rnnkernels", 3.0, 3.6, variant="varlen", varlen=True),
+    results += [_result("lstm", "small", "rnnkernels", 3.0, 3.6, variant="varlen", varlen=True, tokens=2000),
                 _result("lstm", "small", "rnnkernels", 5.0, 6.0, varlen=True),
                 _result("lstm", "small", "torch", 4.0, 5.0, variant="packed", varlen=True)]
     memory = [{"cell": "lstm", "size": "large", "dtype": "float32", "system": "rnnkernels",
@@ -135,6 +171,9 @@ def test_targets_pass_and_fail_on_known_numbers():
               {"cell": "lstm", "size": "large", "dtype": "float32", "system": "torch", "peak_increase_kib": 1000}]
     t = _targets(results, memory)
     assert {v["status"] for v in t.values()} == {"PASS"}
+    report = {"results": results, "memory": memory, "machine": {"default_threads": 2}}
+    (varlen_row,) = [r for r in bench.summary_rows(report) if r["varlen"]]
+    assert varlen_row["work_share"] == pytest.approx(2000 / 3200)
     assert t["fwd+bwd vs best peer, every cell x size"]["measured"] == pytest.approx(0.6)
     assert t["fwd+bwd vs best peer, geometric mean"]["measured"] == pytest.approx(0.6)
     assert t["forward-only vs best peer, geometric mean"]["measured"] == pytest.approx(5 / 8)
