@@ -156,8 +156,10 @@ class _Plan:
         np.cumsum(self.counts, out=self.offsets[1:])
         self.N = N = int(self.offsets[-1])
         self.n_first = int(self.counts[0]) if S else 0
+        # Sequences already longest first: the initial and final states need no gathers.
+        self.in_order = bool(np.all(self.order == np.arange(B)))
         # The common case (all full length, forward) needs no gathers at all.
-        self.identity = S == T and N == T * B and not reverse and np.all(self.order == np.arange(B))
+        self.identity = S == T and N == T * B and not reverse and self.in_order
         if not self.identity:
             step = np.repeat(np.arange(S), self.counts)
             row = np.arange(N) - self.offsets[step]
@@ -205,7 +207,8 @@ class _Plan:
     def state_buffer(self, init, H):
         """(N + B, H) state buffer with the initial states placed (see _lstm.pyx)."""
         buf = _aligned_empty((self.N + self.B, H), init.dtype)
-        init = init[self.order]
+        if not self.in_order:
+            init = init[self.order]
         buf[: self.n_first] = init[: self.n_first]
         buf[self.N + self.n_first:] = init[self.n_first:]
         return buf
@@ -219,24 +222,56 @@ class _Plan:
         return y.reshape(self.T, self.B, H)
 
     def final(self, buf):
+        if self.in_order:
+            return buf[self.N:].copy()
         out = np.empty((self.B, buf.shape[1]), buf.dtype)
         out[self.order] = buf[self.N:]
         return out
 
     def to_sorted(self, a):
-        return _aligned_copy(a[self.order])
+        """A new aligned array of a's rows, longest sequence first."""
+        return _aligned_copy(a if self.in_order else a[self.order])
 
     def from_sorted(self, a):
+        """a's rows back in the caller's order (a itself when already in it:
+        only ever called on buffers made for this call)."""
+        if self.in_order:
+            return a
         out = np.empty_like(a)
         out[self.order] = a
         return out
 
 
+def _plan(T, B, lengths, reverse):
+    """The plan for a batch; equal lengths (the common case) come from a cache,
+    their plan depending on (T, B, reverse) alone: building one took 190 us of
+    a small LSTM's forward call, measured inside a training loop, where the
+    kernels have just evicted the interpreter's data from the caches."""
+    if lengths is None or (B and lengths.min() == T):
+        return _equal_plan(T, B, reverse)
+    return _Plan(T, B, lengths, reverse)
+
+
+@functools.lru_cache(maxsize=16)
+def _equal_plan(T, B, reverse):
+    plan = _Plan(T, B, None, reverse)
+    for a in vars(plan).values():
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return plan
+
+
 def _unit_tiles(H):
     """Hidden-unit tile bounds.  Depend on H only, so that every thread count
     gives the same GEMM shapes and therefore bitwise-identical results."""
-    ub = int(os.environ.get("RNNKERNELS_UNIT_TILE", 0)) or (32 if H <= 256 else 64)
-    return np.array(list(range(0, H, ub)) + [H], dtype=np.intp)
+    return _tiles_of(H, int(os.environ.get("RNNKERNELS_UNIT_TILE", 0)) or (32 if H <= 256 else 64))
+
+
+@functools.lru_cache(maxsize=64)
+def _tiles_of(H, ub):
+    tiles = np.array(list(range(0, H, ub)) + [H], dtype=np.intp)
+    tiles.flags.writeable = False
+    return tiles
 
 
 def _gather_rows(w, rows):
@@ -246,80 +281,72 @@ def _gather_rows(w, rows):
     return out
 
 
-def _transposed(w):
-    """w.T, C-ordered, in a new aligned buffer."""
-    out = _aligned_empty(w.shape[::-1], w.dtype)
-    out[...] = w.T
-    return out
+def _dtype_name(dtype):
+    return "float32" if dtype.char == "f" else "float64"  # dtype.name costs 2.7 us a call
 
 
-def _pack_tiles(blocks):
-    """The 2-D ``blocks`` (any strides) one after the other, each in the GEMM
-    kernel's packed panel layout (see _smallgemm.h); the kernels find block k
-    with ``tile_start`` (_common.pxd), which adds up the same sizes."""
-    layout, dtype = _layout(), blocks[0].dtype
-    name = "float32" if dtype.char == "f" else "float64"  # dtype.name costs 2.7 us a call
-    sizes = [layout.panel_values(name, *b.shape) for b in blocks]
-    out = _aligned_empty(sum(sizes), dtype)
-    start = 0
-    for b, size in zip(blocks, sizes):
-        layout.pack_panels(b, out[start:start + size])
-        start += size
+def _pack_blocks(w, bounds, row_blocks, rows=None):
+    """The weight tiles W[b0:b1].T (row_blocks) or W[:, b0:b1] for consecutive
+    bounds, W = w[rows] (w itself without rows), each in the GEMM kernel's
+    packed panel layout (see _smallgemm.h); the kernels find block k with
+    ``tile_start`` (_common.pxd), which adds up the same sizes."""
+    layout = _layout()
+    k = w.shape[1] if row_blocks else w.shape[0]
+    out = _aligned_empty(layout.blocks_values(_dtype_name(w.dtype), k, bounds), w.dtype)
+    layout.pack_blocks(w, _NO_ROWS if rows is None else rows, bounds, row_blocks, out)
     return out
 
 
 @functools.lru_cache(maxsize=64)
-def _tile_permutation(H, gates, tiles):
+def _tile_permutation(H, gates, ub):
     """Gate columns in tile order (each tile's gates contiguous), its inverse,
-    and whether it is the identity (one gate, or one tile)."""
+    whether it is the identity (one gate, or one tile), and the row bounds of
+    the forward weight blocks in that order: one block per tile, a GRU's in
+    two (r z, then n: its n product may run apart, see _gru.pyx)."""
+    tiles = _tiles_of(H, ub)
     colmap = np.array([c for u0, u1 in zip(tiles[:-1], tiles[1:])
                        for g in range(gates) for c in range(g * H + u0, g * H + u1)], dtype=np.intp)
     inverse = np.argsort(colmap)
-    colmap.flags.writeable = inverse.flags.writeable = False
-    return colmap, inverse, bool(np.array_equal(colmap, np.arange(colmap.size)))
+    split = [2, 1] if gates == 3 else [gates]
+    bounds = [0]
+    for u0, u1 in zip(tiles[:-1], tiles[1:]):
+        for part in split:
+            bounds.append(bounds[-1] + part * (u1 - u0))
+    bounds = np.array(bounds, dtype=np.intp)
+    for a in (colmap, inverse, bounds):
+        a.flags.writeable = False
+    return colmap, inverse, bool(np.array_equal(colmap, np.arange(colmap.size))), bounds
 
 
 class _Weights:
-    """Weights permuted so that each tile's gates are contiguous columns."""
+    """Weights permuted so that each tile's gates are contiguous columns, in
+    the forms the kernels read.  ``backward`` says what a training call's
+    backward pass will need, prepared here at forward time (so changing the
+    weights in place before backward changes nothing): "tiles" (the
+    backward tiles of W_hh), "gate_split" (those of W_hh without gate n's
+    rows, and of those rows alone: a GRU before the reset reaches W_hn
+    through r*h), or None (inference: no copies for backward at all)."""
 
-    def __init__(self, w_ih, w_hh, gates, tiles):
-        H = w_hh.shape[1]
-        self.colmap, self._inverse, self.identity = _tile_permutation(
-            H, gates, tuple(int(t) for t in tiles))
+    def __init__(self, w_ih, w_hh, gates, tiles, backward):
+        G, H = w_hh.shape
+        I, dtype = w_ih.shape[1], w_ih.dtype
+        ub = int(tiles[1] - tiles[0]) if len(tiles) > 1 else H
+        self.colmap, self._inverse, self.identity, bounds = _tile_permutation(H, gates, ub)
         self.tiles = tiles
-        self.w_ih = _gather_rows(w_ih, self.colmap)      # (G*H, I) for dX
-        self.w_ih_t = _transposed(self.w_ih)            # (I, G*H) for the input projection
-        self.w_hh_p = w_hh_p = _gather_rows(w_hh, self.colmap)
-        # forward tile k: (H, G*ub) = W_hh_p[G*u0:G*u1].T; a GRU's in two
-        # blocks, r z then n (its n product may run apart, see _gru.pyx)
-        split = [2, 1] if gates == 3 else [gates]
-        blocks = []
-        for u0, u1 in zip(tiles[:-1], tiles[1:]):
-            row = gates * u0
-            for part in split:
-                blocks.append(w_hh_p[row: row + part * (u1 - u0)].T)
-                row += part * (u1 - u0)
-        self.w_hh_fwd = _pack_tiles(blocks)
-        self._w_hh_bwd = None
-
-    @property
-    def w_hh_bwd(self):
-        """Backward tile k: (G*H, ub) = W_hh_p[:, u0:u1]; built on first use, so
-        inference never pays for it (from the permuted copy taken at forward
-        time, so changing the weights in place before backward changes nothing)."""
-        if self._w_hh_bwd is None:
-            self._w_hh_bwd = self._tiles_bwd(self.w_hh_p)
-        return self._w_hh_bwd
-
-    def _tiles_bwd(self, w):
-        return _pack_tiles([w[:, u0:u1] for u0, u1 in zip(self.tiles[:-1], self.tiles[1:])])
-
-    def gate_split_bwd(self, n_gate):
-        """Backward tiles of W_hh with gate ``n_gate``'s rows zeroed, and with
-        only those rows (GRU before the reset reaches W_hn through r*h)."""
-        H = self.w_hh_p.shape[1]
-        is_n = (self.colmap // H) == n_gate
-        return [self._tiles_bwd(self.w_hh_p * keep[:, None]) for keep in (~is_n, is_n)]
+        self.w_ih_t = _aligned_empty((I, G), dtype)     # (I, G*H) for the input projection
+        self.w_ih = _aligned_empty((G if backward else 0, I), dtype)   # (G*H, I) for dX
+        _layout().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih)
+        # forward tile k: (H, G*ub) = W_hh[colmap][G*u0:G*u1].T (a GRU's in two blocks)
+        self.w_hh_fwd = _pack_blocks(w_hh, bounds, True, self.colmap)
+        # backward tile k: (G*H, ub) = W_hh[colmap][:, u0:u1]
+        self.w_hh_bwd = self.w_hn_bwd = None
+        if backward == "tiles":
+            self.w_hh_bwd = _pack_blocks(w_hh, tiles, False, self.colmap)
+        elif backward == "gate_split":
+            is_n = (self.colmap // H) == 2
+            w_hh_p = w_hh[self.colmap]
+            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False)
+                                            for keep in (~is_n, is_n)]
 
     def permute(self, v):
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
@@ -402,17 +429,18 @@ def _kernel_threads(nthreads):
 class _Prepared:
     """Validated arguments of a forward call, packed and permuted for the kernels."""
 
-    def __init__(self, cell, gates, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
+    def __init__(self, cell, gates, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
+                 backward="tiles"):
         self.x = x = _input(x)
         self.dtype = x.dtype
         self.T, self.B, self.I = x.shape
         self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.H = _weights(
             w_ih, w_hh, b_ih, b_hh, gates, cell, x)
         self.h0 = _state("h0", h0, self.dtype, self.B, self.H)
-        self.plan = _Plan(self.T, self.B, _lengths(lengths, self.T, self.B),
+        self.plan = _plan(self.T, self.B, _lengths(lengths, self.T, self.B),
                           _flag("reverse", reverse))
         self.tiles = _unit_tiles(self.H)
-        self.weights = _Weights(self.w_ih, self.w_hh, gates, self.tiles)
+        self.weights = _Weights(self.w_ih, self.w_hh, gates, self.tiles, backward)
         self.xp = self.plan.pack(x)
         self.hbuf = self.plan.state_buffer(self.h0, self.H)
 
@@ -476,7 +504,8 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     """
     from . import _lstm
     training = _flag("training", training)
-    p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
+                  "tiles" if training else None)
     c0 = _state("c0", c0, p.dtype, p.B, p.H)
     cbuf = p.plan.state_buffer(c0, p.H)
     # Inference keeps no gates: reuse the scratch buffer (no fresh pages).
@@ -528,7 +557,8 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
     training = _flag("training", training)
-    p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
+                  "tiles" if training else None)
     relu = nonlinearity == "relu"
     pre = _scratch((p.plan.N, p.H), p.dtype)  # never kept: backward reads h
     y = p.plan.output_buffer(p.H, p.dtype)
@@ -569,7 +599,8 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     from . import _gru
     reset_after = _flag("reset_after", reset_after)
     training = _flag("training", training)
-    p = _Prepared("gru", 3, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    p = _Prepared("gru", 3, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
+                  ("tiles" if reset_after else "gate_split") if training else None)
     H, N = p.H, p.plan.N
     # r and z (and, before the reset, n) take b_ih + b_hh; after the reset,
     # b_hn sits inside r * (W_hn h + b_hn) and is passed apart.
@@ -610,7 +641,7 @@ def gru_backward(cache, dy, dh_n=None):
         dgh = _scratch((2 * plan.B, G3), dtype, slot=1)  # two-step ring (see _gru.pyx)
         dw_hn = np.zeros((1, 1), dtype)
     else:
-        w_hh_tiles, w_hn_tiles = w.gate_split_bwd(n_gate=2)
+        w_hh_tiles, w_hn_tiles = w.w_hh_bwd, w.w_hn_bwd
         dgx = _scratch((N, G3), dtype, slot=0)
         dgx[:] = 0  # r columns are read (times zero) before they are written
         dgh = np.empty((0, G3), dtype)

@@ -70,7 +70,7 @@ cdef inline void gemm_weight_grad(int nthreads, int m, int n, int k,
 
 cdef inline Py_ssize_t tile_start(const floating* like, const Py_ssize_t* tiles, Py_ssize_t k,
                                    Py_ssize_t rows, Py_ssize_t per_unit) noexcept nogil:
-    """Where weight tile k starts in a buffer of packed tiles (ops._pack_tiles):
+    """Where weight tile k starts in a buffer of packed tiles (ops._pack_blocks):
     tile j has ``rows`` rows and per_unit * (its unit count) columns, padded
     to whole panels.  ``like`` only selects the type."""
     cdef Py_ssize_t j, start = 0

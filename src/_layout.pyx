@@ -75,39 +75,141 @@ def panel_values(str dtype, Py_ssize_t k, Py_ssize_t n):
     raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
 
 
-def pack_panels(const floating[:, :] src,        # IN  (k, n), any strides
-                floating[::1] out):              # OUT panel_values(k, n) values
-    """out = src in the packed panel layout of _smallgemm.h: panel j holds
-    columns j*NR .. j*NR+NR-1 as k rows of NR values, zeros past n."""
-    cdef Py_ssize_t k = src.shape[0], n = src.shape[1], jp, j0, p, q, w
-    cdef Py_ssize_t need = packed_size(<floating*>NULL, k, n)
-    cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1)
-    # Strides in elements, held in locals: indexing the memoryview reloaded
-    # them at every element (the stores to out might alias them), 3x slower.
-    cdef Py_ssize_t s0 = src.strides[0] // sizeof(floating), s1 = src.strides[1] // sizeof(floating)
-    cdef const floating* base
-    cdef const floating* col
+cdef void _pack(const floating* base, Py_ssize_t s0, Py_ssize_t s1,  # IN  (k, n), strides in values
+                Py_ssize_t k, Py_ssize_t n,
+                floating* out) noexcept nogil:                     # OUT packed_size(k, n) values
+    """The (k x n) matrix at base in the packed panel layout of _smallgemm.h:
+    panel j holds columns j*NR .. j*NR+NR-1 as k rows of NR values, zeros past n."""
+    cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1), jp, j0, p, q, w
     cdef floating* panel
+    if n % nr:  # the last panel's columns past n stay zero; the loop writes the rest
+        memset(out + (n // nr) * nr * k, 0, nr * k * sizeof(floating))
+    for jp in range((n + nr - 1) // nr):
+        j0 = jp * nr
+        w = min(nr, n - j0)
+        panel = out + jp * nr * k
+        # Write the panel in order, reading up to NR source lines at once.
+        # Walking a column at a time instead (the source's contiguous axis for
+        # the forward tiles) wrote one value per 64-byte line, k lines apart:
+        # 2-3x slower, the lines falling into a few L1 sets at these strides.
+        for p in range(k):
+            for q in range(w):
+                panel[p * nr + q] = base[p * s0 + (j0 + q) * s1]
+
+
+def blocks_values(str dtype, Py_ssize_t k, const Py_ssize_t[::1] bounds):
+    """Values that pack_blocks writes: blocks of k rows and bounds[j+1] -
+    bounds[j] columns, each padded to whole panels."""
+    cdef Py_ssize_t j, total = 0
+    if dtype != "float32" and dtype != "float64":
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    for j in range(bounds.shape[0] - 1):
+        if dtype == "float32":
+            total += packed_size(<float*>NULL, k, bounds[j + 1] - bounds[j])
+        else:
+            total += packed_size(<double*>NULL, k, bounds[j + 1] - bounds[j])
+    return total
+
+
+def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
+                const Py_ssize_t[::1] rows,      # IN  (R,) row of w to read for each row, or (0,)
+                const Py_ssize_t[::1] bounds,    # IN  (nblocks+1,) increasing block bounds
+                bint row_blocks,
+                floating[::1] out):              # OUT blocks_values(...) values
+    """Blocks of W = w[rows] packed one after the other, as the kernels'
+    weight tiles (tile_start in _common.pxd finds block j by adding up the
+    same sizes).  With row_blocks, block j is W[bounds[j]:bounds[j+1]].T
+    (C x width: the forward tiles); otherwise W[:, bounds[j]:bounds[j+1]]
+    (R x width: the backward ones).  Reading w through ``rows`` (the tile
+    permutation) spares a permuted copy of the weights, and one call does
+    every tile: a call per tile cost more in Python than the copying (a small
+    LSTM's weights took 140 us to prepare)."""
+    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j, r
+    cdef Py_ssize_t extent = R if row_blocks else C, k = C if row_blocks else R
+    cdef Py_ssize_t need = 0, start = 0, width, nr = packed_size(<floating*>NULL, 1, 1)
+    cdef Py_ssize_t jp, j0, p, q, wd
+    if rows.shape[0] not in (0, R):
+        raise ValueError(f"rows: expected {R} row indices or none, got {rows.shape[0]}")
+    for r in range(rows.shape[0]):
+        if rows[r] < 0 or rows[r] >= R:
+            raise ValueError(f"rows: row {rows[r]} is out of range for {R} rows")
+    for j in range(nb):
+        if bounds[j] < 0 or bounds[j + 1] < bounds[j] or bounds[j + 1] > extent:
+            raise ValueError(f"bounds: expected increasing values in [0, {extent}], "
+                             f"got {bounds[j]}, {bounds[j + 1]} at block {j}")
+        need += packed_size(<floating*>NULL, k, bounds[j + 1] - bounds[j])
     if out.shape[0] != need:
-        raise ValueError(f"out: expected {need} values for a ({k}, {n}) matrix, got {out.shape[0]}")
+        raise ValueError(f"out: expected {need} values for {nb} blocks, got {out.shape[0]}")
     if need == 0:
         return
-    base = &src[0, 0]
-    if n % nr:  # the last panel's columns past n stay zero; the loop writes the rest
-        out[(n // nr) * nr * k:] = 0
+    cdef const floating* wp = &w[0, 0]
+    cdef const Py_ssize_t* rp = &rows[0] if rows.shape[0] else NULL
+    cdef floating* op = &out[0]
+    cdef floating* panel
+    cdef const floating* srcs[64]  # a panel's source rows (NR <= 32)
     with nogil:
-        for jp in range((n + nr - 1) // nr):
-            j0 = jp * nr
-            w = min(nr, n - j0)
-            panel = &out[jp * nr * k]
-            # Walk the source along its contiguous axis: the forward tiles are
-            # transposed views, whose columns are the weights' rows.
-            if s0 >= s1:
-                for p in range(k):
-                    for q in range(w):
-                        panel[p * nr + q] = base[p * s0 + (j0 + q) * s1]
-            else:
-                for q in range(w):
-                    col = base + (j0 + q) * s1
+        for j in range(nb):
+            width = bounds[j + 1] - bounds[j]
+            if rp == NULL:
+                if row_blocks:  # W[b0:b1].T: k = C rows of stride 1, width columns of stride C
+                    _pack(wp + bounds[j] * C, 1, C, k, width, op + start)
+                else:
+                    _pack(wp + bounds[j], C, 1, k, width, op + start)
+            elif row_blocks:  # column q of the block is row rows[b0 + q] of w, contiguous
+                if width % nr:
+                    memset(op + start + (width // nr) * nr * k, 0, nr * k * sizeof(floating))
+                for jp in range((width + nr - 1) // nr):
+                    j0 = jp * nr
+                    wd = min(nr, width - j0)
+                    panel = op + start + jp * nr * k
+                    for q in range(wd):
+                        srcs[q] = wp + rp[bounds[j] + j0 + q] * C
+                    for p in range(k):  # the panel in order (see _pack)
+                        for q in range(wd):
+                            panel[p * nr + q] = srcs[q][p]
+            else:  # row p of the block is w[rows[p], b0:b1], contiguous
+                if width % nr:
+                    memset(op + start + (width // nr) * nr * k, 0, nr * k * sizeof(floating))
+                for jp in range((width + nr - 1) // nr):
+                    j0 = jp * nr
+                    wd = min(nr, width - j0)
+                    panel = op + start + jp * nr * k
                     for p in range(k):
-                        panel[p * nr + q] = col[p * s0]
+                        memcpy(panel + p * nr, wp + rp[p] * C + bounds[j] + j0, wd * sizeof(floating))
+            start += packed_size(<floating*>NULL, k, width)
+
+
+def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch order
+                          const Py_ssize_t[::1] colmap,   # IN  (G,) source row of each permuted row
+                          floating[:, ::1] w_ih_t,        # OUT (I, G) rows in tile order, transposed
+                          floating[:, ::1] w_ih_p):       # OUT (G, I) rows in tile order, or (0, I)
+    """The permuted input weights: transposed for the input projection, and
+    (training only) as rows for dX, in one pass."""
+    cdef Py_ssize_t G = w_ih.shape[0], I = w_ih.shape[1], r, r0, r1, i
+    cdef bint rows_too = w_ih_p.shape[0] != 0
+    if colmap.shape[0] != G:
+        raise ValueError(f"colmap: expected {G} rows, got {colmap.shape[0]}")
+    if (w_ih_t.shape[0], w_ih_t.shape[1]) != (I, G) or \
+            (rows_too and (w_ih_p.shape[0], w_ih_p.shape[1]) != (G, I)):
+        raise ValueError(f"w_ih_t, w_ih_p: expected shapes ({I}, {G}) and ({G}, {I}) or (0, {I})")
+    for r in range(G):
+        if colmap[r] < 0 or colmap[r] >= G:
+            raise ValueError(f"colmap: row {colmap[r]} is out of range for {G} rows")
+    if G == 0 or I == 0:
+        return
+    cdef const floating* ih = &w_ih[0, 0]
+    cdef floating* iht = &w_ih_t[0, 0]
+    cdef floating* ihp = &w_ih_p[0, 0] if rows_too else NULL
+    cdef const Py_ssize_t* cm = &colmap[0]
+    with nogil:
+        if rows_too:
+            for r in range(G):
+                memcpy(ihp + r * I, ih + cm[r] * I, I * sizeof(floating))
+        # The transpose by blocks of 16 rows, so that each store fills a whole
+        # line: a row at a time stored I values G apart, which at G = 2048
+        # floats all fell into one L1 set (1.4 ms for the large LSTM's W_ih).
+        for r0 in range(0, G, 16):
+            r1 = min(r0 + 16, G)
+            for i in range(I):
+                for r in range(r0, r1):
+                    iht[i * G + r] = ih[cm[r] * I + i]

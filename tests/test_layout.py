@@ -52,19 +52,74 @@ def _panels_numpy(src, nr):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("k,n", [(1, 1), (7, 13), (128, 96), (33, 40), (5, 64)])
-@pytest.mark.parametrize("transposed", [False, True])
-def test_pack_panels_matches_numpy(dtype, k, n, transposed):
-    rng = np.random.default_rng(k * n)
-    src = rng.standard_normal((n, k)).astype(dtype).T if transposed else rng.standard_normal((k, n)).astype(dtype)
+@pytest.mark.parametrize("rows,cols,bounds", [(1, 1, [0, 1]), (13, 7, [0, 5, 5, 13]),
+                                              (96, 128, [0, 64, 96]), (40, 33, [0, 17, 40]),
+                                              (64, 5, [0, 32, 64])])
+@pytest.mark.parametrize("row_blocks", [False, True])
+@pytest.mark.parametrize("mapped", [False, True])
+def test_pack_blocks_matches_numpy(dtype, rows, cols, bounds, row_blocks, mapped):
+    """Blocks W[b0:b1].T (row_blocks) or W[:, b0:b1] of W = w[rows], each in
+    panels, one after the other."""
+    rng = np.random.default_rng(rows * cols)
+    # bounds run over w's rows (row_blocks) or its columns
+    w = rng.standard_normal((rows, cols) if row_blocks else (cols, rows)).astype(dtype)
+    perm = rng.permutation(w.shape[0]).astype(np.intp) if mapped else np.empty(0, np.intp)
+    W = w[perm] if mapped else w
     nr = _layout.panel_values(dtype, 1, 1)
-    out = np.full(_layout.panel_values(dtype, k, n), np.nan, dtype)
-    _layout.pack_panels(src, out)
-    np.testing.assert_array_equal(out, _panels_numpy(src, nr))
+    bounds = np.array(bounds, np.intp)
+    blocks = [W[b0:b1].T if row_blocks else W[:, b0:b1] for b0, b1 in zip(bounds[:-1], bounds[1:])]
+    expected = np.concatenate([_panels_numpy(b, nr) for b in blocks])
+    k = w.shape[1] if row_blocks else w.shape[0]
+    assert _layout.blocks_values(dtype, k, bounds) == expected.size
+    out = np.full(expected.size, np.nan, dtype)
+    _layout.pack_blocks(w, perm, bounds, row_blocks, out)
+    np.testing.assert_array_equal(out, expected)
 
 
-def test_pack_panels_rejects_wrong_sizes():
+def test_pack_blocks_rejects_bad_arguments():
+    w = np.zeros((6, 5), np.float32)
+    no_rows = np.empty(0, np.intp)
+    bounds = np.array([0, 3, 6], np.intp)
     with pytest.raises(ValueError, match="out: expected"):
-        _layout.pack_panels(np.zeros((3, 5), np.float32), np.zeros(7, np.float32))
+        _layout.pack_blocks(w, no_rows, bounds, True, np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="bounds: expected increasing values in \\[0, 6\\]"):
+        _layout.pack_blocks(w, no_rows, np.array([0, 4, 3], np.intp), True, np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="bounds: expected increasing values in \\[0, 5\\]"):
+        _layout.pack_blocks(w, no_rows, bounds, False, np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="rows: expected 6 row indices"):
+        _layout.pack_blocks(w, np.arange(3), bounds, True, np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="rows: row 6 is out of range"):
+        _layout.pack_blocks(w, np.arange(1, 7), bounds, True, np.zeros(1, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("G,I", [(1, 1), (7, 3), (512, 40), (2048, 17)])
+def test_permute_input_weights(dtype, G, I):
+    rng = np.random.default_rng(G + I)
+    w = rng.standard_normal((G, I)).astype(dtype)
+    w.flags.writeable = False
+    colmap = rng.permutation(G).astype(np.intp)
+    w_t, w_p = np.full((I, G), np.nan, dtype), np.full((G, I), np.nan, dtype)
+    _layout.permute_input_weights(w, colmap, w_t, w_p)
+    np.testing.assert_array_equal(w_p, w[colmap])
+    np.testing.assert_array_equal(w_t, w[colmap].T)
+    w_t[:] = np.nan  # inference: the rows are not wanted
+    _layout.permute_input_weights(w, colmap, w_t, np.empty((0, I), dtype))
+    np.testing.assert_array_equal(w_t, w[colmap].T)
+
+
+def test_permute_input_weights_rejects_bad_arguments():
+    w = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="colmap: expected 4 rows"):
+        _layout.permute_input_weights(w, np.arange(3), np.zeros((3, 4), np.float32), np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="colmap: row 4 is out of range"):
+        _layout.permute_input_weights(w, np.arange(1, 5), np.zeros((3, 4), np.float32), np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="w_ih_t, w_ih_p: expected shapes"):
+        _layout.permute_input_weights(w, np.arange(4), np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32))
+
+
+def test_panel_sizes_reject_other_dtypes():
     with pytest.raises(TypeError, match="dtype"):
         _layout.panel_values("int32", 2, 2)
+    with pytest.raises(TypeError, match="dtype"):
+        _layout.blocks_values("int32", 2, np.array([0, 2], np.intp))
