@@ -146,26 +146,21 @@ class _Plan:
             lengths = np.full(B, T, dtype=np.int64)
         # Longest first; stable so equal lengths keep their order.
         self.order = np.argsort(-lengths, kind="stable")
-        sorted_len = lengths[self.order]
-        self.S = S = int(sorted_len[0]) if B else 0
-        self.counts = np.zeros(S, dtype=np.intp)
-        if S:
-            # counts[s] = number of sequences longer than s
-            self.counts[:] = B - np.searchsorted(sorted_len[::-1], np.arange(S), side="right")
-        self.offsets = np.zeros(S + 1, dtype=np.intp)
-        np.cumsum(self.counts, out=self.offsets[1:])
-        self.N = N = int(self.offsets[-1])
-        self.n_first = int(self.counts[0]) if S else 0
+        self.S = S = int(lengths[self.order[0]]) if B else 0
+        self.N = N = int(lengths.sum())
         # Sequences already longest first: the initial and final states need no gathers.
         self.in_order = bool(np.all(self.order == np.arange(B)))
         # The common case (all full length, forward) needs no gathers at all.
         self.identity = S == T and N == T * B and not reverse and self.in_order
-        if not self.identity:
-            step = np.repeat(np.arange(S), self.counts)
-            row = np.arange(N) - self.offsets[step]
-            time_index = sorted_len[row] - 1 - step if reverse else step
-            # padded (t, b), flattened, that packed row p comes from
-            self.padded_of_packed = time_index * B + self.order[row]
+        self.counts = np.empty(S, dtype=np.intp)
+        self.offsets = np.empty(S + 1, dtype=np.intp)
+        # padded (t, b), flattened, that packed row p comes from; and the
+        # padded rows that no packed row fills
+        self.padded_of_packed = np.empty(0 if self.identity else N, dtype=np.intp)
+        self.padding = np.empty(T * B - N, dtype=np.intp)
+        _layout().plan_rows(lengths, self.order, self.counts, self.offsets,
+                            self.padded_of_packed, self.padding, T, reverse)
+        self.n_first = int(self.counts[0]) if S else 0
 
     @property
     def rows(self):
@@ -179,9 +174,7 @@ class _Plan:
         if self.identity:
             return np.empty((0, H), dtype)
         y = _aligned_empty((self.T * self.B, H), dtype)
-        mask = np.ones(self.T * self.B, dtype=bool)
-        mask[self.padded_of_packed] = False
-        _layout().zero_rows(y, np.flatnonzero(mask), _config.get_num_threads())
+        _layout().zero_rows(y, self.padding, _config.get_num_threads())
         return y
 
     def pack(self, a):
@@ -198,10 +191,10 @@ class _Plan:
         """(N, F) packed rows -> (T, B, F), zero beyond each length."""
         if self.identity:
             return rows.reshape(self.T, self.B, F)
-        index = np.full(self.T * self.B, -1, dtype=np.intp)  # -1: a zero row
-        index[self.padded_of_packed] = np.arange(self.N)
         out = _aligned_empty((self.T * self.B, F), rows.dtype)
-        _layout().take_rows(rows, index, out, _config.get_num_threads())
+        layout, nthreads = _layout(), _config.get_num_threads()
+        layout.zero_rows(out, self.padding, nthreads)
+        layout.put_rows(rows, self.padded_of_packed, out, nthreads)
         return out.reshape(self.T, self.B, F)
 
     def state_buffer(self, init, H):

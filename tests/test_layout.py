@@ -123,3 +123,70 @@ def test_panel_sizes_reject_other_dtypes():
         _layout.panel_values("int32", 2, 2)
     with pytest.raises(TypeError, match="dtype"):
         _layout.blocks_values("int32", 2, np.array([0, 2], np.intp))
+
+
+def _plan_numpy(lengths, T, reverse):
+    """The packed layout the straightforward way (PyTorch's PackedSequence order)."""
+    B = lengths.size
+    order = np.argsort(-lengths, kind="stable")
+    S = int(lengths.max()) if B else 0
+    counts = np.array([np.sum(lengths > s) for s in range(S)], dtype=np.intp)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+    rows = [(lengths[b] - 1 - s if reverse else s) * B + b for s in range(S) for b in order[:counts[s]]]
+    padding = [t * B + b for t in range(T) for b in range(B) if t >= lengths[b]]
+    return order, counts, offsets, np.array(rows, np.intp), np.array(padding, np.intp)
+
+
+@pytest.mark.parametrize("T,lengths", [(5, [5, 2, 5, 0, 3]), (1, [1]), (7, [0, 0]), (4, []),
+                                       (100, list(np.random.default_rng(3).integers(0, 101, 37)))])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_plan_rows_matches_numpy(T, lengths, reverse):
+    lengths = np.array(lengths, np.int64)
+    order, counts, offsets, rows, padding = _plan_numpy(lengths, T, reverse)
+    got = [np.full(a.size, -7, np.intp) for a in (counts, offsets, rows, padding)]
+    _layout.plan_rows(lengths, order, got[0], got[1], got[2], got[3], T, reverse)
+    for a, b in zip(got, (counts, offsets, rows, padding)):
+        np.testing.assert_array_equal(a, b)
+    # the packed rows are not always wanted (equal lengths: they are the padded ones)
+    got[2] = np.empty(0, np.intp)
+    _layout.plan_rows(lengths, order, got[0], got[1], got[2], got[3], T, reverse)
+    np.testing.assert_array_equal(got[0], counts)
+
+
+def test_plan_rows_rejects_inconsistent_arguments():
+    lengths = np.array([3, 1, 2], np.int64)
+    order = np.array([0, 2, 1], np.intp)
+
+    def call(lengths=lengths, order=order, S=3, n=6, pad=6, T=4):
+        _layout.plan_rows(lengths, order, np.empty(S, np.intp), np.empty(S + 1, np.intp),
+                          np.empty(n, np.intp), np.empty(pad, np.intp), T, False)
+    call()
+    with pytest.raises(ValueError, match="longest first"):
+        call(order=np.array([1, 2, 0], np.intp))
+    with pytest.raises(ValueError, match="order: 3 is out of range"):
+        call(order=np.array([0, 2, 3], np.intp))
+    with pytest.raises(ValueError, match="counts: expected 3 steps"):
+        call(S=4)
+    with pytest.raises(ValueError, match="at most T=2"):
+        call(T=2, pad=0)
+    with pytest.raises(ValueError, match="padded_of_packed: expected"):
+        call(n=5)
+    with pytest.raises(ValueError, match="padding"):
+        call(pad=5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_put_rows_scatters_and_leaves_other_rows(dtype, nthreads):
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal((3000, 129)).astype(dtype)
+    index = rng.permutation(4000)[:3000].astype(np.intp)
+    out = np.full((4000, 129), 7, dtype)
+    _layout.put_rows(src, index, out, nthreads)
+    expected = np.full((4000, 129), 7, dtype)
+    expected[index] = src
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="index: row 4000 is out of range"):
+        _layout.put_rows(src[:1], np.array([4000], np.intp), out, 1)
+    with pytest.raises(ValueError, match="src, out: expected"):
+        _layout.put_rows(src[:2], np.array([1], np.intp), out, 1)
