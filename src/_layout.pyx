@@ -20,6 +20,19 @@ cdef enum:
     PARALLEL_BYTES = 1 << 20
 
 
+cdef int _check_rows(const Py_ssize_t[::1] index, Py_ssize_t R, str name, bint zeros_allowed) except -1:
+    """Every index names one of R rows (or, where allowed, is negative: a zero row)."""
+    cdef Py_ssize_t i
+    for i in range(index.shape[0]):
+        if index[i] >= R or (index[i] < 0 and not zeros_allowed):
+            raise ValueError(f"{name}: row {index[i]} is out of range for {R} rows")
+    return 0
+
+
+cdef inline int _copy_threads(Py_ssize_t rows, size_t row_bytes, int nthreads) noexcept nogil:
+    return nthreads if rows * row_bytes >= PARALLEL_BYTES else 1
+
+
 def take_rows(const floating[:, ::1] src,      # IN  (R, F)
               const Py_ssize_t[::1] index,     # IN  (M,) a row of src, or -1 for zeros
               floating[:, ::1] out,            # OUT (M, F)
@@ -28,13 +41,11 @@ def take_rows(const floating[:, ::1] src,      # IN  (R, F)
     cdef Py_ssize_t M = index.shape[0], F = src.shape[1], R = src.shape[0], i, r
     if out.shape[0] != M or out.shape[1] != F:
         raise ValueError(f"out: expected shape ({M}, {F}), got ({out.shape[0]}, {out.shape[1]})")
-    for i in range(M):
-        if index[i] >= R:
-            raise ValueError(f"index: row {index[i]} is out of range for {R} rows")
+    _check_rows(index, R, "index", True)
     if M == 0 or F == 0:
         return
     cdef size_t row_bytes = F * sizeof(floating)
-    cdef int threads = nthreads if M * row_bytes >= PARALLEL_BYTES else 1
+    cdef int threads = _copy_threads(M, row_bytes, nthreads)
     cdef const floating* sp = &src[0, 0] if R else NULL
     cdef floating* op = &out[0, 0]
     cdef const Py_ssize_t* ip = &index[0]
@@ -56,13 +67,11 @@ def put_rows(const floating[:, ::1] src,       # IN  (M, F)
     if src.shape[0] != M or out.shape[1] != F:
         raise ValueError(f"src, out: expected {M} rows and {out.shape[1]} columns, "
                          f"got ({src.shape[0]}, {F})")
-    for i in range(M):
-        if index[i] < 0 or index[i] >= R:
-            raise ValueError(f"index: row {index[i]} is out of range for {R} rows")
+    _check_rows(index, R, "index", False)
     if M == 0 or F == 0:
         return
     cdef size_t row_bytes = F * sizeof(floating)
-    cdef int threads = nthreads if M * row_bytes >= PARALLEL_BYTES else 1
+    cdef int threads = _copy_threads(M, row_bytes, nthreads)
     cdef const floating* sp = &src[0, 0]
     cdef floating* op = &out[0, 0]
     cdef const Py_ssize_t* ip = &index[0]
@@ -124,13 +133,11 @@ def zero_rows(floating[:, ::1] out,              # IN/OUT (M, F)
               int nthreads):
     """out[rows] = 0 (the padding of outputs that the kernels write in place)."""
     cdef Py_ssize_t M = out.shape[0], F = out.shape[1], n = rows.shape[0], i
-    for i in range(n):
-        if rows[i] < 0 or rows[i] >= M:
-            raise ValueError(f"rows: row {rows[i]} is out of range for {M} rows")
+    _check_rows(rows, M, "rows", False)
     if n == 0 or F == 0:
         return
     cdef size_t row_bytes = F * sizeof(floating)
-    cdef int threads = nthreads if n * row_bytes >= PARALLEL_BYTES else 1
+    cdef int threads = _copy_threads(n, row_bytes, nthreads)
     cdef floating* op = &out[0, 0]
     cdef const Py_ssize_t* rp = &rows[0]
     with nogil:
@@ -148,26 +155,35 @@ def panel_values(str dtype, Py_ssize_t k, Py_ssize_t n):
     raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
 
 
-cdef void _pack(const floating* base, Py_ssize_t s0, Py_ssize_t s1,  # IN  (k, n), strides in values
-                Py_ssize_t k, Py_ssize_t n,
-                floating* out) noexcept nogil:                     # OUT packed_size(k, n) values
-    """The (k x n) matrix at base in the packed panel layout of _smallgemm.h:
-    panel j holds columns j*NR .. j*NR+NR-1 as k rows of NR values, zeros past n."""
-    cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1), jp, j0, p, q, w
+cdef void _pack_block(const floating* w, const Py_ssize_t* rows,  # IN  W = w[rows] (rows NULL: w)
+                      Py_ssize_t C, Py_ssize_t k, Py_ssize_t b0, Py_ssize_t width, bint row_blocks,
+                      floating* out) noexcept nogil:                  # OUT packed_size(k, width) values
+    """Block W[b0:b0+width].T (row_blocks) or W[:, b0:b0+width], k x width, in
+    the packed panel layout of _smallgemm.h: panel j holds columns j*NR ..
+    j*NR+NR-1 as k rows of NR values, zeros past width."""
+    cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1), jp, j0, p, q, wd, r
+    cdef const floating* srcs[64]  # a panel's source rows (NR <= 32)
     cdef floating* panel
-    if n % nr:  # the last panel's columns past n stay zero; the loop writes the rest
-        memset(out + (n // nr) * nr * k, 0, nr * k * sizeof(floating))
-    for jp in range((n + nr - 1) // nr):
+    if width % nr:  # the last panel's columns past width stay zero; the loops write the rest
+        memset(out + (width // nr) * nr * k, 0, nr * k * sizeof(floating))
+    for jp in range((width + nr - 1) // nr):
         j0 = jp * nr
-        w = min(nr, n - j0)
+        wd = min(nr, width - j0)
         panel = out + jp * nr * k
-        # Write the panel in order, reading up to NR source lines at once.
-        # Walking a column at a time instead (the source's contiguous axis for
-        # the forward tiles) wrote one value per 64-byte line, k lines apart:
-        # 2-3x slower, the lines falling into a few L1 sets at these strides.
-        for p in range(k):
-            for q in range(w):
-                panel[p * nr + q] = base[p * s0 + (j0 + q) * s1]
+        if row_blocks:  # column q of the panel is a row of W, contiguous in w
+            for q in range(wd):
+                r = b0 + j0 + q
+                srcs[q] = w + (rows[r] if rows != NULL else r) * C
+            # Write the panel in order, reading NR rows at once.  Walking a
+            # column at a time instead wrote one value per 64-byte line, k
+            # lines apart: 2-3x slower, the lines falling into a few L1 sets.
+            for p in range(k):
+                for q in range(wd):
+                    panel[p * nr + q] = srcs[q][p]
+        else:  # row p of the panel is part of row p of W
+            for p in range(k):
+                r = rows[p] if rows != NULL else p
+                memcpy(panel + p * nr, w + r * C + b0 + j0, wd * sizeof(floating))
 
 
 def blocks_values(str dtype, Py_ssize_t k, const Py_ssize_t[::1] bounds):
@@ -197,15 +213,12 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     permutation) spares a permuted copy of the weights, and one call does
     every tile: a call per tile cost more in Python than the copying (a small
     LSTM's weights took 140 us to prepare)."""
-    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j, r
+    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j
     cdef Py_ssize_t extent = R if row_blocks else C, k = C if row_blocks else R
-    cdef Py_ssize_t need = 0, start = 0, width, nr = packed_size(<floating*>NULL, 1, 1)
-    cdef Py_ssize_t jp, j0, p, q, wd
+    cdef Py_ssize_t need = 0, start = 0, width
     if rows.shape[0] not in (0, R):
         raise ValueError(f"rows: expected {R} row indices or none, got {rows.shape[0]}")
-    for r in range(rows.shape[0]):
-        if rows[r] < 0 or rows[r] >= R:
-            raise ValueError(f"rows: row {rows[r]} is out of range for {R} rows")
+    _check_rows(rows, R, "rows", False)
     for j in range(nb):
         if bounds[j] < 0 or bounds[j + 1] < bounds[j] or bounds[j + 1] > extent:
             raise ValueError(f"bounds: expected increasing values in [0, {extent}], "
@@ -218,37 +231,10 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     cdef const floating* wp = &w[0, 0]
     cdef const Py_ssize_t* rp = &rows[0] if rows.shape[0] else NULL
     cdef floating* op = &out[0]
-    cdef floating* panel
-    cdef const floating* srcs[64]  # a panel's source rows (NR <= 32)
     with nogil:
         for j in range(nb):
             width = bounds[j + 1] - bounds[j]
-            if rp == NULL:
-                if row_blocks:  # W[b0:b1].T: k = C rows of stride 1, width columns of stride C
-                    _pack(wp + bounds[j] * C, 1, C, k, width, op + start)
-                else:
-                    _pack(wp + bounds[j], C, 1, k, width, op + start)
-            elif row_blocks:  # column q of the block is row rows[b0 + q] of w, contiguous
-                if width % nr:
-                    memset(op + start + (width // nr) * nr * k, 0, nr * k * sizeof(floating))
-                for jp in range((width + nr - 1) // nr):
-                    j0 = jp * nr
-                    wd = min(nr, width - j0)
-                    panel = op + start + jp * nr * k
-                    for q in range(wd):
-                        srcs[q] = wp + rp[bounds[j] + j0 + q] * C
-                    for p in range(k):  # the panel in order (see _pack)
-                        for q in range(wd):
-                            panel[p * nr + q] = srcs[q][p]
-            else:  # row p of the block is w[rows[p], b0:b1], contiguous
-                if width % nr:
-                    memset(op + start + (width // nr) * nr * k, 0, nr * k * sizeof(floating))
-                for jp in range((width + nr - 1) // nr):
-                    j0 = jp * nr
-                    wd = min(nr, width - j0)
-                    panel = op + start + jp * nr * k
-                    for p in range(k):
-                        memcpy(panel + p * nr, wp + rp[p] * C + bounds[j] + j0, wd * sizeof(floating))
+            _pack_block(wp, rp, C, k, bounds[j], width, row_blocks, op + start)
             start += packed_size(<floating*>NULL, k, width)
 
 
@@ -265,9 +251,7 @@ def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch o
     if (w_ih_t.shape[0], w_ih_t.shape[1]) != (I, G) or \
             (rows_too and (w_ih_p.shape[0], w_ih_p.shape[1]) != (G, I)):
         raise ValueError(f"w_ih_t, w_ih_p: expected shapes ({I}, {G}) and ({G}, {I}) or (0, {I})")
-    for r in range(G):
-        if colmap[r] < 0 or colmap[r] >= G:
-            raise ValueError(f"colmap: row {colmap[r]} is out of range for {G} rows")
+    _check_rows(colmap, G, "colmap", False)
     if G == 0 or I == 0:
         return
     cdef const floating* ih = &w_ih[0, 0]
