@@ -18,9 +18,6 @@ from _cells cimport prefetch_rows
 cdef enum:
     USE_PACKED_GEMM = 1
     ROW_PIECE = 256
-    # Output rows (gate columns) per piece of a weight-gradient GEMM: each piece
-    # packs the whole (N x I) operand again, so pieces must not be too small.
-    WGRAD_PIECE = 256
 
 
 cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
@@ -54,18 +51,27 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
         gemm(False, False, r1 - r0, n, k, 1, a + r0 * lda, lda, b, ldb, 0, c + r0 * ldc, ldc)
 
 
-cdef inline void gemm_weight_grad(int nthreads, int m, int n, int k,
+cdef inline void gemm_weight_grad(int nthreads, int npiece, int m, int n, int k,
                                   const floating* a, int lda,   # IN  (k x m): per-row gate gradients
                                   const floating* b, int ldb,   # IN  (k x n): per-row inputs or states
                                   floating* c, int ldc) noexcept nogil:   # OUT (m x n)
     """C = A^T @ B: the reduction over all k = sum(lengths) rows in one GEMM per
-    piece of output rows, so the summation order is fixed."""
-    cdef Py_ssize_t piece, npiece = (m + WGRAD_PIECE - 1) // WGRAD_PIECE
-    cdef int m0, m1
+    piece of output rows, npiece equal pieces (ops._wgrad_pieces: a function
+    of the shape and the machine, never of the thread count, so the summation
+    order is fixed)."""
+    cdef Py_ssize_t piece
+    cdef int m0, m1, size = (m + npiece - 1) // npiece
     for piece in prange(npiece, num_threads=nthreads, schedule='static'):
-        m0 = piece * WGRAD_PIECE
-        m1 = m if m0 + WGRAD_PIECE > m else m0 + WGRAD_PIECE
-        gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
+        m0 = piece * size
+        m1 = m if m0 + size > m else m0 + size
+        if m1 > m0:
+            gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
+
+
+cdef inline int checked_pieces(int npiece) except -1:
+    if npiece < 1:
+        raise ValueError(f"wgrad_pieces: expected at least 1, got {npiece}")
+    return npiece
 
 
 cdef inline Py_ssize_t tile_start(const floating* like, const Py_ssize_t* tiles, Py_ssize_t k,
@@ -155,7 +161,7 @@ cdef inline void sum_rows(Py_ssize_t rows, Py_ssize_t cols,
             out[j] += a[i * lda + j]
 
 
-cdef inline void merged_backward(int nthreads, int N, int I, int H, int G,
+cdef inline void merged_backward(int nthreads, int wgrad_pieces, int N, int I, int H, int G,
                                  const floating* dg_x,    # IN  (N, G): gate gradients, input side
                                  const floating* dg_h,    # IN  (N, G): gate gradients, recurrent side
                                  const floating* x,       # IN  (N, I) packed inputs
@@ -169,5 +175,5 @@ cdef inline void merged_backward(int nthreads, int N, int I, int H, int G,
     dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev.  G is the number of gate columns
     (gates * H).  The bias gradients are summed inside the time loop."""
     gemm_rows(nthreads, N, I, G, dg_x, G, w_ih, I, dx, I)
-    gemm_weight_grad(nthreads, G, I, N, dg_x, G, x, I, dw_ih, I)
-    gemm_weight_grad(nthreads, G, H, N, dg_h, G, h_prev, H, dw_hh, H)
+    gemm_weight_grad(nthreads, wgrad_pieces, G, I, N, dg_x, G, x, I, dw_ih, I)
+    gemm_weight_grad(nthreads, wgrad_pieces, G, H, N, dg_h, G, h_prev, H, dw_hh, H)

@@ -26,7 +26,7 @@ from cython.parallel cimport parallel, prange
 from _blas cimport packed_gemm, packed_size
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
-from _common cimport (add_dy_rows, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
+from _common cimport (add_dy_rows, checked_pieces, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
                      prefetch_dy_rows, store_y_row, sum_rows, tile_start)
 
 
@@ -235,10 +235,12 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_hn,             # OUT (3H, H) dgx^T (r*h) (not reset_after; its n rows are W_hn's)
              floating[::1] db_ih,                # OUT (3H,), zeros in
              floating[::1] db_hh,                # OUT (3H,), zeros in (reset_after only)
-             bint reset_after, int nthreads, int step_threads):
+             bint reset_after, int nthreads, int step_threads,
+             int wgrad_pieces):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G3 = 3 * H
     cdef Py_ssize_t s, k
+    checked_pieces(wgrad_pieces)
     if N == 0:
         return
     cdef floating* dgxp = &dgx[0, 0]
@@ -286,15 +288,15 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             # side in place (n columns times r) for dW_hh.
             gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, &w_ih[0, 0], <int>I,
                       &dx[0, 0], <int>I)
-            gemm_weight_grad(nthreads, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
+            gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
                              &dw_ih[0, 0], <int>I)
             for i in prange(N, num_threads=nthreads, schedule='static'):
                 _scale_n_by_r(dgxp + i * G3, gp + i * G3, &tiles[0], ntiles)
-            gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dgxp, <int>G3, hp, <int>H,
+            gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>H, <int>N, dgxp, <int>G3, hp, <int>H,
                              &dw_hh[0, 0], <int>H)
         else:
-            merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G3, dgxp, dgxp, &x[0, 0],
+            merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G3, dgxp, dgxp, &x[0, 0],
                             &w_ih[0, 0], hp, &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])
             # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
-            gemm_weight_grad(nthreads, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
+            gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
                              &dw_hn[0, 0], <int>H)

@@ -26,7 +26,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport packed_gemm
 from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
-from _common cimport (add_dy_rows, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
+from _common cimport (add_dy_rows, checked_pieces, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
                      store_y_row, sum_rows, tile_start)
 
 
@@ -130,10 +130,12 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_ih,             # OUT (4H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (4H, H) permuted
              floating[::1] db,                   # OUT (4H,) permuted, zeros in
-             int nthreads, int step_threads):
+             int nthreads, int step_threads,
+             int wgrad_pieces):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1, G4 = 4 * H
     cdef Py_ssize_t s, k
+    checked_pieces(wgrad_pieces)
     if N == 0:
         return
     cdef floating* dgp = &dgates[0, 0]
@@ -158,5 +160,5 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 packed_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4,
                             wp + tile_start(<floating*>NULL, &tiles[0], k, G4, 1),
                             dhp + tiles[k], H, False)
-        merged_backward(nthreads, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
+        merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])

@@ -10,7 +10,7 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport packed_gemm
 from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
-from _common cimport (add_dy_rows, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
+from _common cimport (add_dy_rows, checked_pieces, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
                      store_y_row, sum_rows, tile_start)
 
 
@@ -99,10 +99,12 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dw_ih,             # OUT (H, I)
              floating[:, ::1] dw_hh,             # OUT (H, H)
              floating[::1] db,                   # OUT (H,), zeros in
-             bint relu, int nthreads, int step_threads):
+             bint relu, int nthreads, int step_threads,
+             int wgrad_pieces):
     cdef Py_ssize_t S = counts.shape[0], N = dpre.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
+    checked_pieces(wgrad_pieces)
     if N == 0:
         return
     cdef floating* dpp = &dpre[0, 0]
@@ -123,5 +125,5 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
             for k in prange(ntiles, schedule='static'):
                 packed_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H,
                             wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), dhp + tiles[k], H, False)
-        merged_backward(nthreads, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
+        merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])

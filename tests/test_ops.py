@@ -63,6 +63,45 @@ def test_bitwise_identical_for_any_thread_count(cell, varlen):
                 assert np.array_equal(v, other[k]), k
 
 
+def test_weight_gradient_pieces_follow_the_shape_and_the_machine(monkeypatch):
+    """Fewer, larger pieces pack less; enough of them for the machine's CPUs;
+    an even count; never a function of a call's thread count."""
+    monkeypatch.setattr(ops, "_CPUS", 2)
+    assert [ops._wgrad_pieces(m) for m in (1, 128, 255, 256, 600, 2048)] == [1, 1, 1, 2, 2, 2]
+    monkeypatch.setattr(ops, "_CPUS", 16)
+    assert [ops._wgrad_pieces(m) for m in (128, 512, 768, 1536, 2048, 8192)] == [1, 2, 4, 6, 8, 16]
+    monkeypatch.setattr(ops, "_CPUS", 3)
+    assert ops._wgrad_pieces(2048) == 4
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_reset_before"])
+def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, monkeypatch):
+    """A machine with more CPUs splits the weight gradients into more pieces:
+    the result is still the reference's, and still bitwise identical over
+    thread counts."""
+    case = make_case(cell, 5, 4, 3, 260, dtype=np.float64, seed=4)
+    expected = run(reference, cell, case)
+    monkeypatch.setattr(ops, "_CPUS", 16)
+    assert ops._wgrad_pieces(3 * 260) > 2
+    results = []
+    for n in (1, 2, 3):
+        with rnnkernels.num_threads(n):
+            results.append(run(ops, cell, case))
+        assert_close(results[-1], expected, np.float64, cell)
+    for other in results[1:]:
+        for k, v in results[0].items():
+            if k != "cache" and v is not None:
+                assert np.array_equal(v, other[k]), k
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_kernels_refuse_zero_weight_gradient_pieces(cell, monkeypatch):
+    monkeypatch.setattr(ops, "_wgrad_pieces", lambda m: 0)
+    case = make_case(cell, 3, 2, 2, 5, seed=1)
+    with pytest.raises(ValueError, match="wgrad_pieces: expected at least 1, got 0"):
+        run(ops, cell, case)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_any_memory_layout(cell):
     case = make_case(cell, 5, 4, 6, 11, seed=2)
