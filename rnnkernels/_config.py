@@ -2,8 +2,8 @@
 
 The kernels open their own OpenMP regions with this many threads and keep BLAS
 single-threaded inside them, so the two never oversubscribe the cores. The work
-partition never depends on this number, so results are bitwise identical for
-any thread count.
+partition never depends on this number (only on the shapes and the machine's
+CPU count), so on a machine results are bitwise identical for any thread count.
 """
 import contextlib
 import os
