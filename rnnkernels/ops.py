@@ -15,7 +15,6 @@ sequence is packed back to front, so the kernels always run forward in time.
 import contextlib
 import functools
 import os
-import threading
 
 import numpy as np
 
