@@ -253,14 +253,15 @@ def _equal_plan(T, B, reverse):
     return plan
 
 
-def _unit_tiles(H):
-    """Hidden-unit tile bounds.  Depend on H only, so that every thread count
+def _unit_tile(H):
+    """Hidden units per tile.  Depends on H only, so that every thread count
     gives the same GEMM shapes and therefore bitwise-identical results."""
-    return _tiles_of(H, int(os.environ.get("RNNKERNELS_UNIT_TILE", 0)) or (32 if H <= 256 else 64))
+    return int(os.environ.get("RNNKERNELS_UNIT_TILE", 0)) or (32 if H <= 256 else 64)
 
 
 @functools.lru_cache(maxsize=64)
 def _tiles_of(H, ub):
+    """Tile bounds 0, ub, 2*ub, ..., H (read-only, shared between calls)."""
     tiles = np.array(list(range(0, H, ub)) + [H], dtype=np.intp)
     tiles.flags.writeable = False
     return tiles
@@ -319,12 +320,11 @@ class _Weights:
     rows, and of those rows alone: a GRU before the reset reaches W_hn
     through r*h), or None (inference: no copies for backward at all)."""
 
-    def __init__(self, w_ih, w_hh, gates, tiles, backward):
+    def __init__(self, w_ih, w_hh, gates, ub, backward):
         G, H = w_hh.shape
         I, dtype = w_ih.shape[1], w_ih.dtype
-        ub = int(tiles[1] - tiles[0]) if len(tiles) > 1 else H
         self.colmap, self._inverse, self.identity, bounds = _tile_permutation(H, gates, ub)
-        self.tiles = tiles
+        self.tiles = tiles = _tiles_of(H, ub)
         self.w_ih_t = _aligned_empty((I, G), dtype)     # (I, G*H) for the input projection
         self.w_ih = _aligned_empty((G if backward else 0, I), dtype)   # (G*H, I) for dX
         _layout().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih)
@@ -448,8 +448,8 @@ class _Prepared:
         self.h0 = _state("h0", h0, self.dtype, self.B, self.H)
         self.plan = _plan(self.T, self.B, _lengths(lengths, self.T, self.B),
                           _flag("reverse", reverse))
-        self.tiles = _unit_tiles(self.H)
-        self.weights = _Weights(self.w_ih, self.w_hh, gates, self.tiles, backward)
+        self.weights = _Weights(self.w_ih, self.w_hh, gates, _unit_tile(self.H), backward)
+        self.tiles = self.weights.tiles
         self.xp = self.plan.pack(x)
         self.hbuf = self.plan.state_buffer(self.h0, self.H)
 
