@@ -168,33 +168,18 @@ class _Plan:
         return _NO_ROWS if self.identity else self.padded_of_packed
 
     def output_buffer(self, H, dtype):
-        """(T*B, H) outputs for the kernels to write in place, padding zeroed;
-        (0, H) when y is a view of the state buffer."""
+        """(T*B, H) outputs for the kernels to write in place (they zero the
+        padding rows themselves; with no packed row at all they never run,
+        so the buffer comes zeroed); (0, H) when y is a view of the state
+        buffer."""
         if self.identity:
             return np.empty((0, H), dtype)
-        y = _aligned_empty((self.T * self.B, H), dtype)
-        _layout().zero_rows(y, self.padding, _config.get_num_threads())
-        return y
+        return (_aligned_empty if self.N else _aligned_zeros)((self.T * self.B, H), dtype)
 
-    def pack(self, a):
-        """(T, B, F) -> (N, F) packed rows, C-contiguous."""
-        F = a.shape[2]
-        if self.identity:
-            return np.ascontiguousarray(a.reshape(self.T * self.B, F))
-        out = _aligned_empty((self.N, F), a.dtype)
-        _layout().take_rows(np.ascontiguousarray(a).reshape(self.T * self.B, F),
-                            self.padded_of_packed, out, _config.get_num_threads())
-        return out
-
-    def unpack(self, rows, F):
-        """(N, F) packed rows -> (T, B, F), zero beyond each length."""
-        if self.identity:
-            return rows.reshape(self.T, self.B, F)
-        out = _aligned_empty((self.T * self.B, F), rows.dtype)
-        layout, nthreads = _layout(), _config.get_num_threads()
-        layout.zero_rows(out, self.padding, nthreads)
-        layout.put_rows(rows, self.padded_of_packed, out, nthreads)
-        return out.reshape(self.T, self.B, F)
+    def input_grad_buffer(self, I, dtype):
+        """dL/dx as (T*B, I) rows: the kernels write the packed rows through
+        ``rows`` and zero the padding (zeroed here when there are no packed rows)."""
+        return (_aligned_empty if self.N else _aligned_zeros)((self.T * self.B, I), dtype)
 
     def state_buffer(self, init, H):
         """(N + B, H) state buffer with the initial states placed (see _lstm.pyx)."""
@@ -435,6 +420,11 @@ def _kernel_threads(nthreads):
     yield nthreads
 
 
+# Inference's packed inputs: a scratch slot of their own (the kernels' other
+# scratch buffers use slots 0 and 1), needed at the same time as those.
+_XP_SLOT = 2
+
+
 class _Prepared:
     """Validated arguments of a forward call, packed and permuted for the kernels."""
 
@@ -450,8 +440,23 @@ class _Prepared:
                           _flag("reverse", reverse))
         self.weights = _Weights(self.w_ih, self.w_hh, gates, _unit_tile(self.H), backward)
         self.tiles = self.weights.tiles
-        self.xp = self.plan.pack(x)
+        # The kernels read x's rows in place and gather them into xp, the
+        # packed inputs that backward reads (a scratch buffer for inference);
+        # with equal lengths the rows are already packed.
+        self.x_rows = np.ascontiguousarray(x).reshape(self.T * self.B, self.I)
+        if self.plan.identity:
+            self.xp = self.x_rows
+        else:
+            self.xp = (_aligned_empty((self.plan.N, self.I), self.dtype) if backward else
+                       _scratch((self.plan.N, self.I), self.dtype, slot=_XP_SLOT))
         self.hbuf = self.plan.state_buffer(self.h0, self.H)
+
+    def inputs(self):
+        """The kernels' first three arguments: x's rows, the packed row map, and
+        the packed copy to fill ((0, I) when x's rows are the packed ones)."""
+        if self.plan.identity:
+            return self.x_rows, _NO_ROWS, np.empty((0, self.I), self.dtype)
+        return self.x_rows, self.plan.padded_of_packed, self.xp
 
     def bias_sum(self, gates):
         """b_ih + b_hh (missing biases count as zero), in the tile permutation."""
@@ -482,11 +487,11 @@ def _backward_setup(cache, kind, dy, dh_n):
     return cache, plan, dy_rows, dh
 
 
-def _grads(cache, dxp, dh, dw_ih, dw_hh, db_ih, db_hh):
-    """Un-permute and unpack kernel gradients into the public dict."""
+def _grads(cache, dx, dh, dw_ih, dw_hh, db_ih, db_hh):
+    """Un-permute kernel gradients into the public dict."""
     plan, w = cache.plan, cache.weights
     return {
-        "x": plan.unpack(dxp, cache.I),
+        "x": dx.reshape(plan.T, plan.B, cache.I),
         "h0": plan.from_sorted(dh),
         "w_ih": w.unpermute(dw_ih),
         "w_hh": w.unpermute(dw_hh),
@@ -522,9 +527,9 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     y = p.plan.output_buffer(p.H, p.dtype)
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles, p.I)) as (nthreads, step_threads):
-            _lstm.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
+            _lstm.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
                           p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates,
-                          y, p.plan.rows, nthreads, step_threads)
+                          y, p.plan.rows, p.plan.padding, nthreads, step_threads)
     c_n = p.plan.final(cbuf)
     y, h_n, cache = _outputs(p, y, training, "lstm", c=cbuf, gates=gates)
     return y, h_n, c_n, cache
@@ -538,7 +543,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     H, I, dtype = cache.H, cache.I, cache.dtype
     dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
     dgates = _scratch((plan.N, 4 * H), dtype)
-    dxp = _aligned_empty((plan.N, I), dtype)
+    dx = plan.input_grad_buffer(I, dtype)
     dw_ih = _weight_grad((4 * H, I), dtype, plan.N)
     dw_hh = _weight_grad((4 * H, H), dtype, plan.N)
     db = np.zeros(4 * H, dtype)
@@ -546,9 +551,9 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
         with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles, I)) as (nthreads, step_threads):
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
                            cache.c, cache.gates, dy, dy_rows, plan.counts, plan.offsets,
-                           cache.weights.tiles, dh, dc, dgates, dxp, dw_ih, dw_hh, db, nthreads, step_threads,
-                           _wgrad_pieces(4 * H))
-    grads = _grads(cache, dxp, dh, dw_ih, dw_hh, db, db)
+                           cache.weights.tiles, dh, dc, dgates, dx, plan.rows, plan.padding, dw_ih, dw_hh, db,
+                           nthreads, step_threads, _wgrad_pieces(4 * H))
+    grads = _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
     grads["c0"] = plan.from_sorted(dc)
     return grads
 
@@ -574,9 +579,9 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     y = p.plan.output_buffer(p.H, p.dtype)
     if p.plan.N:
         with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles, p.I)) as (nthreads, step_threads):
-            _rnn.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
+            _rnn.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, y, p.plan.rows,
-                         relu, nthreads, step_threads)
+                         p.plan.padding, relu, nthreads, step_threads)
     return _outputs(p, y, training, "rnn", relu=relu)
 
 
@@ -587,16 +592,16 @@ def rnn_backward(cache, dy, dh_n=None):
     cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "rnn", dy, dh_n)
     H, I, dtype = cache.H, cache.I, cache.dtype
     dpre = _scratch((plan.N, H), dtype)
-    dxp = _aligned_empty((plan.N, I), dtype)
+    dx = plan.input_grad_buffer(I, dtype)
     dw_ih = _weight_grad((H, I), dtype, plan.N)
     dw_hh = _weight_grad((H, H), dtype, plan.N)
     db = np.zeros(H, dtype)
     if plan.N:
         with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles, I)) as (nthreads, step_threads):
             _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy, dy_rows,
-                          plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dxp,
-                          dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _wgrad_pieces(H))
-    return _grads(cache, dxp, dh, dw_ih, dw_hh, db, db)
+                          plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dx, plan.rows,
+                          plan.padding, dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _wgrad_pieces(H))
+    return _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
 
 
 # ----------------------------------------------------------------------- GRU
@@ -626,9 +631,9 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     y = p.plan.output_buffer(H, p.dtype)
     if N:
         with _kernel_threads(_threads_for(p.plan, 3, p.H, p.tiles, p.I)) as (nthreads, step_threads):
-            _gru.forward(p.xp, p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
+            _gru.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
-                         y, p.plan.rows, bool(reset_after), nthreads, step_threads)
+                         y, p.plan.rows, p.plan.padding, bool(reset_after), nthreads, step_threads)
     return _outputs(p, y, training, "gru", gates=gates, aux=aux, reset_after=bool(reset_after))
 
 
@@ -644,7 +649,7 @@ def gru_backward(cache, dy, dh_n=None):
     dw_hh = _weight_grad((G3, H), dtype, N)
     db_ih = np.zeros(G3, dtype)
     db_hh = np.zeros(G3, dtype)
-    dxp = _aligned_empty((N, I), dtype)
+    dx = plan.input_grad_buffer(I, dtype)
     if reset_after:
         w_hh_tiles, w_hn_tiles = w.w_hh_bwd, np.zeros(1, dtype)
         dgx = _scratch((N, G3), dtype, slot=0)
@@ -661,10 +666,10 @@ def gru_backward(cache, dy, dh_n=None):
             _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
                           cache.aux, dy, dy_rows, plan.counts, plan.offsets, w.tiles, dh,
                           _aligned_empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
-                          dxp, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after, nthreads, step_threads,
-                          _wgrad_pieces(G3))
+                          dx, plan.rows, plan.padding, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after,
+                          nthreads, step_threads, _wgrad_pieces(G3))
     if not reset_after:
         n_rows = w.colmap >= 2 * H  # W_hn's rows take their gradient from r*h
         dw_hh[n_rows] = dw_hn[n_rows]
         db_hh = db_ih
-    return _grads(cache, dxp, dh, dw_ih, dw_hh, db_ih, db_hh)
+    return _grads(cache, dx, dh, dw_ih, dw_hh, db_ih, db_hh)

@@ -7,48 +7,103 @@
 # shape, so a thread-count-dependent split would make results differ in the
 # last bits between 1 and 2 threads.  Threads take pieces by a static schedule.
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from _blas cimport gemm, pack_b, packed_gemm, packed_size
 from _cells cimport prefetch_rows
 
 # Rows per piece of a row-split GEMM (input projection, dX): large enough for
-# OpenBLAS's blocked kernels, small enough to spread over 16 cores at T*B=6400.
+# the GEMM kernel's blocking, small enough to spread over 16 cores at T*B=6400.
+# A piece whose output rows are scattered (dX of a variable-length batch)
+# computes SCATTER_ROWS rows at a time into a buffer, then stores each row
+# where it belongs.
 cdef enum:
-    USE_PACKED_GEMM = 1
     ROW_PIECE = 256
+    SCATTER_ROWS = 48
+    # Below this many bytes a fork/join costs more than a second thread saves.
+    PARALLEL_ZERO_BYTES = 1 << 16
+
+
+cdef inline void _gemm_piece(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t n, Py_ssize_t k,
+                             const floating* a, Py_ssize_t lda, const Py_ssize_t* a_rows,
+                             floating* a_packed, const floating* bp,
+                             floating* c, Py_ssize_t ldc, const Py_ssize_t* c_rows,
+                             floating* buf) noexcept nogil:
+    """Rows r0 .. r1-1 of gemm_rows: gather them (a_rows), multiply, scatter
+    them (c_rows) through buf (SCATTER_ROWS x n)."""
+    cdef Py_ssize_t r, i0, m
+    cdef const floating* ap = a + r0 * lda
+    cdef Py_ssize_t ld = lda
+    if a_rows != NULL:
+        for r in range(r0, r1):
+            memcpy(a_packed + r * k, a + a_rows[r] * lda, k * sizeof(floating))
+        ap = a_packed + r0 * k
+        ld = k
+    if c_rows == NULL:
+        packed_gemm(r1 - r0, n, k, ap, ld, bp, c + r0 * ldc, ldc, False)
+        return
+    i0 = r0
+    while i0 < r1:
+        m = min(<Py_ssize_t>SCATTER_ROWS, r1 - i0)
+        packed_gemm(m, n, k, ap + (i0 - r0) * ld, ld, bp, buf, n, False)
+        for r in range(m):
+            memcpy(c + c_rows[i0 + r] * ldc, buf + r * n, n * sizeof(floating))
+        i0 += m
 
 
 cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
-                           const floating* a, int lda,      # IN  (rows x k)
+                           const floating* a, int lda,      # IN  A (rows x k), or the caller's rows (a_rows)
+                           const Py_ssize_t* a_rows,        # IN  row of a for each row of A, or NULL: a is A
+                           floating* a_packed,              # OUT (rows x k) A gathered (with a_rows only)
                            const floating* b, int ldb,      # IN  (k x n)
-                           floating* c, int ldc) noexcept nogil:   # OUT (rows x n)
+                           floating* c, int ldc,            # OUT C (rows x n), or the caller's rows (c_rows)
+                           const Py_ssize_t* c_rows) noexcept nogil:   # IN  row of c for each row of C, or NULL
     """C = A @ B, split over row pieces of A and C.  An even number of equal
     pieces (about ROW_PIECE rows each), so two threads get equal shares: with
-    13 pieces of 256 rows (T*B = 3200) one thread did 7 and the other waited."""
-    cdef Py_ssize_t piece, npiece = (rows + ROW_PIECE - 1) // ROW_PIECE
+    13 pieces of 256 rows (T*B = 3200) one thread did 7 and the other waited.
+
+    With a variable-length batch the rows of A (the inputs) and of C (dX) are
+    the caller's padded rows: each piece gathers its inputs into a_packed
+    (which backward's dW_ih reads) and scatters its outputs, in parallel and
+    while they are in cache; as separate single-threaded copies before and
+    after the kernels they cost 5% of a small RNN's training step."""
+    cdef Py_ssize_t piece, npiece = (rows + ROW_PIECE - 1) // ROW_PIECE, r, bp_values
     cdef int r0, r1, size
     cdef void* raw
     cdef floating* bp
+    cdef floating* bufs
     if npiece > 1:
         npiece += npiece % 2
     size = <int>((rows + npiece - 1) // npiece)
-    if USE_PACKED_GEMM:
-        raw = malloc(packed_size(<floating*>NULL, k, n) * sizeof(floating) + 64)
-        if raw != NULL:
-            bp = <floating*>((<size_t>raw + 63) & ~(<size_t>63))  # panels on cache lines
-            pack_b(k, n, b, ldb, bp)
-            for piece in prange(npiece, num_threads=nthreads, schedule='static'):
-                r0 = piece * size
-                r1 = rows if r0 + size > rows else r0 + size
-                packed_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, c + r0 * ldc, ldc, False)
-            free(raw)
-            return
+    bp_values = packed_size(<floating*>NULL, k, n)
+    raw = malloc((bp_values + (nthreads * SCATTER_ROWS * n if c_rows != NULL else 0)) * sizeof(floating) + 64)
+    if raw == NULL:  # no memory for the packed B: BLAS, a row at a time, allocates nothing
+        for r in range(rows):
+            if a_rows != NULL:
+                memcpy(a_packed + r * k, a + a_rows[r] * lda, k * sizeof(floating))
+            gemm(False, False, 1, n, k, 1, a_packed + r * k if a_rows != NULL else a + r * lda, lda,
+                 b, ldb, 0, c + (c_rows[r] if c_rows != NULL else r) * ldc, ldc)
+        return
+    bp = <floating*>((<size_t>raw + 63) & ~(<size_t>63))  # panels on cache lines
+    bufs = bp + bp_values
+    pack_b(k, n, b, ldb, bp)
     for piece in prange(npiece, num_threads=nthreads, schedule='static'):
         r0 = piece * size
         r1 = rows if r0 + size > rows else r0 + size
-        gemm(False, False, r1 - r0, n, k, 1, a + r0 * lda, lda, b, ldb, 0, c + r0 * ldc, ldc)
+        _gemm_piece(r0, r1, n, k, a, lda, a_rows, a_packed, bp, c, ldc, c_rows,
+                    bufs + threadid() * SCATTER_ROWS * n)
+    free(raw)
+
+
+cdef inline void zero_rows(int nthreads, floating* c, Py_ssize_t ldc, Py_ssize_t cols,   # OUT
+                           const Py_ssize_t* rows, Py_ssize_t nrows) noexcept nogil:     # IN
+    """c[rows[i], :cols] = 0: the padding of a variable-length batch's outputs
+    (y, dX), which the kernels write in the caller's padded layout."""
+    cdef Py_ssize_t i
+    cdef int threads = nthreads if nrows * cols * sizeof(floating) >= PARALLEL_ZERO_BYTES else 1
+    for i in prange(nrows, num_threads=threads, schedule='static'):
+        memset(c + rows[i] * ldc, 0, cols * sizeof(floating))
 
 
 cdef inline void gemm_weight_grad(int nthreads, int npiece, int m, int n, int k,
@@ -101,6 +156,33 @@ cdef inline const Py_ssize_t* checked_rows(const Py_ssize_t[::1] rows, Py_ssize_
         if rows[p] < 0 or rows[p] >= n_rows:
             raise ValueError(f"{name}_rows: index {rows[p]} out of range for {n_rows} rows")
     return &rows[0]
+
+
+cdef inline const Py_ssize_t* checked_padding(const Py_ssize_t[::1] padding, Py_ssize_t n_packed,
+                                              Py_ssize_t n_rows, str name) except *:
+    """``padding`` (the rows of an (n_rows, F) caller array that no packed row
+    fills: n_rows - n_packed of them, for the kernel to zero) as a pointer
+    after checking every index, or NULL when there are none."""
+    cdef Py_ssize_t i
+    if padding.shape[0] != n_rows - n_packed:
+        raise ValueError(f"padding: expected {n_rows - n_packed} rows of {name} "
+                         f"({n_rows} rows, {n_packed} packed), got {padding.shape[0]}")
+    for i in range(padding.shape[0]):
+        if padding[i] < 0 or padding[i] >= n_rows:
+            raise ValueError(f"padding: index {padding[i]} out of range for {n_rows} rows of {name}")
+    return &padding[0] if padding.shape[0] else NULL
+
+
+cdef inline floating* checked_packed(floating[:, ::1] xp, Py_ssize_t n_packed, Py_ssize_t cols,
+                                     bint wanted) except? NULL:
+    """The buffer that the input projection gathers the caller's rows into:
+    (n_packed, cols) when wanted, as a pointer; NULL otherwise."""
+    if not wanted:
+        return NULL
+    if xp.shape[0] != n_packed or xp.shape[1] != cols:
+        raise ValueError(f"xp: expected shape ({n_packed}, {cols}) for the packed inputs, "
+                         f"got ({xp.shape[0]}, {xp.shape[1]})")
+    return &xp[0, 0]
 
 
 cdef inline const floating* dy_row(const floating* dy, const Py_ssize_t* dy_rows,
@@ -167,13 +249,14 @@ cdef inline void merged_backward(int nthreads, int wgrad_pieces, int N, int I, i
                                  const floating* x,       # IN  (N, I) packed inputs
                                  const floating* w_ih,    # IN  (G, I) permuted W_ih
                                  const floating* h_prev,  # IN  (N, H) states entering each step
-                                 floating* dx,            # OUT (N, I)
+                                 floating* dx,            # OUT (N, I), or the caller's rows (dx_rows)
+                                 const Py_ssize_t* dx_rows,  # IN  row of dx for each packed row, or NULL
                                  floating* dw_ih,         # OUT (G, I)
                                  floating* dw_hh) noexcept nogil:   # OUT (G, H)
     """Every gradient that does not depend on the recurrence, each one GEMM
     over all N packed rows, after the time loop: dX = dG_x W_ih,
     dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev.  G is the number of gate columns
     (gates * H).  The bias gradients are summed inside the time loop."""
-    gemm_rows(nthreads, N, I, G, dg_x, G, w_ih, I, dx, I)
+    gemm_rows(nthreads, N, I, G, dg_x, G, NULL, NULL, w_ih, I, dx, I, dx_rows)
     gemm_weight_grad(nthreads, wgrad_pieces, G, I, N, dg_x, G, x, I, dw_ih, I)
     gemm_weight_grad(nthreads, wgrad_pieces, G, H, N, dg_h, G, h_prev, H, dw_hh, H)

@@ -26,8 +26,8 @@ from cython.parallel cimport parallel, prange
 from _blas cimport packed_gemm, packed_size
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
-from _common cimport (add_dy_rows, checked_pieces, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
-                     prefetch_dy_rows, store_y_row, sum_rows, tile_start)
+from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
+                     prefetch_dy_rows, store_y_row, sum_rows, tile_start, zero_rows)
 
 
 cdef Py_ssize_t _forward_tile_start(const Py_ssize_t* tiles, Py_ssize_t k, Py_ssize_t H,
@@ -91,7 +91,9 @@ cdef void _forward_tile_n(floating* gates, const floating* rh, floating* h,
         store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
-def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
+def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lstm.forward
+            const Py_ssize_t[::1] x_rows,        # IN  (N,) or (0,)
+            floating[:, ::1] xp,                 # OUT (N, I) or (0, I)
             const floating[:, ::1] w_ih_t,       # IN  (I, 3H) permuted W_ih^T
             const floating[::1] w_hh_tiles,      # IN  tile k: (H, 2*ub_k) r z, then (H, ub_k) n, packed
             const floating[::1] bias,            # IN  (3H,) permuted r, z: b_i+b_h; n: b_in (+ b_hn if not reset_after)
@@ -105,6 +107,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] gh,                 # scratch (B, 3H)
             floating[:, ::1] y,                  # OUT (T*B, H) or (0, H), as in _lstm.forward
             const Py_ssize_t[::1] y_rows,        # IN  (N,) or (0,)
+            const Py_ssize_t[::1] padding,       # IN  (T*B - N,) rows of y set to zero
             bint reset_after, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -120,9 +123,13 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     cdef const floating* bhp = &b_hn[0]
     cdef floating* yp = &y[0, 0] if y.shape[0] else NULL
     cdef const Py_ssize_t* yrp = checked_rows(y_rows, N, y.shape[0], "y") if y.shape[0] else NULL
+    cdef const Py_ssize_t* pad = checked_padding(padding, N, y.shape[0], "y") if y.shape[0] else NULL
+    cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
+    cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
     with nogil:
-        gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I,
-                  &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H))
+        zero_rows(nthreads, yp, H, H, pad, padding.shape[0] if pad != NULL else 0)
+        gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I, xrp, xpp,
+                  &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H), NULL)
         with parallel(num_threads=step_threads):
             for s in range(S):
                 if reset_after:
@@ -213,7 +220,7 @@ cdef void _scale_n_by_r(floating* dg, const floating* gates, const Py_ssize_t* t
             dg[3 * u0 + 2 * ub + u] = dg[3 * u0 + 2 * ub + u] * gates[3 * u0 + u]
 
 
-def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
+def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as in _lstm.backward)
              const floating[:, ::1] w_ih,        # IN  (3H, I) permuted W_ih
              const floating[::1] w_hh_tiles,     # IN  tile k: (3H, ub_k) = W_hh_p[:, u0:u1] packed (n rows zero if not reset_after)
              const floating[::1] w_hn_tiles,     # IN  same with only n rows (not reset_after; else unused)
@@ -229,7 +236,9 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] drh,               # scratch (B, H)
              floating[:, ::1] dgx,               # OUT (N, 3H) input-side gate gradients (zeroed if not reset_after)
              floating[:, ::1] dgh,               # scratch (2B, 3H) recurrent side, two-step ring (reset_after only)
-             floating[:, ::1] dx,                # OUT (N, I)
+             floating[:, ::1] dx,                # OUT (R, I), as in _lstm.backward
+             const Py_ssize_t[::1] dx_rows,      # IN  (N,) or (0,)
+             const Py_ssize_t[::1] padding,      # IN  (R - N,) rows of dx set to zero
              floating[:, ::1] dw_ih,             # OUT (3H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (3H, H) permuted: dgh^T h_prev (reset_after) or dgx^T h_prev
              floating[:, ::1] dw_hn,             # OUT (3H, H) dgx^T (r*h) (not reset_after; its n rows are W_hn's)
@@ -255,7 +264,10 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* gp = &gates[0, 0]
     cdef const floating* ap = &aux[0, 0]
     cdef const floating* hp = &h[0, 0]
+    cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
+    cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
     with nogil:
+        zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0] if pad != NULL else 0)
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 if reset_after:
@@ -286,8 +298,8 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
         if reset_after:
             # Input side first (dX, dW_ih), then dgx becomes the recurrent
             # side in place (n columns times r) for dW_hh.
-            gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, &w_ih[0, 0], <int>I,
-                      &dx[0, 0], <int>I)
+            gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, NULL, NULL, &w_ih[0, 0], <int>I,
+                      &dx[0, 0], <int>I, dxrp)
             gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
                              &dw_ih[0, 0], <int>I)
             for i in prange(N, num_threads=nthreads, schedule='static'):
@@ -296,7 +308,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                              &dw_hh[0, 0], <int>H)
         else:
             merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G3, dgxp, dgxp, &x[0, 0],
-                            &w_ih[0, 0], hp, &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])
+                            &w_ih[0, 0], hp, &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])
             # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
             gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
                              &dw_hn[0, 0], <int>H)

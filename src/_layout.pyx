@@ -1,12 +1,13 @@
-"""Copies between the caller's layout and the kernels' packed, permuted one,
-and the weight tiles packed into the GEMM kernel's panels.
+"""The packed layout of a batch (plan_rows), rows gathered by index, and the
+weight tiles packed into the GEMM kernel's panels.
 
-ops.py decides where every row goes (index arrays built with NumPy, once per
-call); these loops only move the rows.  NumPy's fancy indexing copies element
-by element through its generic iterator: for a small variable-length batch
-(T=100, B=32) packing x, packing dy, scattering the outputs and unpacking dx
-cost about 0.4 ms per training step, as much as 4% of the step.  Here each row
-is one memcpy, and copies of a megabyte or more are split over the threads.
+ops.py decides where every row goes; these loops only compute the plan and
+move the rows.  NumPy's fancy indexing copies element by element through its
+generic iterator, and a dozen NumPy steps to plan a variable-length batch took
+a few hundred microseconds of a small call.  The batch's own rows (x in, y and
+dX out) are not copied here at all: the kernels read and write them in the
+caller's padded layout through the plan's row map (_common.pxd's gemm_rows,
+store_y_row, zero_rows), in parallel and while they are in cache.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -58,28 +59,6 @@ def take_rows(const floating[:, ::1] src,      # IN  (R, F)
                 memset(op + i * F, 0, row_bytes)
 
 
-def put_rows(const floating[:, ::1] src,       # IN  (M, F)
-             const Py_ssize_t[::1] index,      # IN  (M,) row of out for each row of src
-             floating[:, ::1] out,             # OUT (R, F) rows not named in index untouched
-             int nthreads):
-    """out[index[i]] = src[i] (unpacking: the scatter that take_rows undoes)."""
-    cdef Py_ssize_t M = index.shape[0], F = src.shape[1], R = out.shape[0], i
-    if src.shape[0] != M or out.shape[1] != F:
-        raise ValueError(f"src, out: expected {M} rows and {out.shape[1]} columns, "
-                         f"got ({src.shape[0]}, {F})")
-    _check_rows(index, R, "index", False)
-    if M == 0 or F == 0:
-        return
-    cdef size_t row_bytes = F * sizeof(floating)
-    cdef int threads = _copy_threads(M, row_bytes, nthreads)
-    cdef const floating* sp = &src[0, 0]
-    cdef floating* op = &out[0, 0]
-    cdef const Py_ssize_t* ip = &index[0]
-    with nogil:
-        for i in prange(M, num_threads=threads, schedule='static'):
-            memcpy(op + ip[i] * F, sp + i * F, row_bytes)
-
-
 def plan_rows(const int64_t[::1] lengths,        # IN  (B,) each in [0, T]
               const Py_ssize_t[::1] order,       # IN  (B,) longest first
               Py_ssize_t[::1] counts,            # OUT (S,) sequences longer than s, S = max length
@@ -126,23 +105,6 @@ def plan_rows(const int64_t[::1] lengths,        # IN  (B,) each in [0, T]
             if t >= lengths[b]:
                 padding[k] = t * B + b
                 k += 1
-
-
-def zero_rows(floating[:, ::1] out,              # IN/OUT (M, F)
-              const Py_ssize_t[::1] rows,        # IN  rows of out to set to zero
-              int nthreads):
-    """out[rows] = 0 (the padding of outputs that the kernels write in place)."""
-    cdef Py_ssize_t M = out.shape[0], F = out.shape[1], n = rows.shape[0], i
-    _check_rows(rows, M, "rows", False)
-    if n == 0 or F == 0:
-        return
-    cdef size_t row_bytes = F * sizeof(floating)
-    cdef int threads = _copy_threads(n, row_bytes, nthreads)
-    cdef floating* op = &out[0, 0]
-    cdef const Py_ssize_t* rp = &rows[0]
-    with nogil:
-        for i in prange(n, num_threads=threads, schedule='static'):
-            memset(op + rp[i] * F, 0, row_bytes)
 
 
 def panel_values(str dtype, Py_ssize_t k, Py_ssize_t n):

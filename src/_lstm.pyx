@@ -26,8 +26,8 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport packed_gemm
 from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
-from _common cimport (add_dy_rows, checked_pieces, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
-                     store_y_row, sum_rows, tile_start)
+from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
+                     store_y_row, sum_rows, tile_start, zero_rows)
 
 
 cdef void _forward_tile(floating* gates, floating* h, floating* c,
@@ -48,7 +48,9 @@ cdef void _forward_tile(floating* gates, floating* h, floating* c,
         store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
-def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
+def forward(const floating[:, ::1] x,            # IN  (R, I) inputs: packed (R = N), or the caller's T*B rows
+            const Py_ssize_t[::1] x_rows,        # IN  (N,) row of x for each packed row, or (0,): x is packed
+            floating[:, ::1] xp,                 # OUT (N, I) x's rows packed (for backward), or (0, I) without x_rows
             const floating[:, ::1] w_ih_t,       # IN  (I, 4H) permuted W_ih^T
             const floating[::1] w_hh_tiles,      # IN  tile k: (H, 4*ub_k) packed, at tile_start
             const floating[::1] bias,            # IN  (4H,) permuted b_ih + b_hh
@@ -58,9 +60,9 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] h,                  # IN/OUT (N+B, H) initial states placed, all states out
             floating[:, ::1] c,                  # IN/OUT (N+B, H)
             floating[:, ::1] gates,              # OUT (N, 4H) activated gates
-            floating[:, ::1] y,                  # OUT (T*B, H) outputs, padding rows zeroed by the
-                                                 #     caller; (0, H): y is a view of h (equal lengths)
+            floating[:, ::1] y,                  # OUT (T*B, H) outputs; (0, H): y is a view of h (equal lengths)
             const Py_ssize_t[::1] y_rows,        # IN  (N,) row of y for each packed row, or (0,)
+            const Py_ssize_t[::1] padding,       # IN  (T*B - N,) rows of y past each length, set to zero
             int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = gates.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -74,9 +76,13 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     cdef const floating* bp = &bias[0]
     cdef floating* yp = &y[0, 0] if y.shape[0] else NULL
     cdef const Py_ssize_t* yrp = checked_rows(y_rows, N, y.shape[0], "y") if y.shape[0] else NULL
+    cdef const Py_ssize_t* pad = checked_padding(padding, N, y.shape[0], "y") if y.shape[0] else NULL
+    cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
+    cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
     with nogil:
-        gemm_rows(nthreads, <int>N, <int>(4 * H), <int>I, &x[0, 0], <int>I,
-                  &w_ih_t[0, 0], <int>(4 * H), gp, <int>(4 * H))
+        zero_rows(nthreads, yp, H, H, pad, padding.shape[0] if pad != NULL else 0)
+        gemm_rows(nthreads, <int>N, <int>(4 * H), <int>I, &x[0, 0], <int>I, xrp, xpp,
+                  &w_ih_t[0, 0], <int>(4 * H), gp, <int>(4 * H), NULL)
         with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
@@ -112,7 +118,7 @@ cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating*
     sum_rows(n, 4 * ub, dgates + off * G4 + 4 * u0, G4, db + 4 * u0)
 
 
-def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
+def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (forward's xp, or its x if packed)
              const floating[:, ::1] w_ih,        # IN  (4H, I) permuted W_ih
              const floating[::1] w_hh_tiles,     # IN  tile k: (4H, ub_k) = W_hh[:, u0:u1] packed, at tile_start
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
@@ -126,7 +132,9 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              floating[:, ::1] dh,                # IN/OUT (B, H) dL/dh_n in, dL/dh0 out
              floating[:, ::1] dc,                # IN/OUT (B, H) dL/dc_n in, dL/dc0 out
              floating[:, ::1] dgates,            # OUT (N, 4H) gate pre-activation gradients
-             floating[:, ::1] dx,                # OUT (N, I)
+             floating[:, ::1] dx,                # OUT (R, I): packed (R = N), or the caller's T*B rows
+             const Py_ssize_t[::1] dx_rows,      # IN  (N,) row of dx for each packed row, or (0,)
+             const Py_ssize_t[::1] padding,      # IN  (R - N,) rows of dx past each length, set to zero
              floating[:, ::1] dw_ih,             # OUT (4H, I) permuted
              floating[:, ::1] dw_hh,             # OUT (4H, H) permuted
              floating[::1] db,                   # OUT (4H,) permuted, zeros in
@@ -144,7 +152,10 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
     cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
+    cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
+    cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
     with nogil:
+        zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0] if pad != NULL else 0)
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
@@ -161,4 +172,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                             wp + tile_start(<floating*>NULL, &tiles[0], k, G4, 1),
                             dhp + tiles[k], H, False)
         merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
-                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])
+                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])

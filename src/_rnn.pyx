@@ -10,8 +10,8 @@ from cython.parallel cimport parallel, prange
 
 from _blas cimport packed_gemm
 from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
-from _common cimport (add_dy_rows, checked_pieces, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
-                     store_y_row, sum_rows, tile_start)
+from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows, gemm_rows, merged_backward, prefetch_dy_rows,
+                     store_y_row, sum_rows, tile_start, zero_rows)
 
 
 cdef void _forward_tile(floating* pre, floating* h, floating* y, const Py_ssize_t* y_rows,
@@ -29,7 +29,9 @@ cdef void _forward_tile(floating* pre, floating* h, floating* y, const Py_ssize_
         store_y_row(u0, ub, h + dst * H + u0, y, y_rows, off + j, H)
 
 
-def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
+def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lstm.forward
+            const Py_ssize_t[::1] x_rows,        # IN  (N,) or (0,)
+            floating[:, ::1] xp,                 # OUT (N, I) or (0, I)
             const floating[:, ::1] w_ih_t,       # IN  (I, H) W_ih^T
             const floating[::1] w_hh_tiles,      # IN  tile k: (H, ub_k) packed, at tile_start
             const floating[::1] bias,            # IN  (H,) b_ih + b_hh
@@ -40,6 +42,7 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
             floating[:, ::1] pre,                # OUT (N, H) scratch pre-activations
             floating[:, ::1] y,                  # OUT (T*B, H) or (0, H), as in _lstm.forward
             const Py_ssize_t[::1] y_rows,        # IN  (N,) or (0,)
+            const Py_ssize_t[::1] padding,       # IN  (T*B - N,) rows of y set to zero
             bint relu, int nthreads, int step_threads):
     cdef Py_ssize_t S = counts.shape[0], N = pre.shape[0], H = h.shape[1]
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
@@ -52,9 +55,13 @@ def forward(const floating[:, ::1] x,            # IN  (N, I) packed inputs
     cdef const floating* bp = &bias[0]
     cdef floating* yp = &y[0, 0] if y.shape[0] else NULL
     cdef const Py_ssize_t* yrp = checked_rows(y_rows, N, y.shape[0], "y") if y.shape[0] else NULL
+    cdef const Py_ssize_t* pad = checked_padding(padding, N, y.shape[0], "y") if y.shape[0] else NULL
+    cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
+    cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
     with nogil:
-        gemm_rows(nthreads, <int>N, <int>H, <int>I, &x[0, 0], <int>I, &w_ih_t[0, 0], <int>H,
-                  pp, <int>H)
+        zero_rows(nthreads, yp, H, H, pad, padding.shape[0] if pad != NULL else 0)
+        gemm_rows(nthreads, <int>N, <int>H, <int>I, &x[0, 0], <int>I, xrp, xpp, &w_ih_t[0, 0], <int>H,
+                  pp, <int>H, NULL)
         with parallel(num_threads=step_threads):
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
@@ -84,7 +91,7 @@ cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const float
     sum_rows(n, ub, dpre + off * H + u0, H, db + u0)
 
 
-def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
+def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as in _lstm.backward)
              const floating[:, ::1] w_ih,        # IN  (H, I)
              const floating[::1] w_hh_tiles,     # IN  tile k: (H, ub_k) = W_hh[:, u0:u1] packed, at tile_start
              const floating[:, ::1] h,           # IN  (N+B, H) states from forward
@@ -95,7 +102,9 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
              const Py_ssize_t[::1] tiles,        # IN  (ntiles+1,)
              floating[:, ::1] dh,                # IN/OUT (B, H) dL/dh_n in, dL/dh0 out
              floating[:, ::1] dpre,              # OUT (N, H) pre-activation gradients
-             floating[:, ::1] dx,                # OUT (N, I)
+             floating[:, ::1] dx,                # OUT (R, I), as in _lstm.backward
+             const Py_ssize_t[::1] dx_rows,      # IN  (N,) or (0,)
+             const Py_ssize_t[::1] padding,      # IN  (R - N,) rows of dx set to zero
              floating[:, ::1] dw_ih,             # OUT (H, I)
              floating[:, ::1] dw_hh,             # OUT (H, H)
              floating[::1] db,                   # OUT (H,), zeros in
@@ -112,7 +121,10 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
     cdef const floating* wp = &w_hh_tiles[0]
     cdef const floating* dyp = &dy[0, 0] if dy.shape[0] else NULL
     cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
+    cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
+    cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
     with nogil:
+        zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0] if pad != NULL else 0)
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
@@ -126,4 +138,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs
                 packed_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H,
                             wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), dhp + tiles[k], H, False)
         merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
-                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0])
+                        &w_ih[0, 0], &h[0, 0], &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])

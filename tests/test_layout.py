@@ -173,20 +173,3 @@ def test_plan_rows_rejects_inconsistent_arguments():
         call(n=5)
     with pytest.raises(ValueError, match="padding"):
         call(pad=5)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("nthreads", [1, 2])
-def test_put_rows_scatters_and_leaves_other_rows(dtype, nthreads):
-    rng = np.random.default_rng(5)
-    src = rng.standard_normal((3000, 129)).astype(dtype)
-    index = rng.permutation(4000)[:3000].astype(np.intp)
-    out = np.full((4000, 129), 7, dtype)
-    _layout.put_rows(src, index, out, nthreads)
-    expected = np.full((4000, 129), 7, dtype)
-    expected[index] = src
-    np.testing.assert_array_equal(out, expected)
-    with pytest.raises(ValueError, match="index: row 4000 is out of range"):
-        _layout.put_rows(src[:1], np.array([4000], np.intp), out, 1)
-    with pytest.raises(ValueError, match="src, out: expected"):
-        _layout.put_rows(src[:2], np.array([1], np.intp), out, 1)

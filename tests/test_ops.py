@@ -136,6 +136,73 @@ def test_inference_keeps_nothing(cell):
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
+def test_variable_length_inference_again_and_again(cell, threads):
+    """Inference gathers the inputs into a recycled scratch buffer, next to the
+    kernels' own scratch: repeated calls (the buffers then already large
+    enough, so handed out again) must keep giving the reference's answer."""
+    case = make_case(cell, 6, 7, 4, 37, lengths=np.array([6, 0, 3, 6, 1, 2, 5]), seed=5)
+    want = run(reference, cell, case, training=False)
+    for _ in range(3):
+        got = run(ops, cell, case, training=False)
+        assert_close({"y": got["y"], "h_n": got["h_n"]}, {"y": want["y"], "h_n": want["h_n"]},
+                     np.float64, cell)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_padding_is_zero_in_recycled_buffers(cell, threads, monkeypatch):
+    """The kernels write y and dL/dx in the caller's padded layout and zero the
+    rows past each length themselves: buffers that come back from the pool
+    full of old values must not leak them."""
+    from rnnkernels import _memory
+    handed_out = _memory.empty
+
+    def dirty(shape, dtype):
+        out = handed_out(shape, dtype)
+        out.fill(np.nan)
+        return out
+
+    monkeypatch.setattr(ops, "_aligned_empty", dirty)
+    lengths = np.array([6, 0, 3, 6, 1, 2, 5])
+    case = make_case(cell, 6, 7, 4, 37, lengths=lengths, seed=6)
+    got = run(ops, cell, case)
+    past = np.arange(6)[:, None] >= lengths[None, :]
+    assert np.all(got["y"][past] == 0) and np.all(got["d_x"][past] == 0)
+    assert_close(got, run(reference, cell, case), np.float64, cell)
+
+
+def test_kernels_check_the_row_maps_they_write_through():
+    """The kernels write y and dX through index arrays: a bad index must be a
+    ValueError, never a write outside the array."""
+    from rnnkernels import _rnn
+    rng = np.random.default_rng(0)
+    T, B, I, H = 3, 2, 2, 5
+    x = rng.standard_normal((T, B, I))
+    p = ops._Prepared("rnn", 1, x, rng.standard_normal((H, I)), rng.standard_normal((H, H)),
+                      None, None, None, np.array([3, 1]), False)
+    plan = p.plan
+    x_rows, rows, xp = p.inputs()
+
+    def call(x_rows=x_rows, rows=rows, xp=xp, y_rows=plan.rows, padding=plan.padding):
+        _rnn.forward(x_rows, rows, xp, p.weights.w_ih_t, p.weights.w_hh_fwd, np.zeros(H),
+                     plan.counts, plan.offsets, p.tiles, p.hbuf, np.empty((plan.N, H)),
+                     np.empty((T * B, H)), y_rows, padding, False, 1, 1)
+
+    call()
+    bad = plan.padding.copy()
+    bad[0] = T * B
+    with pytest.raises(ValueError, match="padding: index 6 out of range for 6 rows of y"):
+        call(padding=bad)
+    with pytest.raises(ValueError, match="padding: expected 2 rows of y"):
+        call(padding=plan.padding[:1])
+    bad = rows.copy()
+    bad[-1] = -1
+    with pytest.raises(ValueError, match="x_rows: index -1 out of range"):
+        call(rows=bad)
+    with pytest.raises(ValueError, match=r"xp: expected shape \(4, 2\)"):
+        call(xp=np.empty((3, I)))
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_cache_reusable(cell):
     case = make_case(cell, 4, 3, 2, 5, seed=4)
     out = run(ops, cell, case)
