@@ -98,10 +98,7 @@ def _lengths(lengths, T, B):
         raise TypeError(f"lengths: expected an integer array of shape ({B},), got dtype {arr.dtype}")
     if arr.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},) (one length per sequence), got {arr.shape}")
-    arr = arr.astype(np.int64)
-    if B and (arr.min() < 0 or arr.max() > T):
-        raise ValueError(f"lengths: expected values in [0, {T}] (T={T}), got min {arr.min()} max {arr.max()}")
-    return arr
+    return np.ascontiguousarray(arr, dtype=np.int64)  # their range: _layout.longest_first
 
 
 def _flag(name, value):
@@ -139,16 +136,15 @@ _NO_ROWS.flags.writeable = False
 class _Plan:
     """How a (T, B) batch with given lengths maps to the kernels' packed rows."""
 
-    def __init__(self, T, B, lengths, reverse):
+    def __init__(self, T, B, lengths, reverse, sorted_lengths=None):
         self.T, self.B = T, B
         if lengths is None:
             lengths = np.full(B, T, dtype=np.int64)
-        # Longest first; stable so equal lengths keep their order.
-        self.order = np.argsort(-lengths, kind="stable")
-        self.S = S = int(lengths[self.order[0]]) if B else 0
-        self.N = N = int(lengths.sum())
-        # Sequences already longest first: the initial and final states need no gathers.
-        self.in_order = bool(np.all(self.order == np.arange(B)))
+        # Longest first; stable so equal lengths keep their order.  With the
+        # sequences already longest first (in_order), the initial and final
+        # states need no gathers.
+        self.order, self.S, self.N, self.in_order = sorted_lengths or _layout().longest_first(lengths, T)
+        S, N = self.S, self.N
         # The common case (all full length, forward) needs no gathers at all.
         self.identity = S == T and N == T * B and not reverse and self.in_order
         self.counts = np.empty(S, dtype=np.intp)
@@ -224,9 +220,12 @@ def _plan(T, B, lengths, reverse):
     their plan depending on (T, B, reverse) alone: building one took 190 us of
     a small LSTM's forward call, measured inside a training loop, where the
     kernels have just evicted the interpreter's data from the caches."""
-    if lengths is None or (B and lengths.min() == T):
+    if lengths is None:
         return _equal_plan(T, B, reverse)
-    return _Plan(T, B, lengths, reverse)
+    sorted_lengths = _layout().longest_first(lengths, T)  # checks the range too
+    if B and sorted_lengths[2] == T * B:  # every sequence T long
+        return _equal_plan(T, B, reverse)
+    return _Plan(T, B, lengths, reverse, sorted_lengths)
 
 
 @functools.lru_cache(maxsize=16)

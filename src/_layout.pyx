@@ -14,6 +14,8 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
+import numpy as np
+
 from _blas cimport packed_size
 
 cdef enum:
@@ -57,6 +59,42 @@ def take_rows(const floating[:, ::1] src,      # IN  (R, F)
                 memcpy(op + i * F, sp + r * F, row_bytes)
             else:
                 memset(op + i * F, 0, row_bytes)
+
+
+def longest_first(const int64_t[::1] lengths, Py_ssize_t T):
+    """Check that every length is in [0, T] and sort the sequences longest
+    first, equal lengths in their order (a counting sort: lengths are at most
+    T).  Returns (order, S = the longest length, N = sum of lengths, whether
+    order is 0, 1, ..., B-1)."""
+    cdef Py_ssize_t B = lengths.shape[0], b, t, lo = T, hi = 0, N = 0, S, pos
+    cdef bint in_order = True
+    for b in range(B):
+        lo = min(lo, lengths[b])
+        hi = max(hi, lengths[b])
+        N += lengths[b]
+        if b and lengths[b] > lengths[b - 1]:
+            in_order = False
+    if B and (lo < 0 or hi > T):
+        raise ValueError(f"lengths: expected values in [0, {T}] (T={T}), got min {lo} max {hi}")
+    S = hi if B else 0
+    order_arr = np.empty(B, dtype=np.intp)
+    cdef Py_ssize_t[::1] order = order_arr
+    if in_order:
+        for b in range(B):
+            order[b] = b
+        return order_arr, S, N, True
+    # starts[t]: where the sequences of length t begin in order (longest first)
+    starts_arr = np.zeros(S + 2, dtype=np.intp)
+    cdef Py_ssize_t[::1] starts = starts_arr
+    for b in range(B):
+        starts[S - lengths[b] + 1] += 1
+    for t in range(1, S + 2):
+        starts[t] += starts[t - 1]
+    for b in range(B):
+        pos = starts[S - lengths[b]]
+        order[pos] = b
+        starts[S - lengths[b]] = pos + 1
+    return order_arr, S, N, False
 
 
 def plan_rows(const int64_t[::1] lengths,        # IN  (B,) each in [0, T]

@@ -153,6 +153,25 @@ def test_plan_rows_matches_numpy(T, lengths, reverse):
     np.testing.assert_array_equal(got[0], counts)
 
 
+@pytest.mark.parametrize("T,lengths", [(5, [5, 2, 5, 0, 3]), (1, [1]), (7, [0, 0]), (4, []),
+                                       (6, [6, 6, 4, 1]), (3, [0, 3]),
+                                       (100, list(np.random.default_rng(3).integers(0, 101, 37)))])
+def test_longest_first_is_a_stable_descending_sort(T, lengths):
+    lengths = np.array(lengths, np.int64)
+    order, S, N, in_order = _layout.longest_first(lengths, T)
+    want = np.argsort(-lengths, kind="stable")
+    np.testing.assert_array_equal(order, want)
+    assert order.dtype == np.intp
+    assert S == (lengths.max() if lengths.size else 0) and N == lengths.sum()
+    assert in_order == bool(np.array_equal(want, np.arange(lengths.size)))
+
+
+@pytest.mark.parametrize("lengths,message", [([2, 5], "got min 2 max 5"), ([-1, 0], "got min -1 max 0")])
+def test_longest_first_rejects_lengths_out_of_range(lengths, message):
+    with pytest.raises(ValueError, match=rf"lengths: expected values in \[0, 4\] \(T=4\), {message}"):
+        _layout.longest_first(np.array(lengths, np.int64), 4)
+
+
 def test_plan_rows_rejects_inconsistent_arguments():
     lengths = np.array([3, 1, 2], np.int64)
     order = np.array([0, 2, 1], np.intp)
