@@ -82,8 +82,11 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
         for r in range(rows):
             if a_rows != NULL:
                 memcpy(a_packed + r * k, a + a_rows[r] * lda, k * sizeof(floating))
-            gemm(False, False, 1, n, k, 1, a_packed + r * k if a_rows != NULL else a + r * lda, lda,
-                 b, ldb, 0, c + (c_rows[r] if c_rows != NULL else r) * ldc, ldc)
+                gemm(False, False, 1, n, k, 1, a_packed + r * k, k, b, ldb, 0,
+                     c + (c_rows[r] if c_rows != NULL else r) * ldc, ldc)
+            else:
+                gemm(False, False, 1, n, k, 1, a + r * lda, lda, b, ldb, 0,
+                     c + (c_rows[r] if c_rows != NULL else r) * ldc, ldc)
         return
     bp = <floating*>((<size_t>raw + 63) & ~(<size_t>63))  # panels on cache lines
     bufs = bp + bp_values
@@ -99,8 +102,11 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
 cdef inline void zero_rows(int nthreads, floating* c, Py_ssize_t ldc, Py_ssize_t cols,   # OUT
                            const Py_ssize_t* rows, Py_ssize_t nrows) noexcept nogil:     # IN
     """c[rows[i], :cols] = 0: the padding of a variable-length batch's outputs
-    (y, dX), which the kernels write in the caller's padded layout."""
+    (y, dX), which the kernels write in the caller's padded layout.  Nothing
+    when rows is NULL (no padding, or no such output)."""
     cdef Py_ssize_t i
+    if rows == NULL:
+        return
     cdef int threads = nthreads if nrows * cols * sizeof(floating) >= PARALLEL_ZERO_BYTES else 1
     for i in prange(nrows, num_threads=threads, schedule='static'):
         memset(c + rows[i] * ldc, 0, cols * sizeof(floating))

@@ -26,8 +26,9 @@ from cython.parallel cimport parallel, prange
 from _blas cimport packed_gemm, packed_size
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
-from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows, gemm_rows, gemm_weight_grad, merged_backward,
-                     prefetch_dy_rows, store_y_row, sum_rows, tile_start, zero_rows)
+from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
+                     gemm_rows, gemm_weight_grad, merged_backward, prefetch_dy_rows, store_y_row,
+                     sum_rows, tile_start, zero_rows)
 
 
 cdef Py_ssize_t _forward_tile_start(const Py_ssize_t* tiles, Py_ssize_t k, Py_ssize_t H,
@@ -127,7 +128,7 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lst
     cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
     cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
     with nogil:
-        zero_rows(nthreads, yp, H, H, pad, padding.shape[0] if pad != NULL else 0)
+        zero_rows(nthreads, yp, H, H, pad, padding.shape[0])
         gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I, xrp, xpp,
                   &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H), NULL)
         with parallel(num_threads=step_threads):
@@ -267,7 +268,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
     cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
     cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
     with nogil:
-        zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0] if pad != NULL else 0)
+        zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0])
         with parallel(num_threads=step_threads):
             for s in range(S - 1, -1, -1):
                 if reset_after:

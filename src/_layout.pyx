@@ -83,7 +83,7 @@ def longest_first(const int64_t[::1] lengths, Py_ssize_t T):
         for b in range(B):
             order[b] = b
         return order_arr, S, N, True
-    # starts[t]: where the sequences of length t begin in order (longest first)
+    # starts[S - l]: where the sequences of length l begin in order (longest first)
     starts_arr = np.zeros(S + 2, dtype=np.intp)
     cdef Py_ssize_t[::1] starts = starts_arr
     for b in range(B):
