@@ -254,7 +254,7 @@ def _tiles_of(H, ub):
 def _gather_rows(w, rows):
     """w[rows] into an aligned buffer, one memcpy per row."""
     out = _aligned_empty((len(rows), w.shape[1]), w.dtype)
-    _layout().take_rows(w, rows, out, 1)
+    _layout().take_rows(w, rows, out, _config.get_num_threads())
     return out
 
 
@@ -262,7 +262,7 @@ def _dtype_name(dtype):
     return "float32" if dtype.char == "f" else "float64"  # dtype.name costs 2.7 us a call
 
 
-def _pack_blocks(w, bounds, row_blocks, rows=None):
+def _pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
     """The weight tiles W[b0:b1].T (row_blocks) or W[:, b0:b1] for consecutive
     bounds, W = w[rows] (w itself without rows), each in the GEMM kernel's
     packed panel layout (see _smallgemm.h); the kernels find block k with
@@ -270,7 +270,7 @@ def _pack_blocks(w, bounds, row_blocks, rows=None):
     layout = _layout()
     k = w.shape[1] if row_blocks else w.shape[0]
     out = _aligned_empty(layout.blocks_values(_dtype_name(w.dtype), k, bounds), w.dtype)
-    layout.pack_blocks(w, _NO_ROWS if rows is None else rows, bounds, row_blocks, out)
+    layout.pack_blocks(w, _NO_ROWS if rows is None else rows, bounds, row_blocks, out, nthreads)
     return out
 
 
@@ -311,17 +311,18 @@ class _Weights:
         self.tiles = tiles = _tiles_of(H, ub)
         self.w_ih_t = _aligned_empty((I, G), dtype)     # (I, G*H) for the input projection
         self.w_ih = _aligned_empty((G if backward else 0, I), dtype)   # (G*H, I) for dX
-        _layout().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih)
+        threads = _config.get_num_threads()
+        _layout().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)
         # forward tile k: (H, G*ub) = W_hh[colmap][G*u0:G*u1].T (a GRU's in two blocks)
-        self.w_hh_fwd = _pack_blocks(w_hh, bounds, True, self.colmap)
+        self.w_hh_fwd = _pack_blocks(w_hh, bounds, True, self.colmap, threads)
         # backward tile k: (G*H, ub) = W_hh[colmap][:, u0:u1]
         self.w_hh_bwd = self.w_hn_bwd = None
         if backward == "tiles":
-            self.w_hh_bwd = _pack_blocks(w_hh, tiles, False, self.colmap)
+            self.w_hh_bwd = _pack_blocks(w_hh, tiles, False, self.colmap, threads)
         elif backward == "gate_split":
             is_n = (self.colmap // H) == 2
             w_hh_p = w_hh[self.colmap]
-            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False)
+            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False, None, threads)
                                             for keep in (~is_n, is_n)]
 
     def permute(self, v):

@@ -20,7 +20,11 @@ from _blas cimport packed_size
 
 cdef enum:
     # Below this many bytes a fork/join costs more than a second thread saves.
-    PARALLEL_BYTES = 1 << 20
+    # The copies here run between kernel calls, on data the kernels have just
+    # pushed out to L3 or memory: they wait on misses, and two cores wait on
+    # twice as many at once (the small LSTM's weight tiles, 256 KB: 187 to
+    # 112 us on two threads, caches flushed first).
+    PARALLEL_BYTES = 1 << 16
 
 
 cdef int _check_rows(const Py_ssize_t[::1] index, Py_ssize_t R, str name, bint zeros_allowed) except -1:
@@ -204,7 +208,8 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
                 const Py_ssize_t[::1] rows,      # IN  (R,) row of w to read for each row, or (0,)
                 const Py_ssize_t[::1] bounds,    # IN  (nblocks+1,) increasing block bounds
                 bint row_blocks,
-                floating[::1] out):              # OUT blocks_values(...) values
+                floating[::1] out,               # OUT blocks_values(...) values
+                int nthreads):
     """Blocks of W = w[rows] packed one after the other, as the kernels'
     weight tiles (tile_start in _common.pxd finds block j by adding up the
     same sizes).  With row_blocks, block j is W[bounds[j]:bounds[j+1]].T
@@ -212,10 +217,14 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     (R x width: the backward ones).  Reading w through ``rows`` (the tile
     permutation) spares a permuted copy of the weights, and one call does
     every tile: a call per tile cost more in Python than the copying (a small
-    LSTM's weights took 140 us to prepare)."""
-    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j
+    LSTM's weights took 140 us to prepare).
+
+    The blocks are packed in parallel: inside a training loop the weights
+    and the output come from L3 or memory, the copy waits on misses, and two
+    cores wait on twice as many at once."""
+    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j, i
     cdef Py_ssize_t extent = R if row_blocks else C, k = C if row_blocks else R
-    cdef Py_ssize_t need = 0, start = 0, width
+    cdef Py_ssize_t need = 0, start, width
     if rows.shape[0] not in (0, R):
         raise ValueError(f"rows: expected {R} row indices or none, got {rows.shape[0]}")
     _check_rows(rows, R, "rows", False)
@@ -232,19 +241,24 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     cdef const Py_ssize_t* rp = &rows[0] if rows.shape[0] else NULL
     cdef floating* op = &out[0]
     with nogil:
-        for j in range(nb):
+        for j in prange(nb, num_threads=_copy_threads(nb, need * sizeof(floating) // nb, nthreads),
+                        schedule='static'):
+            start = 0
+            for i in range(j):
+                start = start + packed_size(<floating*>NULL, k, bounds[i + 1] - bounds[i])
             width = bounds[j + 1] - bounds[j]
             _pack_block(wp, rp, C, k, bounds[j], width, row_blocks, op + start)
-            start += packed_size(<floating*>NULL, k, width)
 
 
 def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch order
                           const Py_ssize_t[::1] colmap,   # IN  (G,) source row of each permuted row
                           floating[:, ::1] w_ih_t,        # OUT (I, G) rows in tile order, transposed
-                          floating[:, ::1] w_ih_p):       # OUT (G, I) rows in tile order, or (0, I)
+                          floating[:, ::1] w_ih_p,        # OUT (G, I) rows in tile order, or (0, I)
+                          int nthreads):
     """The permuted input weights: transposed for the input projection, and
-    (training only) as rows for dX, in one pass."""
-    cdef Py_ssize_t G = w_ih.shape[0], I = w_ih.shape[1], r, r0, r1, i
+    (training only) as rows for dX, in one pass, in parallel over blocks of
+    rows (see pack_blocks)."""
+    cdef Py_ssize_t G = w_ih.shape[0], I = w_ih.shape[1], r, r0, r1, i, blk
     cdef bint rows_too = w_ih_p.shape[0] != 0
     if colmap.shape[0] != G:
         raise ValueError(f"colmap: expected {G} rows, got {colmap.shape[0]}")
@@ -259,14 +273,16 @@ def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch o
     cdef floating* ihp = &w_ih_p[0, 0] if rows_too else NULL
     cdef const Py_ssize_t* cm = &colmap[0]
     with nogil:
-        if rows_too:
-            for r in range(G):
-                memcpy(ihp + r * I, ih + cm[r] * I, I * sizeof(floating))
         # The transpose by blocks of 16 rows, so that each store fills a whole
         # line: a row at a time stored I values G apart, which at G = 2048
         # floats all fell into one L1 set (1.4 ms for the large LSTM's W_ih).
-        for r0 in range(0, G, 16):
+        for blk in prange((G + 15) // 16, num_threads=_copy_threads(G, I * sizeof(floating), nthreads),
+                          schedule='static'):
+            r0 = blk * 16
             r1 = min(r0 + 16, G)
+            if rows_too:
+                for r in range(r0, r1):
+                    memcpy(ihp + r * I, ih + cm[r] * I, I * sizeof(floating))
             for i in range(I):
                 for r in range(r0, r1):
                     iht[i * G + r] = ih[cm[r] * I + i]

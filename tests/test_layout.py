@@ -57,7 +57,8 @@ def _panels_numpy(src, nr):
                                               (64, 5, [0, 32, 64])])
 @pytest.mark.parametrize("row_blocks", [False, True])
 @pytest.mark.parametrize("mapped", [False, True])
-def test_pack_blocks_matches_numpy(dtype, rows, cols, bounds, row_blocks, mapped):
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_pack_blocks_matches_numpy(dtype, rows, cols, bounds, row_blocks, mapped, nthreads):
     """Blocks W[b0:b1].T (row_blocks) or W[:, b0:b1] of W = w[rows], each in
     panels, one after the other."""
     rng = np.random.default_rng(rows * cols)
@@ -72,7 +73,7 @@ def test_pack_blocks_matches_numpy(dtype, rows, cols, bounds, row_blocks, mapped
     k = w.shape[1] if row_blocks else w.shape[0]
     assert _layout.blocks_values(dtype, k, bounds) == expected.size
     out = np.full(expected.size, np.nan, dtype)
-    _layout.pack_blocks(w, perm, bounds, row_blocks, out)
+    _layout.pack_blocks(w, perm, bounds, row_blocks, out, nthreads)
     np.testing.assert_array_equal(out, expected)
 
 
@@ -81,41 +82,42 @@ def test_pack_blocks_rejects_bad_arguments():
     no_rows = np.empty(0, np.intp)
     bounds = np.array([0, 3, 6], np.intp)
     with pytest.raises(ValueError, match="out: expected"):
-        _layout.pack_blocks(w, no_rows, bounds, True, np.zeros(7, np.float32))
+        _layout.pack_blocks(w, no_rows, bounds, True, np.zeros(7, np.float32), 1)
     with pytest.raises(ValueError, match="bounds: expected increasing values in \\[0, 6\\]"):
-        _layout.pack_blocks(w, no_rows, np.array([0, 4, 3], np.intp), True, np.zeros(1, np.float32))
+        _layout.pack_blocks(w, no_rows, np.array([0, 4, 3], np.intp), True, np.zeros(1, np.float32), 1)
     with pytest.raises(ValueError, match="bounds: expected increasing values in \\[0, 5\\]"):
-        _layout.pack_blocks(w, no_rows, bounds, False, np.zeros(1, np.float32))
+        _layout.pack_blocks(w, no_rows, bounds, False, np.zeros(1, np.float32), 1)
     with pytest.raises(ValueError, match="rows: expected 6 row indices"):
-        _layout.pack_blocks(w, np.arange(3), bounds, True, np.zeros(1, np.float32))
+        _layout.pack_blocks(w, np.arange(3), bounds, True, np.zeros(1, np.float32), 1)
     with pytest.raises(ValueError, match="rows: row 6 is out of range"):
-        _layout.pack_blocks(w, np.arange(1, 7), bounds, True, np.zeros(1, np.float32))
+        _layout.pack_blocks(w, np.arange(1, 7), bounds, True, np.zeros(1, np.float32), 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("G,I", [(1, 1), (7, 3), (512, 40), (2048, 17)])
-def test_permute_input_weights(dtype, G, I):
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_permute_input_weights(dtype, G, I, nthreads):
     rng = np.random.default_rng(G + I)
     w = rng.standard_normal((G, I)).astype(dtype)
     w.flags.writeable = False
     colmap = rng.permutation(G).astype(np.intp)
     w_t, w_p = np.full((I, G), np.nan, dtype), np.full((G, I), np.nan, dtype)
-    _layout.permute_input_weights(w, colmap, w_t, w_p)
+    _layout.permute_input_weights(w, colmap, w_t, w_p, nthreads)
     np.testing.assert_array_equal(w_p, w[colmap])
     np.testing.assert_array_equal(w_t, w[colmap].T)
     w_t[:] = np.nan  # inference: the rows are not wanted
-    _layout.permute_input_weights(w, colmap, w_t, np.empty((0, I), dtype))
+    _layout.permute_input_weights(w, colmap, w_t, np.empty((0, I), dtype), nthreads)
     np.testing.assert_array_equal(w_t, w[colmap].T)
 
 
 def test_permute_input_weights_rejects_bad_arguments():
     w = np.zeros((4, 3), np.float32)
     with pytest.raises(ValueError, match="colmap: expected 4 rows"):
-        _layout.permute_input_weights(w, np.arange(3), np.zeros((3, 4), np.float32), np.zeros((4, 3), np.float32))
+        _layout.permute_input_weights(w, np.arange(3), np.zeros((3, 4), np.float32), np.zeros((4, 3), np.float32), 1)
     with pytest.raises(ValueError, match="colmap: row 4 is out of range"):
-        _layout.permute_input_weights(w, np.arange(1, 5), np.zeros((3, 4), np.float32), np.zeros((4, 3), np.float32))
+        _layout.permute_input_weights(w, np.arange(1, 5), np.zeros((3, 4), np.float32), np.zeros((4, 3), np.float32), 1)
     with pytest.raises(ValueError, match="w_ih_t, w_ih_p: expected shapes"):
-        _layout.permute_input_weights(w, np.arange(4), np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32))
+        _layout.permute_input_weights(w, np.arange(4), np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32), 1)
 
 
 def test_panel_sizes_reject_other_dtypes():
