@@ -816,6 +816,34 @@ def _memory_entries(options, systems):
     return entries
 
 
+def cpu_description(cpuinfo):
+    """Model name, family and model, and widest vector ISA of the first CPU in
+    a /proc/cpuinfo text.  The kernels are built for the CPU they run on
+    (-march=native), so the same commit measures differently on an AVX2 and
+    an AVX-512 machine of the same name: the project's "AMD EPYC" changed
+    from one to the other between two runs."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE" if flags else None
+    out = {"cpu": fields.get("model name"), "cpu_family": fields.get("cpu family"),
+           "cpu_model": fields.get("model"), "simd": simd}
+    return {k: v for k, v in out.items() if v}
+
+
+def _cpu_line(m):
+    details = ", ".join(part for part in (
+        f"family {m['cpu_family']} model {m['cpu_model']}" if m.get("cpu_family") and m.get("cpu_model") else "",
+        m.get("simd", "")) if part)
+    return (m.get("cpu") or m["processor"]) + (f" ({details})" if details else "")
+
+
 def machine_info():
     import rnnkernels
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -823,7 +851,7 @@ def machine_info():
             "rnnkernels": rnnkernels.__version__, "default_threads": default_threads()}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            info["cpu"] = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), None)
+            info.update(cpu_description(cpuinfo.read()))
     except OSError:
         pass
     if importlib.util.find_spec("torch") is not None:
@@ -964,7 +992,7 @@ def render(report):
     out = []
     m = report["machine"]
     out.append(f"rnnkernels bench  {report['created']}  impl={report['options']['impl']}")
-    out.append(f"machine: {m.get('cpu') or m['processor']}, {m['cpus']} CPUs; python {m['python']}, "
+    out.append(f"machine: {_cpu_line(m)}, {m['cpus']} CPUs; python {m['python']}, "
                f"numpy {m['numpy']}, torch {m.get('torch', '-')}, tensorflow {m.get('tensorflow', '-')}")
     out.append("sizes: " + "; ".join(f"{n} = {Size(**s)}" for n, s in report["sizes"].items()))
     for g in report["gemm_peak"]:

@@ -209,3 +209,18 @@ def test_torch_sees_the_same_computation(tmp_path):
     for r in torch_results:
         assert r["status"] == "ok", r["reason"]
         assert r["max_abs_diff"] < 1e-5
+
+
+def test_cpu_description_names_the_vector_isa():
+    """The kernels are built for the CPU they run on, so the report says which
+    vector ISA it has (the project's machine changed from AVX2 to AVX-512
+    under the same model name)."""
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+            "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw\n\n"
+            "processor\t: 1\nmodel name\t: something else\n")
+    info = bench.cpu_description(text)
+    assert info == {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "17", "simd": "AVX-512"}
+    assert bench._cpu_line(dict(info, processor="x86_64")) == "AMD EPYC (family 25 model 17, AVX-512)"
+    assert bench.cpu_description("model name : Old\nflags : sse2 avx2\n")["simd"] == "AVX2"
+    assert bench.cpu_description("") == {}
+    assert bench._cpu_line({"processor": "arm64"}) == "arm64"
