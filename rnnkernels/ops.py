@@ -322,7 +322,7 @@ class _Weights:
         elif backward == "gate_split":
             is_n = (self.colmap // H) == 2
             w_hh_p = w_hh[self.colmap]
-            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False, None, threads)
+            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False, nthreads=threads)
                                             for keep in (~is_n, is_n)]
 
     def permute(self, v):

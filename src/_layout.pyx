@@ -17,6 +17,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from _blas cimport packed_size
+from _common cimport tile_start
 
 cdef enum:
     # Below this many bytes a fork/join costs more than a second thread saves.
@@ -222,7 +223,7 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     The blocks are packed in parallel: inside a training loop the weights
     and the output come from L3 or memory, the copy waits on misses, and two
     cores wait on twice as many at once."""
-    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j, i
+    cdef Py_ssize_t R = w.shape[0], C = w.shape[1], nb = bounds.shape[0] - 1, j
     cdef Py_ssize_t extent = R if row_blocks else C, k = C if row_blocks else R
     cdef Py_ssize_t need = 0, start, width
     if rows.shape[0] not in (0, R):
@@ -241,11 +242,10 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     cdef const Py_ssize_t* rp = &rows[0] if rows.shape[0] else NULL
     cdef floating* op = &out[0]
     with nogil:
-        for j in prange(nb, num_threads=_copy_threads(nb, need * sizeof(floating) // nb, nthreads),
+        for j in prange(nb, num_threads=_copy_threads(1, need * sizeof(floating), nthreads),
                         schedule='static'):
-            start = 0
-            for i in range(j):
-                start = start + packed_size(<floating*>NULL, k, bounds[i + 1] - bounds[i])
+            # where block j starts: the same sum the kernels' tile_start does
+            start = tile_start(op, &bounds[0], j, k, 1)
             width = bounds[j + 1] - bounds[j]
             _pack_block(wp, rp, C, k, bounds[j], width, row_blocks, op + start)
 
