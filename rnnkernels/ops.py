@@ -367,12 +367,15 @@ def _wgrad_pieces(m):
     again for every piece, so fewer, larger pieces pack less: with 256-row
     pieces the large LSTM packed its states eight times, and two pieces made
     its training step 1.1x faster on 2 cores.  Enough pieces for this
-    machine's CPUs, at least 256 rows each, an even number (two threads get
-    equal shares).  OpenBLAS's bits depend on the piece shapes, so the count
-    depends on the shape and the machine only, never on a call's thread
-    count: results stay bitwise identical for any thread count."""
-    pieces = max(1, min(_CPUS, m // 256))
-    return pieces + pieces % 2 if m >= 256 else 1
+    machine's CPUs, 256 rows each, an even number (two threads get equal
+    shares); but two pieces from 128 rows on: as one piece, the small RNN's
+    dW_hh (128 x 128 over 3200 rows) ran on one thread while the other
+    waited, and two 64-row pieces made its training step 1.1x faster on 2
+    cores.  OpenBLAS's bits depend on the piece shapes, so the count depends
+    on the shape and the machine only, never on a call's thread count:
+    results stay bitwise identical for any thread count."""
+    pieces = min(_CPUS, max(m // 256, 2 if m >= 128 else 1))
+    return pieces + pieces % 2 if pieces > 1 else 1
 
 
 def _threads_for(plan, gates, H, tiles, I=0):
