@@ -9,6 +9,7 @@ dX out) are not copied here at all: the kernels read and write them in the
 caller's padded layout through the plan's row map (_common.pxd's gemm_rows,
 store_y_row, zero_rows), in parallel and while they are in cache.
 """
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
@@ -39,6 +40,16 @@ cdef int _check_rows(const Py_ssize_t[::1] index, Py_ssize_t R, str name, bint z
 
 cdef inline int _copy_threads(Py_ssize_t rows, size_t row_bytes, int nthreads) noexcept nogil:
     return nthreads if rows * row_bytes >= PARALLEL_BYTES else 1
+
+
+def buffer_address(object a):
+    """Address of the first byte of ``a``'s buffer (_memory.empty aligns its
+    arrays with it)."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(a, &view, PyBUF_SIMPLE)
+    cdef size_t address = <size_t>view.buf
+    PyBuffer_Release(&view)
+    return address
 
 
 def take_rows(const floating[:, ::1] src,      # IN  (R, F)

@@ -194,3 +194,9 @@ def test_plan_rows_rejects_inconsistent_arguments():
         call(n=5)
     with pytest.raises(ValueError, match="padding"):
         call(pad=5)
+
+
+def test_buffer_address_is_numpys():
+    a = np.empty(1000, np.uint8)
+    assert _layout.buffer_address(a) == a.ctypes.data
+    assert _layout.buffer_address(a[7:]) == a.ctypes.data + 7
