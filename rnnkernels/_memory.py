@@ -83,7 +83,7 @@ class _Block:
 
 def _address_of(a):
     """Address of an array's first byte.  NumPy's ``a.ctypes.data`` costs
-    1.6 us (it builds a ctypes object), an eighth of an allocation; the
+    1.6 us (it builds a ctypes object), a third of a pooled allocation; the
     compiled helper reads the buffer's pointer in 0.1 us.  Imported on first
     use, like the kernels, so that importing rnnkernels needs no compiled
     module."""
