@@ -361,21 +361,15 @@ _MIN_MERGED_FLOPS_PER_THREAD = 4_000_000
 _CPUS = os.cpu_count() or 1
 
 
-def _wgrad_pieces(m):
-    """Pieces (of the m output rows) of each weight-gradient GEMM.  OpenBLAS
-    packs all of the other operand (the inputs or states, N x I or N x H)
-    again for every piece, so fewer, larger pieces pack less: with 256-row
-    pieces the large LSTM packed its states eight times, and two pieces made
-    its training step 1.1x faster on 2 cores.  Enough pieces for this
-    machine's CPUs, 256 rows each, an even number (two threads get equal
-    shares); but two pieces from 128 rows on: as one piece, the small RNN's
-    dW_hh (128 x 128 over 3200 rows) ran on one thread while the other
-    waited, and two 64-row pieces made its training step 1.1x faster on 2
-    cores.  OpenBLAS's bits depend on the piece shapes, so the count depends
-    on the shape and the machine only, never on a call's thread count:
-    results stay bitwise identical for any thread count."""
-    pieces = min(_CPUS, max(m // 256, 2 if m >= 128 else 1))
-    return pieces + pieces % 2 if pieces > 1 else 1
+def _wgrad_pieces(k):
+    """Pieces of the k = sum(lengths) rows that each weight-gradient GEMM is
+    summed over (see _common.weight_grads): one per CPU of this machine, each
+    at least 256 rows (one of the kernel's k chunks), at most 16 (each piece
+    keeps a buffer the size of the gradients).  The pieces are added in a
+    fixed order, so the count depends on the shape and the machine only,
+    never on a call's thread count: results stay bitwise identical for any
+    thread count."""
+    return max(1, min(_CPUS, 16, k // 256))
 
 
 def _threads_for(plan, gates, H, tiles, I=0):
@@ -555,7 +549,7 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
             _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
                            cache.c, cache.gates, dy, dy_rows, plan.counts, plan.offsets,
                            cache.weights.tiles, dh, dc, dgates, dx, plan.rows, plan.padding, dw_ih, dw_hh, db,
-                           nthreads, step_threads, _wgrad_pieces(4 * H))
+                           nthreads, step_threads, _wgrad_pieces(plan.N))
     grads = _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
     grads["c0"] = plan.from_sorted(dc)
     return grads
@@ -603,7 +597,7 @@ def rnn_backward(cache, dy, dh_n=None):
         with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles, I)) as (nthreads, step_threads):
             _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy, dy_rows,
                           plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dx, plan.rows,
-                          plan.padding, dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _wgrad_pieces(H))
+                          plan.padding, dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _wgrad_pieces(plan.N))
     return _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
 
 
@@ -670,7 +664,7 @@ def gru_backward(cache, dy, dh_n=None):
                           cache.aux, dy, dy_rows, plan.counts, plan.offsets, w.tiles, dh,
                           _aligned_empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
                           dx, plan.rows, plan.padding, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after,
-                          nthreads, step_threads, _wgrad_pieces(G3))
+                          nthreads, step_threads, _wgrad_pieces(plan.N))
     if not reset_after:
         n_rows = w.colmap >= 2 * H  # W_hn's rows take their gradient from r*h
         dw_hh[n_rows] = dw_hn[n_rows]

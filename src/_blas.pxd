@@ -48,6 +48,16 @@ cdef extern from "_smallgemm.h" nogil:
                                const float* bp, float* c, Py_ssize_t ldc, int accumulate)
     void rk_small_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a, Py_ssize_t lda,
                                const double* bp, double* c, Py_ssize_t ldc, int accumulate)
+    Py_ssize_t rk_small_sgemm_wgrad_work(Py_ssize_t n1, Py_ssize_t n2)
+    Py_ssize_t rk_small_dgemm_wgrad_work(Py_ssize_t n1, Py_ssize_t n2)
+    void rk_small_sgemm_wgrad_t(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t lda,
+                                Py_ssize_t n1, const float* b1, Py_ssize_t ldb1,
+                                Py_ssize_t n2, const float* b2, Py_ssize_t ldb2,
+                                float* out, float* work)
+    void rk_small_dgemm_wgrad_t(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t lda,
+                                Py_ssize_t n1, const double* b1, Py_ssize_t ldb1,
+                                Py_ssize_t n2, const double* b2, Py_ssize_t ldb2,
+                                double* out, double* work)
 
 
 cdef inline Py_ssize_t packed_size(const floating* like, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
@@ -81,3 +91,25 @@ cdef inline void packed_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         rk_small_sgemm_packed(m, n, k, a, lda, bp, c, ldc, accumulate)
     else:
         rk_small_dgemm_packed(m, n, k, a, lda, bp, c, ldc, accumulate)
+
+
+cdef inline Py_ssize_t wgrad_work(const floating* like, Py_ssize_t n1, Py_ssize_t n2) noexcept nogil:
+    """Values of the work buffer wgrad_t needs (``like`` only selects the type)."""
+    if floating is float:
+        return rk_small_sgemm_wgrad_work(n1, n2)
+    else:
+        return rk_small_dgemm_wgrad_work(n1, n2)
+
+
+cdef inline void wgrad_t(Py_ssize_t m, Py_ssize_t k,
+                         const floating* a, Py_ssize_t lda,                   # IN  (k x m) gate gradients
+                         Py_ssize_t n1, const floating* b1, Py_ssize_t ldb1,  # IN  (k x n1)
+                         Py_ssize_t n2, const floating* b2, Py_ssize_t ldb2,  # IN  (k x n2)
+                         floating* out,                                       # OUT (n1 + n2) x m
+                         floating* work) noexcept nogil:                      # wgrad_work values, aligned
+    """out = [B1 | B2]^T @ A: the transposes of A^T B1 and A^T B2, on our
+    kernel with A packed once for both (see _smallgemm.h)."""
+    if floating is float:
+        rk_small_sgemm_wgrad_t(m, k, a, lda, n1, b1, ldb1, n2, b2, ldb2, out, work)
+    else:
+        rk_small_dgemm_wgrad_t(m, k, a, lda, n1, b1, ldb1, n2, b2, ldb2, out, work)

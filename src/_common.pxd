@@ -10,7 +10,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from _blas cimport gemm, pack_b, packed_gemm, packed_size
+from _blas cimport gemm, pack_b, packed_gemm, packed_size, wgrad_t, wgrad_work
 from _cells cimport prefetch_rows
 
 # Rows per piece of a row-split GEMM (input projection, dX): large enough for
@@ -112,21 +112,57 @@ cdef inline void zero_rows(int nthreads, floating* c, Py_ssize_t ldc, Py_ssize_t
         memset(c + rows[i] * ldc, 0, cols * sizeof(floating))
 
 
-cdef inline void gemm_weight_grad(int nthreads, int npiece, int m, int n, int k,
-                                  const floating* a, int lda,   # IN  (k x m): per-row gate gradients
-                                  const floating* b, int ldb,   # IN  (k x n): per-row inputs or states
-                                  floating* c, int ldc) noexcept nogil:   # OUT (m x n)
-    """C = A^T @ B: the reduction over all k = sum(lengths) rows in one GEMM per
-    piece of output rows, npiece equal pieces (ops._wgrad_pieces: a function
-    of the shape and the machine, never of the thread count, so the summation
-    order is fixed)."""
-    cdef Py_ssize_t piece
-    cdef int m0, m1, size = (m + npiece - 1) // npiece
+cdef inline void weight_grads(int nthreads, int npiece, int m, int k,
+                              const floating* a, int lda,             # IN  (k x m): per-row gate gradients
+                              int n1, const floating* b1, int ldb1,   # IN  (k x n1): per-row inputs or states
+                              floating* c1, int ldc1,                 # OUT (m x n1) = A^T B1
+                              int n2, const floating* b2, int ldb2,   # IN  (k x n2), or n2 = 0
+                              floating* c2, int ldc2) noexcept nogil: # OUT (m x n2) = A^T B2
+    """Weight gradients, the reductions over all k = sum(lengths) rows: A^T B1
+    and A^T B2 (dW_ih and dW_hh from the same gate gradients), on our kernel
+    with A packed once for both.  The k rows are split into npiece equal
+    pieces (ops._wgrad_pieces: a function of the shape and the machine, never
+    of the thread count); each piece sums its rows into its own buffer,
+    transposed, and the pieces are added in order while transposing back, so
+    the summation order is fixed.  On OpenBLAS, whose Haswell kernels are
+    what it runs on this AVX-512 machine, the same products took twice as
+    long (design note)."""
+    cdef Py_ssize_t piece, q, i, i0, j, n = n1 + n2, size = (k + npiece - 1) // npiece
+    cdef Py_ssize_t work = (wgrad_work(<floating*>NULL, n1, n2) + 15) // 16 * 16
+    cdef Py_ssize_t part = (n * m + 15) // 16 * 16, r0, r1
+    cdef floating* base
+    cdef floating* src
+    cdef floating s
+    cdef void* raw
+    if m <= 0 or n <= 0:
+        return
+    raw = malloc(npiece * (work + part) * sizeof(floating) + 64)
+    if raw == NULL:  # no memory for the pieces: OpenBLAS, one call each, allocates nothing here
+        gemm(True, False, m, n1, k, 1, a, lda, b1, ldb1, 0, c1, ldc1)
+        if n2 > 0:
+            gemm(True, False, m, n2, k, 1, a, lda, b2, ldb2, 0, c2, ldc2)
+        return
+    base = <floating*>((<size_t>raw + 63) & ~(<size_t>63))
     for piece in prange(npiece, num_threads=nthreads, schedule='static'):
-        m0 = piece * size
-        m1 = m if m0 + size > m else m0 + size
-        if m1 > m0:
-            gemm(True, False, m1 - m0, n, k, 1, a + m0, lda, b, ldb, 0, c + m0 * ldc, ldc)
+        r0 = piece * size
+        r1 = k if r0 + size > k else r0 + size
+        wgrad_t(m, r1 - r0 if r1 > r0 else 0, a + r0 * lda, lda, n1, b1 + r0 * ldb1, ldb1,
+                n2, b2 + r0 * ldb2 if n2 > 0 else b2, ldb2,
+                base + npiece * work + piece * part, base + piece * work)
+    # c[i, j] = sum over pieces of out_piece[j, i], sixteen rows of c at a time
+    # so that each read of a piece's row takes a whole cache line.
+    for i0 in prange(0, m, 16, num_threads=nthreads, schedule='static'):
+        for j in range(n):
+            for i in range(i0, min(i0 + 16, m)):
+                src = base + npiece * work + j * m + i
+                s = src[0]
+                for q in range(1, npiece):
+                    s = s + src[q * part]
+                if j < n1:
+                    c1[i * ldc1 + j] = s
+                else:
+                    c2[i * ldc2 + j - n1] = s
+    free(raw)
 
 
 cdef inline int checked_pieces(int npiece) except -1:
@@ -264,5 +300,8 @@ cdef inline void merged_backward(int nthreads, int wgrad_pieces, int N, int I, i
     dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev.  G is the number of gate columns
     (gates * H).  The bias gradients are summed inside the time loop."""
     gemm_rows(nthreads, N, I, G, dg_x, G, NULL, NULL, w_ih, I, dx, I, dx_rows)
-    gemm_weight_grad(nthreads, wgrad_pieces, G, I, N, dg_x, G, x, I, dw_ih, I)
-    gemm_weight_grad(nthreads, wgrad_pieces, G, H, N, dg_h, G, h_prev, H, dw_hh, H)
+    if dg_x == dg_h:
+        weight_grads(nthreads, wgrad_pieces, G, N, dg_x, G, I, x, I, dw_ih, I, H, h_prev, H, dw_hh, H)
+    else:
+        weight_grads(nthreads, wgrad_pieces, G, N, dg_x, G, I, x, I, dw_ih, I, 0, <floating*>NULL, 0, <floating*>NULL, 0)
+        weight_grads(nthreads, wgrad_pieces, G, N, dg_h, G, H, h_prev, H, dw_hh, H, 0, <floating*>NULL, 0, <floating*>NULL, 0)

@@ -27,8 +27,8 @@ from _blas cimport packed_gemm, packed_size
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
 from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
-                     gemm_rows, gemm_weight_grad, merged_backward, prefetch_dy_rows, store_y_row,
-                     sum_rows, tile_start, zero_rows)
+                     gemm_rows, merged_backward, prefetch_dy_rows, store_y_row,
+                     sum_rows, tile_start, weight_grads, zero_rows)
 
 
 cdef Py_ssize_t _forward_tile_start(const Py_ssize_t* tiles, Py_ssize_t k, Py_ssize_t H,
@@ -301,15 +301,15 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
             # side in place (n columns times r) for dW_hh.
             gemm_rows(nthreads, <int>N, <int>I, <int>G3, dgxp, <int>G3, NULL, NULL, &w_ih[0, 0], <int>I,
                       &dx[0, 0], <int>I, dxrp)
-            gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>I, <int>N, dgxp, <int>G3, &x[0, 0], <int>I,
-                             &dw_ih[0, 0], <int>I)
+            weight_grads(nthreads, wgrad_pieces, <int>G3, <int>N, dgxp, <int>G3, <int>I, &x[0, 0], <int>I,
+                         &dw_ih[0, 0], <int>I, 0, <floating*>NULL, 0, <floating*>NULL, 0)
             for i in prange(N, num_threads=nthreads, schedule='static'):
                 _scale_n_by_r(dgxp + i * G3, gp + i * G3, &tiles[0], ntiles)
-            gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>H, <int>N, dgxp, <int>G3, hp, <int>H,
-                             &dw_hh[0, 0], <int>H)
+            weight_grads(nthreads, wgrad_pieces, <int>G3, <int>N, dgxp, <int>G3, <int>H, hp, <int>H,
+                         &dw_hh[0, 0], <int>H, 0, <floating*>NULL, 0, <floating*>NULL, 0)
         else:
             merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G3, dgxp, dgxp, &x[0, 0],
                             &w_ih[0, 0], hp, &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])
             # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
-            gemm_weight_grad(nthreads, wgrad_pieces, <int>G3, <int>H, <int>N, dgxp, <int>G3, ap, <int>H,
-                             &dw_hn[0, 0], <int>H)
+            weight_grads(nthreads, wgrad_pieces, <int>G3, <int>N, dgxp, <int>G3, <int>H, ap, <int>H,
+                         &dw_hn[0, 0], <int>H, 0, <floating*>NULL, 0, <floating*>NULL, 0)

@@ -39,15 +39,17 @@
 #endif
 #define RK_MR 6
 #define RK_KC 256
+#define RK_WG_NC 128  /* weight gradients: gradient columns per packed panel group */
 
 #define RK_DEFINE_SMALL_GEMM(NAME, T)                                                   \
 typedef T NAME##_vec __attribute__((vector_size(RK_VBYTES), aligned(sizeof(T))));       \
 enum { NAME##_VL = RK_VBYTES / sizeof(T), NAME##_NR = 2 * (RK_VBYTES / sizeof(T)) };    \
                                                                                          \
-static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,   \
+static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptrdiff_t k, const T* a,  \
+                                ptrdiff_t ars, ptrdiff_t aks,                            \
                                 const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc,        \
                                 int accumulate)                                          \
-{   /* mr (<= RK_MR) rows x NR columns */                                                \
+{   /* mr (<= RK_MR) rows x NR columns; A's element (r, p) at a[r * ars + p * aks] */    \
     NAME##_vec acc0[RK_MR], acc1[RK_MR];                                                 \
     ptrdiff_t r, p;                                                                      \
     for (r = 0; r < RK_MR; r++) {                                                        \
@@ -64,7 +66,7 @@ static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptr
             NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                           \
             NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);               \
             for (r = 0; r < RK_MR; r++) {                                                \
-                T av = a[r * lda + p];                                                   \
+                T av = a[r * ars + p * aks];                                                   \
                 acc0[r] += av * b0;                                                      \
                 acc1[r] += av * b1;                                                      \
             }                                                                            \
@@ -74,7 +76,7 @@ static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptr
             NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                           \
             NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);               \
             for (r = 0; r < mr; r++) {                                                   \
-                T av = a[r * lda + p];                                                   \
+                T av = a[r * ars + p * aks];                                                   \
                 acc0[r] += av * b0;                                                      \
                 acc1[r] += av * b1;                                                      \
             }                                                                            \
@@ -87,17 +89,22 @@ static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptr
 }                                                                                        \
                                                                                          \
 /* One copy of the block per row count, so that the loops over rows unroll \
-   and the accumulators stay in registers for the last, partial row block too. */ \
-static void NAME##_rows(ptrdiff_t mr, ptrdiff_t k, const T* a, ptrdiff_t lda,           \
+   and the accumulators stay in registers for the last, partial row block too. \
+   Two layouts of A, each with its strides known at compile time where it is \
+   inlined: row-major (ars = lda, aks = 1) for the per-step products and the \
+   merged projections, and blocks of MR values per k (ars = 1, aks = MR, \
+   NAME##_pack_at) for A^T @ B. */ \
+static inline __attribute__((always_inline)) void NAME##_rows_any(ptrdiff_t mr, ptrdiff_t k, const T* a, \
+                        ptrdiff_t ars, ptrdiff_t aks,                                    \
                         const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
 {                                                                                        \
     switch (mr) {                                                                        \
-    case 6: NAME##_block(6, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
-    case 5: NAME##_block(5, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
-    case 4: NAME##_block(4, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
-    case 3: NAME##_block(3, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
-    case 2: NAME##_block(2, k, a, lda, b, ldb, c, ldc, accumulate); break;               \
-    default: NAME##_block(1, k, a, lda, b, ldb, c, ldc, accumulate); break;              \
+    case 6: NAME##_block(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 5: NAME##_block(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 4: NAME##_block(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 3: NAME##_block(3, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 2: NAME##_block(2, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    default: NAME##_block(1, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;         \
     }                                                                                    \
 }                                                                                        \
 
@@ -118,12 +125,32 @@ static void NAME##_pack_b(ptrdiff_t k, ptrdiff_t n, const T* b, ptrdiff_t ldb, T
                 out[q] = j0 + q < n ? b[p * ldb + j0 + q] : 0;                           \
 }                                                                                        \
                                                                                          \
+/* mr rows of one panel of C, of which w (<= NR) columns are valid: the last, \
+   partial panel runs the same vector code on zero-padded columns, in tmp. */ \
+static inline __attribute__((always_inline)) void NAME##_panel(ptrdiff_t mr, ptrdiff_t w, ptrdiff_t kc, \
+                          const T* a, ptrdiff_t ars, ptrdiff_t aks, const T* bp,        \
+                          T* c, ptrdiff_t ldc, int accumulate)                           \
+{                                                                                        \
+    T tmp[RK_MR * NAME##_NR] __attribute__((aligned(64)));                               \
+    ptrdiff_t r, q;                                                                      \
+    if (w == NAME##_NR) {                                                                \
+        NAME##_rows_any(mr, kc, a, ars, aks, bp, NAME##_NR, c, ldc, accumulate);         \
+        return;                                                                          \
+    }                                                                                    \
+    for (r = 0; r < mr; r++)                                                             \
+        for (q = 0; q < NAME##_NR; q++)                                                  \
+            tmp[r * NAME##_NR + q] = accumulate && q < w ? c[r * ldc + q] : 0;           \
+    NAME##_rows_any(mr, kc, a, ars, aks, bp, NAME##_NR, tmp, NAME##_NR, accumulate);     \
+    for (r = 0; r < mr; r++)                                                             \
+        for (q = 0; q < w; q++)                                                          \
+            c[r * ldc + q] = tmp[r * NAME##_NR + q];                                     \
+}                                                                                        \
+                                                                                         \
 /* C (m x n) (+)= A (m x k) @ B, B packed by NAME##_pack_b. */                       \
 static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptrdiff_t lda, \
                           const T* bp, T* c, ptrdiff_t ldc, int accumulate)              \
 {                                                                                        \
-    ptrdiff_t i0, j0, k0, kc, mr, r, q, w;                                               \
-    T tmp[RK_MR * NAME##_NR] __attribute__((aligned(64)));                               \
+    ptrdiff_t i0, j0, k0, kc, r, w;                                                      \
     if (k <= 0) {                                                                        \
         if (!accumulate)                                                                 \
             for (r = 0; r < m; r++)                                                      \
@@ -132,29 +159,79 @@ static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptr
     }                                                                                    \
     for (j0 = 0; j0 < n; j0 += NAME##_NR, bp += NAME##_NR * k) {                         \
         w = n - j0 < NAME##_NR ? n - j0 : NAME##_NR;                                     \
-        if (w == NAME##_NR) {                                                            \
-            for (k0 = 0; k0 < k; k0 += RK_KC) {                                          \
-                kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                    \
-                for (i0 = 0; i0 < m; i0 += RK_MR)                                        \
-                    NAME##_rows(m - i0 < RK_MR ? m - i0 : RK_MR, kc, a + i0 * lda + k0, lda, \
-                                bp + k0 * NAME##_NR, NAME##_NR, c + i0 * ldc + j0, ldc,  \
-                                accumulate || k0 > 0);                                   \
-            }                                                                            \
-        } else {  /* partial panel: full-width blocks in tmp, then the valid columns */  \
-            for (i0 = 0; i0 < m; i0 += RK_MR) {                                          \
-                mr = m - i0 < RK_MR ? m - i0 : RK_MR;                                    \
-                for (r = 0; r < mr; r++)                                                 \
-                    for (q = 0; q < NAME##_NR; q++)                                      \
-                        tmp[r * NAME##_NR + q] = accumulate && q < w ? c[(i0 + r) * ldc + j0 + q] : 0; \
-                for (k0 = 0; k0 < k; k0 += RK_KC) {                                      \
-                    kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                \
-                    NAME##_rows(mr, kc, a + i0 * lda + k0, lda, bp + k0 * NAME##_NR,     \
-                                NAME##_NR, tmp, NAME##_NR, accumulate || k0 > 0);        \
+        for (k0 = 0; k0 < k; k0 += RK_KC) {                                              \
+            kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                        \
+            for (i0 = 0; i0 < m; i0 += RK_MR)                                            \
+                NAME##_panel(m - i0 < RK_MR ? m - i0 : RK_MR, w, kc, a + i0 * lda + k0, lda, 1, \
+                             bp + k0 * NAME##_NR, c + i0 * ldc + j0, ldc, accumulate || k0 > 0); \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
+/* Weight gradients: dW1 = A^T B1 (m x n1) and dW2 = A^T B2 (m x n2), where A  \
+ * (k x m) holds the gate gradients of one time step and sequence per row and   \
+ * B1, B2 (k x n1, k x n2) the inputs and states entering that step; k is the  \
+ * number of rows, in the thousands.  Computed transposed, C^T = B^T A, so that \
+ * A, the larger operand, is packed into the panels the kernel streams (each    \
+ * row's columns copied as they lie) and is packed once for both products,     \
+ * while the smaller B1, B2 are packed into blocks of MR values per row         \
+ * (NAME##_pack_at) for the broadcasts.  The usual blocking of a large GEMM:    \
+ * RK_KC rows at a time, RK_WG_NC of A's columns per packed panel group.        \
+ * out: (n1 + n2) x m, dW1^T then dW2^T, overwritten.  Sums over k in          \
+ * increasing order. */                                                         \
+static inline ptrdiff_t NAME##_blocks(ptrdiff_t n) { return (n + RK_MR - 1) / RK_MR; }  \
+                                                                                         \
+static inline ptrdiff_t NAME##_wgrad_work(ptrdiff_t n1, ptrdiff_t n2)                   \
+{   /* values of the work buffer NAME##_wgrad_t needs */                                \
+    return (NAME##_blocks(n1) + NAME##_blocks(n2)) * RK_MR * RK_KC                       \
+           + NAME##_packed_size(RK_KC, RK_WG_NC);                                        \
+}                                                                                        \
+                                                                                         \
+static void NAME##_pack_at(ptrdiff_t kc, ptrdiff_t n, const T* b, ptrdiff_t ldb, T* out) \
+{   /* block q: for each of kc rows p, b[p][q*MR .. q*MR+MR-1] (zero past n) */           \
+    ptrdiff_t p, q, r, w;                                                                \
+    for (q = 0; q * RK_MR < n; q++, b += RK_MR, out += kc * RK_MR) {                     \
+        w = n - q * RK_MR;                                                               \
+        if (w >= RK_MR)                                                                  \
+            for (p = 0; p < kc; p++)                                                     \
+                memcpy(out + p * RK_MR, b + p * ldb, RK_MR * sizeof(T));                 \
+        else                                                                             \
+            for (p = 0; p < kc; p++)                                                     \
+                for (r = 0; r < RK_MR; r++)                                              \
+                    out[p * RK_MR + r] = r < w ? b[p * ldb + r] : 0;                     \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
+static void NAME##_wgrad_t(ptrdiff_t m, ptrdiff_t k, const T* a, ptrdiff_t lda,          \
+                           ptrdiff_t n1, const T* b1, ptrdiff_t ldb1,                    \
+                           ptrdiff_t n2, const T* b2, ptrdiff_t ldb2,                    \
+                           T* out,   /* (n1 + n2) x m */                                 \
+                           T* work)  /* NAME##_wgrad_work(n1, n2) values, 64-byte aligned */ \
+{                                                                                        \
+    ptrdiff_t nb1 = NAME##_blocks(n1), nb = nb1 + NAME##_blocks(n2);                     \
+    T* bt = work;                                                                        \
+    T* ap = work + nb * RK_MR * RK_KC;                                                   \
+    ptrdiff_t k0, kc, j0, nc, jj, q, row, mr;                                            \
+    if (k <= 0) {                                                                        \
+        memset(out, 0, (size_t)((n1 + n2) * m) * sizeof(T));                             \
+        return;                                                                          \
+    }                                                                                    \
+    for (k0 = 0; k0 < k; k0 += RK_KC) {                                                  \
+        kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                            \
+        NAME##_pack_at(kc, n1, b1 + k0 * ldb1, ldb1, bt);                                \
+        NAME##_pack_at(kc, n2, b2 + k0 * ldb2, ldb2, bt + nb1 * kc * RK_MR);             \
+        for (j0 = 0; j0 < m; j0 += RK_WG_NC) {                                           \
+            nc = m - j0 < RK_WG_NC ? m - j0 : RK_WG_NC;                                  \
+            NAME##_pack_b(kc, nc, a + k0 * lda + j0, lda, ap);                           \
+            for (jj = 0; jj < nc; jj += NAME##_NR)                                       \
+                for (q = 0; q < nb; q++) {                                               \
+                    row = q < nb1 ? q * RK_MR : n1 + (q - nb1) * RK_MR;                  \
+                    mr = (q < nb1 ? n1 : n1 + n2) - row;                                 \
+                    NAME##_panel(mr < RK_MR ? mr : RK_MR,                                \
+                                 nc - jj < NAME##_NR ? nc - jj : NAME##_NR, kc,          \
+                                 bt + q * kc * RK_MR, 1, RK_MR, ap + jj * kc,            \
+                                 out + row * m + j0 + jj, m, k0 > 0);                    \
                 }                                                                        \
-                for (r = 0; r < mr; r++)                                                 \
-                    for (q = 0; q < w; q++)                                              \
-                        c[(i0 + r) * ldc + j0 + q] = tmp[r * NAME##_NR + q];             \
-            }                                                                            \
         }                                                                                \
     }                                                                                    \
 }

@@ -64,28 +64,31 @@ def test_bitwise_identical_for_any_thread_count(cell, varlen):
 
 
 def test_weight_gradient_pieces_follow_the_shape_and_the_machine(monkeypatch):
-    """Fewer, larger pieces pack less; enough of them for the machine's CPUs;
-    an even count; two from 128 rows; never a function of a call's thread count."""
+    """The rows of each weight-gradient reduction are split into one piece per
+    CPU of the machine, each at least 256 rows, at most 16: never a function
+    of a call's thread count."""
     monkeypatch.setattr(ops, "_CPUS", 2)
-    assert [ops._wgrad_pieces(m) for m in (1, 127, 128, 255, 256, 600, 2048)] == [1, 1, 2, 2, 2, 2, 2]
+    assert [ops._wgrad_pieces(k) for k in (0, 1, 255, 256, 511, 512, 3200)] == [1, 1, 1, 1, 1, 2, 2]
     monkeypatch.setattr(ops, "_CPUS", 16)
-    assert [ops._wgrad_pieces(m) for m in (127, 128, 512, 768, 1536, 2048, 8192)] == [1, 2, 2, 4, 6, 8, 16]
+    assert [ops._wgrad_pieces(k) for k in (255, 1024, 1279, 4096, 10 ** 6)] == [1, 4, 4, 16, 16]
     monkeypatch.setattr(ops, "_CPUS", 3)
-    assert ops._wgrad_pieces(2048) == 4
+    assert ops._wgrad_pieces(3200) == 3
     monkeypatch.setattr(ops, "_CPUS", 1)
-    assert [ops._wgrad_pieces(m) for m in (128, 2048)] == [1, 1]
+    assert [ops._wgrad_pieces(k) for k in (128, 12800)] == [1, 1]
 
 
-@pytest.mark.parametrize("cell, H, pieces", [("lstm", 260, 4), ("gru", 260, 4),
-                                             ("gru_reset_before", 260, 4), ("rnn_tanh", 130, 2)])
-def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, H, pieces, monkeypatch):
-    """A machine with more CPUs splits the weight gradients into more pieces
-    (and an RNN from 128 units into two): the result is still the
-    reference's, and still bitwise identical over thread counts."""
-    case = make_case(cell, 5, 4, 3, H, dtype=np.float64, seed=4)
+@pytest.mark.parametrize("cell, T, B, H, pieces", [("lstm", 40, 26, 13, 4), ("gru", 37, 29, 7, 4),
+                                                   ("gru_reset_before", 37, 29, 7, 4),
+                                                   ("rnn_tanh", 23, 31, 33, 2)])
+def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, T, B, H, pieces, monkeypatch):
+    """A machine with more CPUs sums the weight gradients in more pieces of
+    rows (here of unequal sizes, each over more than one of the kernel's
+    256-row chunks): the result is still the reference's, and still bitwise
+    identical over thread counts."""
+    case = make_case(cell, T, B, 3, H, dtype=np.float64, seed=4)
     expected = run(reference, cell, case)
     monkeypatch.setattr(ops, "_CPUS", 16)
-    assert ops._wgrad_pieces(case["w_hh"].shape[0]) == pieces
+    assert ops._wgrad_pieces(T * B) == pieces
     results = []
     for n in (1, 2, 3):
         with rnnkernels.num_threads(n):
