@@ -63,6 +63,18 @@ def test_bitwise_identical_for_any_thread_count(cell, varlen):
                 assert np.array_equal(v, other[k]), k
 
 
+def test_unit_tile_follows_the_size_and_the_machine(monkeypatch):
+    """64-unit tiles unless that leaves fewer tiles than CPUs (up to H = 256);
+    never a function of a call's thread count; the environment overrides."""
+    monkeypatch.delenv("RNNKERNELS_UNIT_TILE", raising=False)
+    monkeypatch.setattr(ops, "_CPUS", 2)
+    assert [ops._unit_tile(H) for H in (1, 64, 127, 128, 256, 512)] == [32, 32, 32, 64, 64, 64]
+    monkeypatch.setattr(ops, "_CPUS", 16)
+    assert [ops._unit_tile(H) for H in (128, 256, 257, 1024)] == [32, 32, 64, 64]
+    monkeypatch.setenv("RNNKERNELS_UNIT_TILE", "16")
+    assert ops._unit_tile(512) == 16
+
+
 def test_weight_gradient_pieces_follow_the_shape_and_the_machine(monkeypatch):
     """The rows of each weight-gradient reduction are split into one piece per
     CPU of the machine, each at least 256 rows, at most 16: never a function
