@@ -96,7 +96,7 @@ def _extensions():
         "cdivision": True,
         "nonecheck": debug,
     }
-    modules = [m for m in ("_lstm", "_gru", "_rnn", "_layout", "_threads") if os.path.exists(f"src/{m}.pyx")]
+    modules = [m for m in ("_lstm", "_gru", "_rnn", "_layout", "_threads", "_gemm") if os.path.exists(f"src/{m}.pyx")]
     exts = [
         Extension(f"rnnkernels.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
         for m in modules

@@ -35,6 +35,10 @@ def test_quick_run_json_structure(quick_report):
     assert peak["dtype"] == "float32" and peak["threads"] == r["options"]["threads"][0] and peak["gflops"] > 0
     # measured before and after the cases; the better one is the peak
     assert peak["gflops"] == max(peak["gflops_start"], peak["gflops_end"])
+    # each the better of NumPy's BLAS and the kernels' own GEMM
+    assert len(peak["numpy_gflops"]) == len(peak["kernel_gflops"]) == 2
+    assert peak["gflops_start"] == max(peak["numpy_gflops"][0], peak["kernel_gflops"][0])
+    assert peak["gflops_end"] == max(peak["numpy_gflops"][1], peak["kernel_gflops"][1])
 
     (result,) = r["results"]
     size = bench.QUICK_SIZES["small"]
