@@ -2,10 +2,12 @@
 # recurrence (input projection, dX, dW_ih, dW_hh) and row sums for the bias
 # gradients.
 #
-# Each is split into pieces whose shapes depend only on the problem, never on
-# the thread count: OpenBLAS's result for an element depends on the GEMM's
-# shape, so a thread-count-dependent split would make results differ in the
-# last bits between 1 and 2 threads.  Threads take pieces by a static schedule.
+# Each is split into pieces whose shapes depend only on the problem and the
+# machine, never on the thread count, and every sum has a fixed order, so
+# results are bitwise identical for any thread count (a split that followed
+# the thread count would change how the weight gradients' rows are grouped,
+# and OpenBLAS, the fallback, changes its last bits with a GEMM's shape).
+# Threads take pieces by a static schedule.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
