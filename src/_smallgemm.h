@@ -38,9 +38,9 @@
 #define RK_VBYTES 32
 #endif
 /* Rows per register block: 8 x 2 vectors of accumulators with AVX-512's 32
- * vector registers (the per-step products at B = 64 rows split into whole
- * blocks; medium LSTM inference 0.93x, small LSTM training 0.91x the time of
- * 6-row blocks on the Zen 5, alternating processes), 6 x 2 with AVX2's 16. */
+ * vector registers (the per-step products at B = 32 or 64 rows split into
+ * whole blocks; against 6-row blocks on the Zen 5 a tie within the noise,
+ * 0.91-1.05x in two series of alternating processes), 6 x 2 with AVX2's 16. */
 #if defined(__AVX512F__)
 #define RK_MR 8
 #else
