@@ -101,10 +101,12 @@ def _extensions():
         Extension(f"rnnkernels.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
         for m in modules
     ]
-    # A debug build must not reuse C files or objects of a release build (and
-    # vice versa): Cython and build_ext only look at timestamps, not flags.
+    # A debug build must not reuse C files or objects of a release build, nor a
+    # portable build the objects of a native one (and vice versa): Cython and
+    # build_ext only look at timestamps, not flags.
     mode_file = os.path.join("src", ".build-mode")
-    mode = "debug" if debug else "release"
+    mode = (("debug" if debug else "release") + (" portable" if os.environ.get("RNNKERNELS_PORTABLE") else "")
+            + (" serial" if os.environ.get("RNNKERNELS_NO_OPENMP") else ""))
     previous = open(mode_file).read() if os.path.exists(mode_file) else None
     force = previous != mode
     with open(mode_file, "w") as f:
