@@ -466,7 +466,7 @@ def measure_gemm_peak(dtype, threads, n, repeats):
     """Best GFLOP/s of an (n x n) @ (n x n) product on ``threads`` threads,
     by NumPy's BLAS and by the kernels' own GEMM: ``(best, numpy, kernel)``.
     Both count because neither is the machine's limit everywhere: OpenBLAS
-    0.3.30 does not know Zen 5 and runs its AVX2 kernels there, half the
+    0.3.30-0.3.31 does not know Zen 5 and runs its AVX2 kernels there, half the
     peak that our AVX-512 kernel reaches, and elsewhere a tuned BLAS may beat
     ours.  The percentages of peak are of the better one."""
     from threadpoolctl import threadpool_limits
