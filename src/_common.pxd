@@ -296,8 +296,7 @@ cdef inline void sum_rows(Py_ssize_t rows, Py_ssize_t cols,
 
 
 cdef inline void merged_backward(int nthreads, int wgrad_pieces, int N, int I, int H, int G,
-                                 const floating* dg_x,    # IN  (N, G): gate gradients, input side
-                                 const floating* dg_h,    # IN  (N, G): gate gradients, recurrent side
+                                 const floating* dg,      # IN  (N, G): gate pre-activation gradients
                                  const floating* x,       # IN  (N, I) packed inputs
                                  const floating* w_ih,    # IN  (G, I) permuted W_ih
                                  const floating* h_prev,  # IN  (N, H) states entering each step
@@ -305,13 +304,9 @@ cdef inline void merged_backward(int nthreads, int wgrad_pieces, int N, int I, i
                                  const Py_ssize_t* dx_rows,  # IN  row of dx for each packed row, or NULL
                                  floating* dw_ih,         # OUT (G, I)
                                  floating* dw_hh) noexcept nogil:   # OUT (G, H)
-    """Every gradient that does not depend on the recurrence, each one GEMM
-    over all N packed rows, after the time loop: dX = dG_x W_ih,
-    dW_ih = dG_x^T X, dW_hh = dG_h^T H_prev.  G is the number of gate columns
-    (gates * H).  The bias gradients are summed inside the time loop."""
-    gemm_rows(nthreads, N, I, G, dg_x, G, NULL, NULL, w_ih, I, dx, I, dx_rows)
-    if dg_x == dg_h:
-        weight_grads(nthreads, wgrad_pieces, G, N, dg_x, G, I, x, I, dw_ih, I, H, h_prev, H, dw_hh, H)
-    else:
-        weight_grads(nthreads, wgrad_pieces, G, N, dg_x, G, I, x, I, dw_ih, I, 0, <floating*>NULL, 0, <floating*>NULL, 0)
-        weight_grads(nthreads, wgrad_pieces, G, N, dg_h, G, H, h_prev, H, dw_hh, H, 0, <floating*>NULL, 0, <floating*>NULL, 0)
+    """Every gradient that does not depend on the recurrence, each over all N
+    packed rows, after the time loop: dX = dG W_ih, and dW_ih = dG^T X with
+    dW_hh = dG^T H_prev in one pass (weight_grads).  G is the number of gate
+    columns (gates * H).  The bias gradients are summed inside the time loop."""
+    gemm_rows(nthreads, N, I, G, dg, G, NULL, NULL, w_ih, I, dx, I, dx_rows)
+    weight_grads(nthreads, wgrad_pieces, G, N, dg, G, I, x, I, dw_ih, I, H, h_prev, H, dw_hh, H)

@@ -308,7 +308,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
             weight_grads(nthreads, wgrad_pieces, <int>G3, <int>N, dgxp, <int>G3, <int>H, hp, <int>H,
                          &dw_hh[0, 0], <int>H, 0, <floating*>NULL, 0, <floating*>NULL, 0)
         else:
-            merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G3, dgxp, dgxp, &x[0, 0],
+            merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G3, dgxp, &x[0, 0],
                             &w_ih[0, 0], hp, &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])
             # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
             weight_grads(nthreads, wgrad_pieces, <int>G3, <int>N, dgxp, <int>G3, <int>H, ap, <int>H,

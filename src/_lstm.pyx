@@ -172,5 +172,5 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (for
                 packed_gemm(counts[0], tiles[k + 1] - tiles[k], G4, dgp, G4,
                             wp + tile_start(<floating*>NULL, &tiles[0], k, G4, 1),
                             dhp + tiles[k], H, False)
-        merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G4, dgp, dgp, &x[0, 0],
+        merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G4, dgp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])

@@ -138,5 +138,5 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
             for k in prange(ntiles, schedule='static'):
                 packed_gemm(counts[0], tiles[k + 1] - tiles[k], H, dpp, H,
                             wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), dhp + tiles[k], H, False)
-        merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>H, dpp, dpp, &x[0, 0],
+        merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>H, dpp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])
