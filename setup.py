@@ -1,9 +1,10 @@
 """Build the compiled kernels.
 
 Layering: ``src/*.pyx`` hold the kernels (one cell family per file), with
-shared fused-type BLAS wrappers and activations in ``.pxd`` files and a small
-C header for the vectorisable exp.  Python wrappers in ``rnnkernels/ops.py``
-validate and allocate; the kernels only compute.
+shared fused-type BLAS wrappers in ``.pxd`` files and C headers for the
+point updates, the GEMM and the vectorisable exp.  They compile to
+``rnnkernels._core.*``; ``rnnkernels/ops.py`` validates and allocates, the
+kernels only compute (rnnkernels/_core/__init__.py).
 
 Environment variables:
     RNNKERNELS_DEBUG=1   build with Cython bounds checks, -O0 -g (for tests
@@ -98,7 +99,7 @@ def _extensions():
     }
     modules = [m for m in ("_lstm", "_gru", "_rnn", "_layout", "_threads", "_gemm") if os.path.exists(f"src/{m}.pyx")]
     exts = [
-        Extension(f"rnnkernels.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
+        Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
         for m in modules
     ]
     # A debug build must not reuse C files or objects of a release build, nor a

@@ -29,7 +29,7 @@ if ROOT not in sys.path:  # run from a checkout: import this tree's rnnkernels
 
 from rnnkernels import recipes  # noqa: E402
 from rnnkernels.audio import FeatureConfig  # noqa: E402
-from rnnkernels.bench import write_json_atomic  # noqa: E402
+from rnnkernels._util.atomic import write_json as write_json_atomic  # noqa: E402
 
 # Every lettered recipe spells out what it changes from these, so the letters keep their meaning
 # when DEFAULT_RECIPE changes: the previous default's features (40 log-mel, 16 ms hop)...
@@ -88,7 +88,7 @@ def recipe_settings(overrides):
 
 def run_recipe(dataset, name, overrides, seed, cache):
     """Train and test ``overrides`` on every leave-one-speaker-out fold; returns a result dict."""
-    from rnnkernels.datasets import leave_one_speaker_out
+    from rnnkernels.audio.datasets import leave_one_speaker_out
 
     features, settings = recipe_settings(overrides)
     if features not in cache:
@@ -146,7 +146,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"--recipes: unknown {unknown}; known: {', '.join(RECIPES)}")
     from rnnkernels import set_num_threads
-    from rnnkernels.datasets import load_audio_folder, load_spoken_digits
+    from rnnkernels.audio.datasets import load_audio_folder, load_spoken_digits
 
     set_num_threads(args.threads)
     dataset = load_spoken_digits() if args.data is None else load_audio_folder(args.data)

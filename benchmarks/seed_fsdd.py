@@ -45,7 +45,10 @@ if ROOT not in sys.path:  # run from a checkout: import this tree's rnnkernels
     sys.path.insert(0, ROOT)
 
 from rnnkernels._argtypes import non_negative_int, positive_int  # noqa: E402
-from rnnkernels.bench import _worker_env, format_table, machine_info, write_json_atomic  # noqa: E402
+from rnnkernels._util.atomic import write_json as write_json_atomic  # noqa: E402
+from rnnkernels.bench.machine import machine_info  # noqa: E402
+from rnnkernels.bench.report import format_table  # noqa: E402
+from rnnkernels.bench.workers import _worker_env  # noqa: E402
 
 SYSTEMS = ("rnnkernels", "torch")
 UNITS, DENSE_UNITS, DROPOUT = 128, 64, 0.2
@@ -84,8 +87,8 @@ def pad_to_timesteps(features, timesteps, padding):
 def prepare_data(args):
     """Features, split and one-hot targets: ``dict`` of X/y for train, val and test, plus info."""
     from rnnkernels.audio import FeatureConfig
-    from rnnkernels.datasets import official_split, random_split
-    from rnnkernels.recipes import featurize
+    from rnnkernels.audio.datasets import official_split, random_split
+    from rnnkernels.audio.recipes import featurize
 
     started = time.perf_counter()
     dataset = load_recordings(args.data)
@@ -165,7 +168,7 @@ def run_torch(model, d, epochs, seed, verbose):
             h = torch.relu(self.dense(self.drop1(h[-1])))
             return self.out(self.drop2(h))  # logits; CrossEntropyLoss applies the softmax
 
-    from rnnkernels.interop import dense_to_torch, to_torch_state_dict
+    from rnnkernels.engine.interop import dense_to_torch, to_torch_state_dict
     torch.manual_seed(seed)
     net = SeedLSTM(d["input_dim"], d["num_classes"])
     # Same starting point as rnnkernels (Keras initialisers): glorot/orthogonal, forget bias 1.

@@ -1,14 +1,26 @@
 """rnnkernels: fast, exact CPU training of vanilla RNN, LSTM and GRU networks.
 
-Submodules:
-    ops        compiled forward/backward kernels (Cython + OpenMP + BLAS)
-    reference  readable NumPy implementation with identical signatures (the oracle)
-    layers, models, losses, optimizers, callbacks, interop   Keras-style training API
-    audio, datasets   audio features and data loading
+Products (one folder or module each; docs/design.md has the layering):
+
+- kernels: :mod:`rnnkernels.ops` (compiled Cython + OpenMP) and
+  :mod:`rnnkernels.reference` (readable NumPy, the oracle), same signatures;
+- a Keras-style API: :mod:`~rnnkernels.models`, :mod:`~rnnkernels.layers`,
+  :mod:`~rnnkernels.losses`, :mod:`~rnnkernels.optimizers`,
+  :mod:`~rnnkernels.callbacks`, :mod:`~rnnkernels.metrics`,
+  :mod:`~rnnkernels.initializers`, :mod:`~rnnkernels.activations` (Keras's
+  module names), with :mod:`rnnkernels.engine` under them;
+- the audio application: :mod:`rnnkernels.audio` (features, datasets,
+  recipes) and the ``rnnkernels`` command line (:mod:`rnnkernels.cli`);
+- the benchmark harness: :mod:`rnnkernels.bench` (``rnnkernels bench``).
+
+Threads: :func:`set_num_threads`, :func:`get_num_threads`,
+``with num_threads(n):``.  :func:`show_config` prints how the package was
+built and what it runs on.
 """
-__version__ = "0.1.0"
+from ._core.config import show_config
+from ._version import __version__
+from ._core.memory import release as release_memory
+from ._core.threads import get_num_threads, num_threads, set_num_threads
 
-from ._config import get_num_threads, num_threads, set_num_threads
-from ._memory import release as release_memory
-
-__all__ = ["__version__", "get_num_threads", "set_num_threads", "num_threads", "release_memory"]
+__all__ = ["__version__", "get_num_threads", "set_num_threads", "num_threads", "release_memory",
+           "show_config"]

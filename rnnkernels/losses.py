@@ -18,27 +18,13 @@ uses when the last layer ends in that activation.
 """
 import numpy as np
 
+from .activations import log_softmax as _log_softmax, sigmoid as _sigmoid
+
 __all__ = ["Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "BinaryCrossentropy", "MeanSquaredError", "MeanAbsoluteError", "get", "serialize"]
 
 # Keras clips probabilities to [eps, 1 - eps] when a loss receives probabilities.
 EPSILON = 1e-7
-
-
-def _log_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _sigmoid(z):
-    # exp of a non-positive number only, so no overflow warning for large |z|
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
 
 
 def _weighted_mean(per_position, weights, sample_weight=None):

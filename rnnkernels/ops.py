@@ -2,34 +2,19 @@
 
 Same signatures and semantics as :mod:`rnnkernels.reference` (see
 docs/kernel-abi.md).  This module is the Python half of the layering: it
-validates arguments, sorts and packs variable-length batches, permutes the
-weights into the kernels' tile layout and allocates every buffer; the Cython
-modules (``_lstm``, ``_gru``, ``_rnn``) only compute, and ``_layout`` only
-moves rows between the two layouts.
-
-Packing: sequences are sorted by length (longest first) and step ``s`` keeps
-only the ``counts[s]`` sequences still running, as PyTorch's PackedSequence
-does, so work follows ``sum(lengths)`` rather than ``T * B``.  A reversed
-sequence is packed back to front, so the kernels always run forward in time.
+validates arguments and allocates every buffer; :mod:`rnnkernels._core`
+plans the packed layout (``plan``) and permutes the weights into the
+kernels' tiles (``weights``); the compiled modules only compute.
 """
-import contextlib
-import functools
-import os
-
 import numpy as np
 
-from . import _config
-from ._memory import copy as _aligned_copy, empty as _aligned_empty, zeros as _aligned_zeros
-from ._memory import scratch as _scratch
-
-
-def _layout():
-    """The compiled row copies (imported on first use, like the kernels)."""
-    from . import _layout as layout
-    return layout
+from ._core import threads as _threads, tuning as _tuning
+from ._core.blas import pin_blas as _pin_blas
+from ._core.memory import empty as _aligned_empty, scratch as _scratch, zeros as _aligned_zeros
+from ._core.plan import NO_ROWS as _NO_ROWS, plan as _plan
+from ._core.weights import Weights as _Weights
 
 _FLOAT_DTYPES = (np.float32, np.float64)
-
 
 # ---------------------------------------------------------------- validation
 def _input(x):
@@ -128,229 +113,6 @@ def _grad(name, g, plan, dtype, H):
     return g, plan.rows
 
 
-_NO_ROWS = np.empty(0, dtype=np.intp)
-_NO_ROWS.flags.writeable = False
-
-
-# ------------------------------------------------------------------- packing
-class _Plan:
-    """How a (T, B) batch with given lengths maps to the kernels' packed rows."""
-
-    def __init__(self, T, B, lengths, reverse, sorted_lengths=None):
-        self.T, self.B = T, B
-        if lengths is None:
-            lengths = np.full(B, T, dtype=np.int64)
-        # Longest first; stable so equal lengths keep their order.  With the
-        # sequences already longest first (in_order), the initial and final
-        # states need no gathers.
-        self.order, self.S, self.N, self.in_order = sorted_lengths or _layout().longest_first(lengths, T)
-        S, N = self.S, self.N
-        # The common case (all full length, forward) needs no gathers at all.
-        self.identity = S == T and N == T * B and not reverse and self.in_order
-        self.counts = np.empty(S, dtype=np.intp)
-        self.offsets = np.empty(S + 1, dtype=np.intp)
-        # padded (t, b), flattened, that packed row p comes from; and the
-        # padded rows that no packed row fills
-        self.padded_of_packed = np.empty(0 if self.identity else N, dtype=np.intp)
-        self.padding = np.empty(T * B - N, dtype=np.intp)
-        _layout().plan_rows(lengths, self.order, self.counts, self.offsets,
-                            self.padded_of_packed, self.padding, T, reverse)
-        self.n_first = int(self.counts[0]) if S else 0
-
-    @property
-    def rows(self):
-        """Row of the caller's (T*B, F) arrays for each packed row, or an empty
-        index when they are the same rows (the kernels' convention)."""
-        return _NO_ROWS if self.identity else self.padded_of_packed
-
-    def output_buffer(self, H, dtype):
-        """(T*B, H) outputs for the kernels to write in place (they zero the
-        padding rows themselves; with no packed row at all they never run,
-        so the buffer comes zeroed); (0, H) when y is a view of the state
-        buffer."""
-        if self.identity:
-            return np.empty((0, H), dtype)
-        return (_aligned_empty if self.N else _aligned_zeros)((self.T * self.B, H), dtype)
-
-    def input_grad_buffer(self, I, dtype):
-        """dL/dx as (T*B, I) rows: the kernels write the packed rows through
-        ``rows`` and zero the padding (zeroed here when there are no packed rows)."""
-        return (_aligned_empty if self.N else _aligned_zeros)((self.T * self.B, I), dtype)
-
-    def state_buffer(self, init, H):
-        """(N + B, H) state buffer with the initial states placed (see _lstm.pyx)."""
-        buf = _aligned_empty((self.N + self.B, H), init.dtype)
-        if not self.in_order:
-            init = init[self.order]
-        buf[: self.n_first] = init[: self.n_first]
-        buf[self.N + self.n_first:] = init[self.n_first:]
-        return buf
-
-    def outputs(self, buf, y):
-        """y (T, B, H): the kernels' output buffer, or with equal lengths a
-        view of their state buffer."""
-        H = buf.shape[1]
-        if self.identity:
-            return buf[self.B:].reshape(self.T, self.B, H)
-        return y.reshape(self.T, self.B, H)
-
-    def final(self, buf):
-        if self.in_order:
-            return buf[self.N:].copy()
-        out = np.empty((self.B, buf.shape[1]), buf.dtype)
-        out[self.order] = buf[self.N:]
-        return out
-
-    def to_sorted(self, a):
-        """A new aligned array of a's rows, longest sequence first."""
-        return _aligned_copy(a if self.in_order else a[self.order])
-
-    def from_sorted(self, a):
-        """a's rows back in the caller's order (a itself when already in it:
-        only ever called on buffers made for this call)."""
-        if self.in_order:
-            return a
-        out = np.empty_like(a)
-        out[self.order] = a
-        return out
-
-
-def _plan(T, B, lengths, reverse):
-    """The plan for a batch; equal lengths (the common case) come from a cache,
-    their plan depending on (T, B, reverse) alone: building one took 190 us of
-    a small LSTM's forward call, measured inside a training loop, where the
-    kernels have just evicted the interpreter's data from the caches."""
-    if lengths is None:
-        return _equal_plan(T, B, reverse)
-    sorted_lengths = _layout().longest_first(lengths, T)  # checks the range too
-    if B and sorted_lengths[2] == T * B:  # every sequence T long
-        return _equal_plan(T, B, reverse)
-    return _Plan(T, B, lengths, reverse, sorted_lengths)
-
-
-@functools.lru_cache(maxsize=16)
-def _equal_plan(T, B, reverse):
-    plan = _Plan(T, B, None, reverse)
-    for a in vars(plan).values():
-        if isinstance(a, np.ndarray):
-            a.flags.writeable = False
-    return plan
-
-
-# CPUs of this machine: the tile width and the weight-gradient pieces follow it
-# (never a call's thread count).
-_CPUS = os.cpu_count() or 1
-
-
-def _unit_tile(H):
-    """Hidden units per tile: 64, unless that leaves fewer tiles than the
-    machine has CPUs (the time loop runs at most one thread per tile) and H
-    is at most 256.  On the 2-core Zen 5, 64-unit tiles at H = 128 (one tile
-    per thread instead of two, each gate update over twice the units)
-    trained the small LSTM in 0.81-0.91x the time of 32-unit tiles, the GRU
-    in 0.88x and the RNN in 0.92x (alternating processes, 2026-12-02); at
-    H = 256 they tie.  Depends on H and the machine only, so that every
-    thread count gives the same GEMM shapes and bitwise-identical results."""
-    forced = int(os.environ.get("RNNKERNELS_UNIT_TILE", 0))
-    if forced:
-        return forced
-    return 64 if H > 256 or H // 64 >= _CPUS else 32
-
-
-@functools.lru_cache(maxsize=64)
-def _tiles_of(H, ub):
-    """Tile bounds 0, ub, 2*ub, ..., H (read-only, shared between calls)."""
-    tiles = np.array(list(range(0, H, ub)) + [H], dtype=np.intp)
-    tiles.flags.writeable = False
-    return tiles
-
-
-def _gather_rows(w, rows):
-    """w[rows] into an aligned buffer, one memcpy per row."""
-    out = _aligned_empty((len(rows), w.shape[1]), w.dtype)
-    _layout().take_rows(w, rows, out, _config.get_num_threads())
-    return out
-
-
-def _dtype_name(dtype):
-    return "float32" if dtype.char == "f" else "float64"  # dtype.name costs 2.7 us a call
-
-
-def _pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
-    """The weight tiles W[b0:b1].T (row_blocks) or W[:, b0:b1] for consecutive
-    bounds, W = w[rows] (w itself without rows), each in the GEMM kernel's
-    packed panel layout (see _smallgemm.h); the kernels find block k with
-    ``tile_start`` (_common.pxd), which adds up the same sizes."""
-    layout = _layout()
-    k = w.shape[1] if row_blocks else w.shape[0]
-    out = _aligned_empty(layout.blocks_values(_dtype_name(w.dtype), k, bounds), w.dtype)
-    layout.pack_blocks(w, _NO_ROWS if rows is None else rows, bounds, row_blocks, out, nthreads)
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _tile_permutation(H, gates, ub):
-    """Gate columns in tile order (each tile's gates contiguous), its inverse,
-    whether it is the identity (one gate, or one tile), and the row bounds of
-    the forward weight blocks in that order: one block per tile, a GRU's in
-    two (r z, then n: its n product may run apart, see _gru.pyx)."""
-    tiles = _tiles_of(H, ub)
-    colmap = np.array([c for u0, u1 in zip(tiles[:-1], tiles[1:])
-                       for g in range(gates) for c in range(g * H + u0, g * H + u1)], dtype=np.intp)
-    inverse = np.argsort(colmap)
-    split = [2, 1] if gates == 3 else [gates]
-    bounds = [0]
-    for u0, u1 in zip(tiles[:-1], tiles[1:]):
-        for part in split:
-            bounds.append(bounds[-1] + part * (u1 - u0))
-    bounds = np.array(bounds, dtype=np.intp)
-    for a in (colmap, inverse, bounds):
-        a.flags.writeable = False
-    return colmap, inverse, bool(np.array_equal(colmap, np.arange(colmap.size))), bounds
-
-
-class _Weights:
-    """Weights permuted so that each tile's gates are contiguous columns, in
-    the forms the kernels read.  ``backward`` says what a training call's
-    backward pass will need, prepared here at forward time (so changing the
-    weights in place before backward changes nothing): "tiles" (the
-    backward tiles of W_hh), "gate_split" (those of W_hh without gate n's
-    rows, and of those rows alone: a GRU before the reset reaches W_hn
-    through r*h), or None (inference: no copies for backward at all)."""
-
-    def __init__(self, w_ih, w_hh, gates, ub, backward):
-        G, H = w_hh.shape
-        I, dtype = w_ih.shape[1], w_ih.dtype
-        self.colmap, self._inverse, self.identity, bounds = _tile_permutation(H, gates, ub)
-        self.tiles = tiles = _tiles_of(H, ub)
-        self.w_ih_t = _aligned_empty((I, G), dtype)     # (I, G*H) for the input projection
-        self.w_ih = _aligned_empty((G if backward else 0, I), dtype)   # (G*H, I) for dX
-        threads = _config.get_num_threads()
-        _layout().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)
-        # forward tile k: (H, G*ub) = W_hh[colmap][G*u0:G*u1].T (a GRU's in two blocks)
-        self.w_hh_fwd = _pack_blocks(w_hh, bounds, True, self.colmap, threads)
-        # backward tile k: (G*H, ub) = W_hh[colmap][:, u0:u1]
-        self.w_hh_bwd = self.w_hn_bwd = None
-        if backward == "tiles":
-            self.w_hh_bwd = _pack_blocks(w_hh, tiles, False, self.colmap, threads)
-        elif backward == "gate_split":
-            is_n = (self.colmap // H) == 2
-            w_hh_p = w_hh[self.colmap]
-            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False, nthreads=threads)
-                                            for keep in (~is_n, is_n)]
-
-    def permute(self, v):
-        return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
-
-    def unpermute(self, v):
-        """Rows of a (G*H, ...) gradient back in PyTorch's gate order (a new
-        array: LSTM passes one bias gradient for both biases)."""
-        if v.ndim == 1:
-            return np.take(v, self._inverse)
-        if self.identity:  # one gate, or one tile: v is fresh and already in order
-            return v
-        return _gather_rows(v, self._inverse)
-
 
 class _Cache:
     """What backward needs; opaque to callers."""
@@ -360,73 +122,11 @@ class _Cache:
         self.__dict__.update(fields)
 
 
-# ----------------------------------------------------------- BLAS threading
-
-# Recurrent flops per step and thread below which another thread costs more
-# than it brings: each step ends in a barrier, and on a busy machine a thread
-# that has lost its core turns every barrier into a scheduler round trip.
-_MIN_FLOPS_PER_THREAD = 500_000
-
-
-# The same for the merged GEMMs, which have one fork/join per GEMM.
-_MIN_MERGED_FLOPS_PER_THREAD = 4_000_000
-
-
-
-def _wgrad_pieces(k):
-    """Pieces of the k = sum(lengths) rows that each weight-gradient GEMM is
-    summed over (see _common.weight_grads): one per CPU of this machine, each
-    at least 256 rows (one of the kernel's k chunks), at most 16 (each piece
-    keeps a buffer the size of the gradients).  The pieces are added in a
-    fixed order, so the count depends on the shape and the machine only,
-    never on a call's thread count: results stay bitwise identical for any
-    thread count."""
-    return max(1, min(_CPUS, 16, k // 256))
-
-
-def _threads_for(plan, gates, H, tiles, I=0):
-    """Thread counts for one call: (merged GEMMs, time loop), each the
-    configured count but no more than its work keeps busy (and for the time
-    loop, no more than there are tiles).  The work split never depends on
-    either, so neither do the results."""
-    nthreads = _config.get_num_threads()
-    step_flops = 2 * plan.n_first * gates * H * H
-    merged_flops = 2 * plan.N * gates * H * (I + H)
-    step = min(nthreads, len(tiles) - 1, max(1, step_flops // _MIN_FLOPS_PER_THREAD))
-    merged = min(nthreads, max(1, merged_flops // _MIN_MERGED_FLOPS_PER_THREAD))
-    return int(merged), int(step)
-
-
-_kernel_blas = None
-
-
-def _kernels_blas():
-    """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas
-    (and so every kernel) calls: SciPy's OpenBLAS when it can be told apart,
-    else every BLAS loaded."""
-    global _kernel_blas
-    if _kernel_blas is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
-        from threadpoolctl import ThreadpoolController
-        libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-        scipy_libs = [lib for lib in libs if "scipy" in os.path.basename(os.path.dirname(lib.filepath))
-                      or "scipy_openblas-" in os.path.basename(lib.filepath)]
-        _kernel_blas = scipy_libs or libs
-    return _kernel_blas
-
-
-@contextlib.contextmanager
-def _kernel_threads(nthreads):
-    """Keep the kernels' BLAS single-threaded: every BLAS call already runs
-    inside our own OpenMP regions, and a multi-threaded OpenBLAS would fight
-    them for the cores.  The setting is left in place rather than restored
-    after each call: switching OpenBLAS's thread count back and forth wakes its
-    thread pool, which then spins and steals the cores from the next call.
-    Only SciPy's OpenBLAS is touched (NumPy's, used by ``@``, is separate)."""
-    for lib in _kernels_blas():
-        if lib.get_num_threads() != 1:  # a ctypes call, about a microsecond
-            lib.set_num_threads(1)
-    yield nthreads
+def _kernel_threads(plan, gates, H, tiles, I):
+    """(merged GEMMs, time loop) thread counts for one call, with the kernels'
+    BLAS held to one thread (its calls run inside our OpenMP regions)."""
+    _pin_blas(1, which="kernels")
+    return _tuning.threads_for(plan, gates, H, tiles, I)
 
 
 # Inference's packed inputs: a scratch slot of their own (the kernels' other
@@ -447,7 +147,7 @@ class _Prepared:
         self.h0 = _state("h0", h0, self.dtype, self.B, self.H)
         self.plan = _plan(self.T, self.B, _lengths(lengths, self.T, self.B),
                           _flag("reverse", reverse))
-        self.weights = _Weights(self.w_ih, self.w_hh, gates, _unit_tile(self.H), backward)
+        self.weights = _Weights(self.w_ih, self.w_hh, gates, _tuning.unit_tile(self.H), backward)
         self.tiles = self.weights.tiles
         # The kernels read x's rows in place and gather them into xp, the
         # packed inputs that backward reads (a scratch buffer for inference);
@@ -484,7 +184,7 @@ class _Prepared:
 def _weight_grad(shape, dtype, n_rows):
     """Buffer for a weight gradient: the kernels' merged GEMMs overwrite all of
     it (beta = 0) when there is at least one packed row, so it is zeroed only
-    for an empty batch (a zeroing pass cost 30 us of a small LSTM step)."""
+    for an empty batch (a zeroing pass is a full write of the gradient)."""
     return (_aligned_empty if n_rows else _aligned_zeros)(shape, dtype)
 
 
@@ -525,7 +225,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
 
     Returns ``y (T, B, H), h_n (B, H), c_n (B, H), cache`` (cache None unless training).
     """
-    from . import _lstm
+    from ._core import _lstm
     training = _flag("training", training)
     p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
                   "tiles" if training else None)
@@ -535,10 +235,11 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
     gates = (_aligned_empty if training else _scratch)((p.plan.N, 4 * p.H), p.dtype)
     y = p.plan.output_buffer(p.H, p.dtype)
     if p.plan.N:
-        with _kernel_threads(_threads_for(p.plan, 4, p.H, p.tiles, p.I)) as (nthreads, step_threads):
-            _lstm.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
-                          p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates,
-                          y, p.plan.rows, p.plan.padding, nthreads, step_threads)
+        nthreads, step_threads = _kernel_threads(p.plan, 4, p.H, p.tiles, p.I)
+        team = _lstm.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
+                             p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates,
+                             y, p.plan.rows, p.plan.padding, nthreads, step_threads)
+        _threads.note_call("lstm_forward", nthreads, team)
     c_n = p.plan.final(cbuf)
     y, h_n, cache = _outputs(p, y, training, "lstm", c=cbuf, gates=gates)
     return y, h_n, c_n, cache
@@ -547,7 +248,7 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
 def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     """Gradients of an LSTM forward pass; returns a dict with keys
     x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
-    from . import _lstm
+    from ._core import _lstm
     cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "lstm", dy, dh_n)
     H, I, dtype = cache.H, cache.I, cache.dtype
     dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
@@ -557,11 +258,12 @@ def lstm_backward(cache, dy, dh_n=None, dc_n=None):
     dw_hh = _weight_grad((4 * H, H), dtype, plan.N)
     db = np.zeros(4 * H, dtype)
     if plan.N:
-        with _kernel_threads(_threads_for(plan, 4, H, cache.weights.tiles, I)) as (nthreads, step_threads):
-            _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
-                           cache.c, cache.gates, dy, dy_rows, plan.counts, plan.offsets,
-                           cache.weights.tiles, dh, dc, dgates, dx, plan.rows, plan.padding, dw_ih, dw_hh, db,
-                           nthreads, step_threads, _wgrad_pieces(plan.N))
+        nthreads, step_threads = _kernel_threads(plan, 4, H, cache.weights.tiles, I)
+        team = _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
+                              cache.c, cache.gates, dy, dy_rows, plan.counts, plan.offsets,
+                              cache.weights.tiles, dh, dc, dgates, dx, plan.rows, plan.padding, dw_ih, dw_hh, db,
+                              nthreads, step_threads, _tuning.wgrad_pieces(plan.N))
+        _threads.note_call("lstm_backward", nthreads, team)
     grads = _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
     grads["c0"] = plan.from_sorted(dc)
     return grads
@@ -577,7 +279,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
 
     Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
     """
-    from . import _rnn
+    from ._core import _rnn
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
     training = _flag("training", training)
@@ -587,17 +289,18 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     pre = _scratch((p.plan.N, p.H), p.dtype)  # never kept: backward reads h
     y = p.plan.output_buffer(p.H, p.dtype)
     if p.plan.N:
-        with _kernel_threads(_threads_for(p.plan, 1, p.H, p.tiles, p.I)) as (nthreads, step_threads):
-            _rnn.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
-                         p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, y, p.plan.rows,
-                         p.plan.padding, relu, nthreads, step_threads)
+        nthreads, step_threads = _kernel_threads(p.plan, 1, p.H, p.tiles, p.I)
+        team = _rnn.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
+                            p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, y, p.plan.rows,
+                            p.plan.padding, relu, nthreads, step_threads)
+        _threads.note_call("rnn_forward", nthreads, team)
     return _outputs(p, y, training, "rnn", relu=relu)
 
 
 def rnn_backward(cache, dy, dh_n=None):
     """Gradients of an RNN forward pass; returns a dict with keys
     x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
-    from . import _rnn
+    from ._core import _rnn
     cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "rnn", dy, dh_n)
     H, I, dtype = cache.H, cache.I, cache.dtype
     dpre = _scratch((plan.N, H), dtype)
@@ -606,10 +309,11 @@ def rnn_backward(cache, dy, dh_n=None):
     dw_hh = _weight_grad((H, H), dtype, plan.N)
     db = np.zeros(H, dtype)
     if plan.N:
-        with _kernel_threads(_threads_for(plan, 1, H, cache.weights.tiles, I)) as (nthreads, step_threads):
-            _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy, dy_rows,
-                          plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dx, plan.rows,
-                          plan.padding, dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _wgrad_pieces(plan.N))
+        nthreads, step_threads = _kernel_threads(plan, 1, H, cache.weights.tiles, I)
+        team = _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy, dy_rows,
+                             plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dx, plan.rows,
+                             plan.padding, dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _tuning.wgrad_pieces(plan.N))
+        _threads.note_call("rnn_backward", nthreads, team)
     return _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
 
 
@@ -620,7 +324,7 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
 
     Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
     """
-    from . import _gru
+    from ._core import _gru
     reset_after = _flag("reset_after", reset_after)
     training = _flag("training", training)
     p = _Prepared("gru", 3, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
@@ -639,17 +343,18 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     gh = _aligned_empty((p.B, 3 * H), p.dtype)
     y = p.plan.output_buffer(H, p.dtype)
     if N:
-        with _kernel_threads(_threads_for(p.plan, 3, p.H, p.tiles, p.I)) as (nthreads, step_threads):
-            _gru.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
-                         p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
-                         y, p.plan.rows, p.plan.padding, bool(reset_after), nthreads, step_threads)
+        nthreads, step_threads = _kernel_threads(p.plan, 3, p.H, p.tiles, p.I)
+        team = _gru.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
+                            p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
+                            y, p.plan.rows, p.plan.padding, bool(reset_after), nthreads, step_threads)
+        _threads.note_call("gru_forward", nthreads, team)
     return _outputs(p, y, training, "gru", gates=gates, aux=aux, reset_after=bool(reset_after))
 
 
 def gru_backward(cache, dy, dh_n=None):
     """Gradients of a GRU forward pass; returns a dict with keys
     x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
-    from . import _gru
+    from ._core import _gru
     cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "gru", dy, dh_n)
     H, I, dtype, N, w = cache.H, cache.I, cache.dtype, plan.N, cache.weights
     reset_after = cache.reset_after
@@ -671,12 +376,13 @@ def gru_backward(cache, dy, dh_n=None):
         dgh = np.empty((0, G3), dtype)
         dw_hn = _weight_grad((G3, H), dtype, N)
     if N:
-        with _kernel_threads(_threads_for(plan, 3, H, w.tiles, I)) as (nthreads, step_threads):
-            _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
-                          cache.aux, dy, dy_rows, plan.counts, plan.offsets, w.tiles, dh,
-                          _aligned_empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
-                          dx, plan.rows, plan.padding, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after,
-                          nthreads, step_threads, _wgrad_pieces(plan.N))
+        nthreads, step_threads = _kernel_threads(plan, 3, H, w.tiles, I)
+        team = _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
+                             cache.aux, dy, dy_rows, plan.counts, plan.offsets, w.tiles, dh,
+                             _aligned_empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
+                             dx, plan.rows, plan.padding, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after,
+                             nthreads, step_threads, _tuning.wgrad_pieces(plan.N))
+        _threads.note_call("gru_backward", nthreads, team)
     if not reset_after:
         n_rows = w.colmap >= 2 * H  # W_hn's rows take their gradient from r*h
         dw_hh[n_rows] = dw_hn[n_rows]

@@ -70,7 +70,7 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
     the caller's padded rows: each piece gathers its inputs into a_packed
     (which backward's dW_ih reads) and scatters its outputs, in parallel and
     while they are in cache; as separate single-threaded copies before and
-    after the kernels they cost 5% of a small RNN's training step."""
+    after the kernels they were a visible share of a small RNN's training step."""
     cdef Py_ssize_t piece, npiece = (rows + ROW_PIECE - 1) // ROW_PIECE, r, bp_values, j
     cdef Py_ssize_t nr = packed_size(<floating*>NULL, 1, 1)   # columns per panel
     cdef int r0, r1, size
@@ -95,8 +95,8 @@ cdef inline void gemm_rows(int nthreads, int rows, int n, int k,
     bp = <floating*>((<size_t>raw + 63) & ~(<size_t>63))  # panels on cache lines
     bufs = bp + bp_values
     if nthreads > 1 and bp_values * sizeof(floating) >= PARALLEL_PACK_BYTES:
-        # Panel by panel on every thread: a 2048 x 2048 B took 10% of the
-        # product's time packed on one.
+        # Panel by panel on every thread: packed on one, a large B took a
+        # tenth of the product's time.
         for j in prange((n + nr - 1) // nr, num_threads=nthreads, schedule='static'):
             pack_b(k, min(nr, n - j * nr), b + j * nr, ldb, bp + j * nr * k)
     else:
@@ -134,9 +134,9 @@ cdef inline void weight_grads(int nthreads, int npiece, int m, int k,
     pieces (ops._wgrad_pieces: a function of the shape and the machine, never
     of the thread count); each piece sums its rows into its own buffer,
     transposed, and the pieces are added in order while transposing back, so
-    the summation order is fixed.  On OpenBLAS, whose Haswell kernels are
-    what it runs on this AVX-512 machine, the same products took twice as
-    long (design note)."""
+    the summation order is fixed.  Our kernel rather than OpenBLAS because an
+    OpenBLAS that does not know the CPU runs older, narrower kernels
+    (docs/design.md, "Weight gradients")."""
     cdef Py_ssize_t piece, q, i, i0, j, n = n1 + n2, size = (k + npiece - 1) // npiece
     cdef Py_ssize_t work = (wgrad_work(<floating*>NULL, n1, n2) + 15) // 16 * 16
     cdef Py_ssize_t part = (n * m + 15) // 16 * 16, r0, r1
@@ -288,7 +288,7 @@ cdef inline void sum_rows(Py_ssize_t rows, Py_ssize_t cols,
     """out += the rows of a, in row order.  The time loops add each step's gate
     gradients to the bias gradients this way while the rows are still in
     cache: a separate pass over the (N, G) gradients after the loop read them
-    back from memory (2-4% of backward)."""
+    back from memory."""
     cdef Py_ssize_t i, j
     for i in range(rows):
         for j in range(cols):
@@ -310,3 +310,15 @@ cdef inline void merged_backward(int nthreads, int wgrad_pieces, int N, int I, i
     columns (gates * H).  The bias gradients are summed inside the time loop."""
     gemm_rows(nthreads, N, I, G, dg, G, NULL, NULL, w_ih, I, dx, I, dx_rows)
     weight_grads(nthreads, wgrad_pieces, G, N, dg, G, I, x, I, dw_ih, I, H, h_prev, H, dw_hh, H)
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define rk_team_size() omp_get_num_threads()
+    #else
+    #define rk_team_size() 1
+    #endif
+    """
+    int rk_team_size() noexcept nogil  # threads of the enclosing parallel region

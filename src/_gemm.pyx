@@ -3,9 +3,9 @@
 Layering: the cells' kernels (_lstm, _gru, _rnn) call the register-blocked
 GEMM of _smallgemm.h through _common.gemm_rows for their merged input
 projections and dX; this module exposes the same path for one dense product,
-so that `rnnkernels bench` can measure the arithmetic peak this machine gives
-that kernel (NumPy's BLAS may not know the CPU: OpenBLAS 0.3.30-0.3.31 runs its AVX2
-kernels on Zen 5 and reaches half the peak), and tests can check it directly.
+so that `rnnkernels bench` can measure the arithmetic peak the machine gives
+that kernel (NumPy's BLAS may not know a new CPU and fall back to older
+kernels), and tests can check it directly.
 Validation here, computation in _common.
 """
 from cython cimport floating

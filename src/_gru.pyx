@@ -12,8 +12,8 @@ gate gradients per row, input side (r z n) and recurrent side (r z, n scaled
 by r).  Only the input side is kept for all rows; the recurrent side, which
 the time loop needs one step later, lives in a two-step ring, and after the
 loop the input side's n columns are scaled by r in place to give it for the
-weight gradients.  That saves an (N, 3H) buffer: GRU training's peak memory
-was 1.12x PyTorch's with it.
+weight gradients.  That saves an (N, 3H) buffer, which put GRU training's
+peak memory above PyTorch's.
 
 reset_after=False needs r of every unit before W_hn (r*h), so each step runs
 in two phases with a barrier between them, forward and backward.  Backward
@@ -21,12 +21,12 @@ reaches the n rows (and, for the carry, the r z rows) of W_hh through tiles
 in which the other gates' rows are zero, so every product stays one GEMM.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 
 from _blas cimport packed_gemm, packed_size
 from _cells cimport (gru_bwd, gru_fwd, gru_rb_bwd1, gru_rb_bwd2, gru_rb_fwd1,
                      gru_rb_fwd2, prefetch_rows, rk_barrier)
-from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
+from _common cimport (rk_team_size, add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
                      gemm_rows, merged_backward, prefetch_dy_rows, store_y_row,
                      sum_rows, tile_start, weight_grads, zero_rows)
 
@@ -114,7 +114,7 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lst
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
     if N == 0:
-        return
+        return 0
     cdef floating* gp = &gates[0, 0]
     cdef floating* ap = &aux[0, 0]
     cdef floating* ghp = &gh[0, 0]
@@ -127,11 +127,15 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lst
     cdef const Py_ssize_t* pad = checked_padding(padding, N, y.shape[0], "y") if y.shape[0] else NULL
     cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
     cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
+    cdef int team[1]
+    team[0] = 0
     with nogil:
         zero_rows(nthreads, yp, H, H, pad, padding.shape[0])
         gemm_rows(nthreads, <int>N, <int>(3 * H), <int>I, &x[0, 0], <int>I, xrp, xpp,
                   &w_ih_t[0, 0], <int>(3 * H), gp, <int>(3 * H), NULL)
         with parallel(num_threads=step_threads):
+            if threadid() == 0:
+                team[0] = rk_team_size()
             for s in range(S):
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
@@ -148,6 +152,7 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lst
                                         counts[s + 1] if s + 1 < S else 0, offsets[s],
                                         offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
+    return team[0]
 
 
 cdef void _backward_tile(floating* dgx, floating* dgh_next, floating* dgh, floating* dh,
@@ -252,7 +257,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
     cdef Py_ssize_t s, k
     checked_pieces(wgrad_pieces)
     if N == 0:
-        return
+        return 0
     cdef floating* dgxp = &dgx[0, 0]
     cdef floating* dghp = &dgh[0, 0] if reset_after else dgxp
     cdef Py_ssize_t B = dh.shape[0], i
@@ -267,9 +272,13 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
     cdef const floating* hp = &h[0, 0]
     cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
     cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
+    cdef int team[1]
+    team[0] = 0
     with nogil:
         zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0])
         with parallel(num_threads=step_threads):
+            if threadid() == 0:
+                team[0] = rk_team_size()
             for s in range(S - 1, -1, -1):
                 if reset_after:
                     for k in prange(ntiles, schedule='static'):
@@ -313,3 +322,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
             # W_hn multiplies r*h, not h: its rows' gradient comes from r*h.
             weight_grads(nthreads, wgrad_pieces, <int>G3, <int>N, dgxp, <int>G3, <int>H, ap, <int>H,
                          &dw_hn[0, 0], <int>H, 0, <floating*>NULL, 0, <floating*>NULL, 0)
+    return team[0]

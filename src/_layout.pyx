@@ -24,8 +24,7 @@ cdef enum:
     # Below this many bytes a fork/join costs more than a second thread saves.
     # The copies here run between kernel calls, on data the kernels have just
     # pushed out to L3 or memory: they wait on misses, and two cores wait on
-    # twice as many at once (the small LSTM's weight tiles, 256 KB: 187 to
-    # 112 us on two threads, caches flushed first).
+    # twice as many at once.
     PARALLEL_BYTES = 1 << 16
 
 
@@ -192,7 +191,7 @@ cdef void _pack_block(const floating* w, const Py_ssize_t* rows,  # IN  W = w[ro
                 srcs[q] = w + (rows[r] if rows != NULL else r) * C
             # Write the panel in order, reading NR rows at once.  Walking a
             # column at a time instead wrote one value per 64-byte line, k
-            # lines apart: 2-3x slower, the lines falling into a few L1 sets.
+            # lines apart: several times slower, the lines falling into a few L1 sets.
             for p in range(k):
                 for q in range(wd):
                     panel[p * nr + q] = srcs[q][p]
@@ -229,7 +228,7 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
     (R x width: the backward ones).  Reading w through ``rows`` (the tile
     permutation) spares a permuted copy of the weights, and one call does
     every tile: a call per tile cost more in Python than the copying (a small
-    LSTM's weights took 140 us to prepare).
+    LSTM's weights took longer to prepare than to use).
 
     The blocks are packed in parallel: inside a training loop the weights
     and the output come from L3 or memory, the copy waits on misses, and two
@@ -286,7 +285,7 @@ def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch o
     with nogil:
         # The transpose by blocks of 16 rows, so that each store fills a whole
         # line: a row at a time stored I values G apart, which at G = 2048
-        # floats all fell into one L1 set (1.4 ms for the large LSTM's W_ih).
+        # floats all fell into one L1 set.
         for blk in prange((G + 15) // 16, num_threads=_copy_threads(G, I * sizeof(floating), nthreads),
                           schedule='static'):
             r0 = blk * 16

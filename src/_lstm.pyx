@@ -22,11 +22,11 @@ depend only on H, and the per-step GEMM sums in a fixed order, so results are
 bitwise identical for any thread count.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 
 from _blas cimport packed_gemm
 from _cells cimport lstm_bwd, lstm_fwd, prefetch_rows, rk_barrier
-from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
+from _common cimport (rk_team_size, add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
                      gemm_rows, merged_backward, prefetch_dy_rows, store_y_row, sum_rows,
                      tile_start, zero_rows)
 
@@ -69,7 +69,7 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs: packed (R 
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
     if N == 0:
-        return
+        return 0
     cdef floating* gp = &gates[0, 0]
     cdef floating* hp = &h[0, 0]
     cdef floating* cp = &c[0, 0]
@@ -80,17 +80,22 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs: packed (R 
     cdef const Py_ssize_t* pad = checked_padding(padding, N, y.shape[0], "y") if y.shape[0] else NULL
     cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
     cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
+    cdef int team[1]
+    team[0] = 0
     with nogil:
         zero_rows(nthreads, yp, H, H, pad, padding.shape[0])
         gemm_rows(nthreads, <int>N, <int>(4 * H), <int>I, &x[0, 0], <int>I, xrp, xpp,
                   &w_ih_t[0, 0], <int>(4 * H), gp, <int>(4 * H), NULL)
         with parallel(num_threads=step_threads):
+            if threadid() == 0:
+                team[0] = rk_team_size()
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
                     _forward_tile(gp, hp, cp, yp, yrp, wp + tile_start(<floating*>NULL, &tiles[0], k, H, 4), bp, counts[s],
                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1])
                 rk_barrier()
+    return team[0]
 
 
 cdef void _backward_tile(floating* dgates, floating* dh, floating* dc, floating* db,
@@ -146,7 +151,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (for
     cdef Py_ssize_t s, k
     checked_pieces(wgrad_pieces)
     if N == 0:
-        return
+        return 0
     cdef floating* dgp = &dgates[0, 0]
     cdef floating* dhp = &dh[0, 0]
     cdef floating* dcp = &dc[0, 0]
@@ -155,9 +160,13 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (for
     cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
     cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
     cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
+    cdef int team[1]
+    team[0] = 0
     with nogil:
         zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0])
         with parallel(num_threads=step_threads):
+            if threadid() == 0:
+                team[0] = rk_team_size()
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dgp, dhp, dcp, &db[0], &gates[0, 0], &c[0, 0], dyp, dyrp,
@@ -174,3 +183,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (for
                             dhp + tiles[k], H, False)
         merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>G4, dgp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])
+    return team[0]

@@ -6,11 +6,11 @@ needs no saved gates: the activation's derivative is read off the output
 (1 - h^2 for tanh, h > 0 for relu).
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 
 from _blas cimport packed_gemm
 from _cells cimport prefetch_rows, rk_barrier, rnn_bwd, rnn_fwd
-from _common cimport (add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
+from _common cimport (rk_team_size, add_dy_rows, checked_packed, checked_padding, checked_pieces, checked_rows,
                      gemm_rows, merged_backward, prefetch_dy_rows, store_y_row, sum_rows,
                      tile_start, zero_rows)
 
@@ -49,7 +49,7 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lst
     cdef Py_ssize_t I = x.shape[1], ntiles = tiles.shape[0] - 1
     cdef Py_ssize_t s, k
     if N == 0:
-        return
+        return 0
     cdef floating* pp = &pre[0, 0]
     cdef floating* hp = &h[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
@@ -59,17 +59,22 @@ def forward(const floating[:, ::1] x,            # IN  (R, I) inputs, as in _lst
     cdef const Py_ssize_t* pad = checked_padding(padding, N, y.shape[0], "y") if y.shape[0] else NULL
     cdef const Py_ssize_t* xrp = checked_rows(x_rows, N, x.shape[0], "x")
     cdef floating* xpp = checked_packed(xp, N, I, xrp != NULL)
+    cdef int team[1]
+    team[0] = 0
     with nogil:
         zero_rows(nthreads, yp, H, H, pad, padding.shape[0])
         gemm_rows(nthreads, <int>N, <int>H, <int>I, &x[0, 0], <int>I, xrp, xpp, &w_ih_t[0, 0], <int>H,
                   pp, <int>H, NULL)
         with parallel(num_threads=step_threads):
+            if threadid() == 0:
+                team[0] = rk_team_size()
             for s in range(S):
                 for k in prange(ntiles, schedule='static'):
                     _forward_tile(pp, hp, yp, yrp, wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), bp, counts[s],
                                   counts[s + 1] if s + 1 < S else 0, offsets[s],
                                   offsets[s + 1], N, H, tiles[k], tiles[k + 1], relu)
                 rk_barrier()
+    return team[0]
 
 
 cdef void _backward_tile(floating* dpre, floating* dh, floating* db, const floating* h,
@@ -116,7 +121,7 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
     cdef Py_ssize_t s, k
     checked_pieces(wgrad_pieces)
     if N == 0:
-        return
+        return 0
     cdef floating* dpp = &dpre[0, 0]
     cdef floating* dhp = &dh[0, 0]
     cdef const floating* wp = &w_hh_tiles[0]
@@ -124,9 +129,13 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
     cdef const Py_ssize_t* dyrp = checked_rows(dy_rows, N, dy.shape[0], "dy") if dy.shape[0] else NULL
     cdef const Py_ssize_t* dxrp = checked_rows(dx_rows, N, dx.shape[0], "dx")
     cdef const Py_ssize_t* pad = checked_padding(padding, N, dx.shape[0], "dx")
+    cdef int team[1]
+    team[0] = 0
     with nogil:
         zero_rows(nthreads, &dx[0, 0], I, I, pad, padding.shape[0])
         with parallel(num_threads=step_threads):
+            if threadid() == 0:
+                team[0] = rk_team_size()
             for s in range(S - 1, -1, -1):
                 for k in prange(ntiles, schedule='static'):
                     _backward_tile(dpp, dhp, &db[0], &h[0, 0], dyp, dyrp,
@@ -140,3 +149,4 @@ def backward(const floating[:, ::1] x,           # IN  (N, I) packed inputs (as 
                             wp + tile_start(<floating*>NULL, &tiles[0], k, H, 1), dhp + tiles[k], H, False)
         merged_backward(nthreads, wgrad_pieces, <int>N, <int>I, <int>H, <int>H, dpp, &x[0, 0],
                         &w_ih[0, 0], &h[0, 0], &dx[0, 0], dxrp, &dw_ih[0, 0], &dw_hh[0, 0])
+    return team[0]

@@ -16,9 +16,7 @@
  * (RK_KC x NR) strip of B that every row block reuses fell into a handful of
  * L1 sets and was read again from L2 for each row block; the large LSTM's 2 MB
  * of tiles per thread and step also came in from L3 in that order.  Packed,
- * the strip is 16 KB read in order.  Single-threaded, cycling through the
- * tiles as the time loop does: 64 x 512 @ 512 x 256, 80 -> 90 GFLOP/s;
- * 64 x 2048 @ 2048 x 64 (backward), 69 -> 72-86.
+ * the strip is 16 KB read in order (docs/design.md, "GEMM").
  *
  * k is taken in chunks of RK_KC; later chunks start their accumulators from
  * C, so every element of C is still summed over k in increasing order, one
@@ -37,15 +35,13 @@
 #elif defined(__AVX__)
 #define RK_VBYTES 32
 #else
-/* SSE only (RNNKERNELS_PORTABLE=1 on x86-64 builds for the baseline ISA): a
- * 32-byte generic vector there is split into halves that gcc spilled, and the
- * kernel ran at 2.4 GFLOP/s; 16-byte vectors fill the 16 xmm registers. */
+/* SSE only (the x86-64 baseline): a 32-byte generic vector there is split
+ * into halves that gcc spills; 16-byte vectors fill the 16 xmm registers. */
 #define RK_VBYTES 16
 #endif
 /* Rows per register block: 8 x 2 vectors of accumulators with AVX-512's 32
  * vector registers (the per-step products at B = 32 or 64 rows split into
- * whole blocks; against 6-row blocks on the Zen 5 a tie within the noise,
- * 0.91-1.05x in two series of alternating processes), 6 x 2 with AVX2's 16. */
+ * whole blocks), 6 x 2 with AVX2's 16. */
 #if defined(__AVX512F__)
 #define RK_MR 8
 #else

@@ -9,7 +9,8 @@ See docs/training.md.
 from .base import Layer
 from .core import (Activation, BatchNormalization, Dense, Dropout, Flatten, GlobalAveragePooling1D,
                    GlobalMaxPooling1D, Input, InputLayer, LayerNormalization, Masking)
-from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from .bidirectional import Bidirectional
+from .recurrent import GRU, LSTM, SimpleRNN
 
 __all__ = ["Layer", "Dense", "Dropout", "Activation", "Masking", "Flatten", "GlobalAveragePooling1D",
            "GlobalMaxPooling1D", "LayerNormalization", "BatchNormalization", "InputLayer", "Input",

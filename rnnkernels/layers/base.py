@@ -37,21 +37,6 @@ def _auto_name(cls_name):
     return base if n == 0 else f"{base}_{n}"
 
 
-def check_rate(name, rate):
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a float in [0, 1), got {type(rate).__name__}")
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name}: expected a float in [0, 1), got {rate}")
-    return rate
-
-
-def check_units(units):
-    if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-        raise ValueError(f"units: expected a positive integer, got {units!r}")
-    return int(units)
-
-
 class Layer:
     """Base class of every layer."""
     #: whether padded steps (``lengths``) are honoured; others refuse lengths-carrying input

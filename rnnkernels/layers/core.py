@@ -4,9 +4,9 @@ import warnings
 
 import numpy as np
 
-from .. import initializers
-from . import activations
-from .base import Layer, check_rate, check_units
+from .. import activations, initializers
+from .._util.validation import check_rate, check_units
+from .base import Layer
 
 
 def time_mask(lengths, T, dtype):

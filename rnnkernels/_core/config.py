@@ -1,0 +1,45 @@
+"""``rnnkernels.show_config()``: how the package was built and what it runs on."""
+import os
+import platform
+import sys
+
+
+def config():
+    """The build and runtime configuration as a dict (what :func:`show_config` prints)."""
+    from .._version import __version__
+    from . import blas, threads
+    info = {"version": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
+    try:
+        from . import _threads
+        info["openmp"] = _threads.openmp_enabled()
+        info["openmp_max_threads"] = _threads.omp_max_threads()
+    except ImportError as exc:  # a source checkout that was never built
+        info["openmp"] = None
+        info["build_error"] = str(exc)
+    info["cpus"] = os.cpu_count()
+    info["num_threads"] = threads.get_num_threads()
+    info["usage"] = threads.usage()
+    try:
+        info["blas"] = blas.describe()
+    except Exception as exc:  # threadpoolctl cannot read a library: say so, do not fail
+        info["blas"] = [f"unknown ({exc})"]
+    return info
+
+
+def show_config(file=None):
+    """Print the build (OpenMP), the thread settings, the BLAS libraries and
+    what the last kernel calls ran on."""
+    info = config()
+    out = file or sys.stdout
+    usage = info["usage"]
+    last = usage["last_call"]
+    lines = [f"rnnkernels {info['version']} (python {info['python']}, {info['platform']})",
+             f"build: OpenMP {'yes' if info['openmp'] else 'no' if info['openmp'] is False else 'unknown'}"
+             + (f" (default team {info['openmp_max_threads']})" if info.get('openmp') else "")
+             + (f"; not built: {info['build_error']}" if "build_error" in info else ""),
+             f"threads: {info['num_threads']} (CPUs: {info['cpus']})",
+             f"kernel calls: {usage['calls']}, most threads in a time loop: {usage['max_time_loop_threads']}"
+             + (f"; last: {last['kernel']} on {last['time_loop_threads']} of {last['threads']} threads"
+                if last else "")]
+    lines += [f"BLAS: {b}" for b in info["blas"]]
+    print("\n".join(lines), file=out)

@@ -1,0 +1,6 @@
+"""``python -m rnnkernels.bench``: the same as ``rnnkernels bench``."""
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""What every command shares: one-line errors and exit statuses, the parser
+class, output-path checks, the thread option."""
+import argparse
+import os
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure to report as one line (no traceback)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def one_line(exc):
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename!r}: {exc.strerror or text}"
+    return " ".join(text.split())
+
+
+
+def check_writable(path, option):
+    """Fail before training, not after, when an output cannot be written."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"{option} {path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path!r}: is a directory, expected a file name")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"{option} {path!r}: folder {folder!r} is not writable")
+
+
+
+def apply_threads(args):
+    """``--threads N``: the kernels' thread count for this command."""
+    if getattr(args, "threads", None):
+        from .._core.threads import set_num_threads
+        set_num_threads(args.threads)

@@ -1,0 +1,28 @@
+"""Shared fixtures and settings of the test suites.
+
+The suites import the installed package (pyproject.toml puts only tests/ on
+sys.path, for tests/helpers).  ``CI=true`` (set by CI and by .ci/run) makes
+checks that a user's own build may legitimately skip, such as OpenMP being
+compiled in, fail instead of skipping.
+"""
+import os
+
+import pytest
+
+import rnnkernels
+from helpers.environment import FSDD
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def threads(request):
+    """Run the test at 1 and at 2 kernel threads."""
+    with rnnkernels.num_threads(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def fsdd():
+    """The FSDD recordings folder, or a skip where it is not beside the checkout."""
+    if not os.path.isdir(FSDD):
+        pytest.skip(f"FSDD recordings not present at {FSDD}")
+    return FSDD

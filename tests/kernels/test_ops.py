@@ -1,0 +1,323 @@
+"""The compiled kernels (rnnkernels.ops) against the NumPy reference, plus the
+properties the reference cannot check: bitwise determinism over thread
+counts, memory layouts, validation and edge cases."""
+import numpy as np
+import pytest
+
+import rnnkernels
+from rnnkernels import ops, reference
+from rnnkernels._core import plan as plan_module, tuning
+
+from helpers.cells import CELLS, assert_close, make_case, run
+
+CELL_NAMES = list(CELLS)
+
+# (T, B, I, H): ones, primes, sizes that are not multiples of the SIMD width,
+# and H large enough to span several hidden-unit tiles with a ragged last one.
+SHAPES = [(1, 1, 1, 1), (7, 5, 3, 13), (4, 3, 2, 37), (3, 11, 17, 70), (2, 2, 5, 131)]
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_matches_reference(cell, shape, dtype, threads):
+    case = make_case(cell, *shape, dtype=dtype, seed=sum(shape))
+    assert_close(run(ops, cell, case), run(reference, cell, case), dtype, cell)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [[6, 0, 3, 6, 1, 2, 5], [0] * 7, [1, 2, 3, 4, 5, 6, 6]],
+                         ids=["mixed", "all_zero", "sorted_up"])
+def test_lengths_and_reverse(cell, reverse, lengths, threads):
+    case = make_case(cell, 6, 7, 4, 37, lengths=np.array(lengths), seed=3)
+    assert_close(run(ops, cell, case, reverse=reverse),
+                 run(reference, cell, case, reverse=reverse), np.float64, cell)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("bias,states,grads", [(False, False, False), (True, False, True),
+                                               (False, True, False)])
+def test_optional_arguments(cell, bias, states, grads):
+    case = make_case(cell, 5, 4, 3, 9, bias=bias, states=states, grads=grads, seed=5)
+    assert_close(run(ops, cell, case), run(reference, cell, case), np.float64, cell)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("varlen", [False, True])
+def test_bitwise_identical_for_any_thread_count(cell, varlen):
+    lengths = np.array([40, 3, 17, 40, 0, 25] * 6) if varlen else None
+    case = make_case(cell, 40, 36, 24, 150, dtype=np.float32, lengths=lengths, seed=9)
+    results = []
+    for n in (1, 2, 3):
+        with rnnkernels.num_threads(n):
+            results.append(run(ops, cell, case, reverse=varlen))
+    for other in results[1:]:
+        for k, v in results[0].items():
+            if k != "cache" and v is not None:
+                assert np.array_equal(v, other[k]), k
+
+
+def test_unit_tile_follows_the_size_and_the_machine(monkeypatch):
+    """64-unit tiles unless that leaves fewer tiles than CPUs (up to H = 256);
+    never a function of a call's thread count; the environment overrides."""
+    monkeypatch.delenv("RNNKERNELS_UNIT_TILE", raising=False)
+    monkeypatch.setattr(tuning, "CPUS", 2)
+    assert [tuning.unit_tile(H) for H in (1, 64, 127, 128, 256, 512)] == [32, 32, 32, 64, 64, 64]
+    monkeypatch.setattr(tuning, "CPUS", 16)
+    assert [tuning.unit_tile(H) for H in (128, 256, 257, 1024)] == [32, 32, 64, 64]
+    monkeypatch.setenv("RNNKERNELS_UNIT_TILE", "16")
+    assert tuning.unit_tile(512) == 16
+
+
+def test_weight_gradient_pieces_follow_the_shape_and_the_machine(monkeypatch):
+    """The rows of each weight-gradient reduction are split into one piece per
+    CPU of the machine, each at least 256 rows, at most 16: never a function
+    of a call's thread count."""
+    monkeypatch.setattr(tuning, "CPUS", 2)
+    assert [tuning.wgrad_pieces(k) for k in (0, 1, 255, 256, 511, 512, 3200)] == [1, 1, 1, 1, 1, 2, 2]
+    monkeypatch.setattr(tuning, "CPUS", 16)
+    assert [tuning.wgrad_pieces(k) for k in (255, 1024, 1279, 4096, 10 ** 6)] == [1, 4, 4, 16, 16]
+    monkeypatch.setattr(tuning, "CPUS", 3)
+    assert tuning.wgrad_pieces(3200) == 3
+    monkeypatch.setattr(tuning, "CPUS", 1)
+    assert [tuning.wgrad_pieces(k) for k in (128, 12800)] == [1, 1]
+
+
+@pytest.mark.parametrize("cell, T, B, H, pieces", [("lstm", 40, 26, 13, 4), ("gru", 37, 29, 7, 4),
+                                                   ("gru_reset_before", 37, 29, 7, 4),
+                                                   ("rnn_tanh", 23, 31, 33, 2)])
+def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, T, B, H, pieces, monkeypatch):
+    """A machine with more CPUs sums the weight gradients in more pieces of
+    rows (here of unequal sizes, each over more than one of the kernel's
+    256-row chunks): the result is still the reference's, and still bitwise
+    identical over thread counts."""
+    case = make_case(cell, T, B, 3, H, dtype=np.float64, seed=4)
+    expected = run(reference, cell, case)
+    monkeypatch.setattr(tuning, "CPUS", 16)
+    assert tuning.wgrad_pieces(T * B) == pieces
+    results = []
+    for n in (1, 2, 3):
+        with rnnkernels.num_threads(n):
+            results.append(run(ops, cell, case))
+        assert_close(results[-1], expected, np.float64, cell)
+    for other in results[1:]:
+        for k, v in results[0].items():
+            if k != "cache" and v is not None:
+                assert np.array_equal(v, other[k]), k
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_kernels_refuse_zero_weight_gradient_pieces(cell, monkeypatch):
+    monkeypatch.setattr(tuning, "wgrad_pieces", lambda m: 0)
+    case = make_case(cell, 3, 2, 2, 5, seed=1)
+    with pytest.raises(ValueError, match="wgrad_pieces: expected at least 1, got 0"):
+        run(ops, cell, case)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_any_memory_layout(cell):
+    case = make_case(cell, 5, 4, 6, 11, seed=2)
+    want = run(ops, cell, case)
+    odd = dict(case)
+    for k in ("x", "w_ih", "w_hh", "h0", "dy"):
+        a = case[k]
+        if k == "x":
+            big = np.zeros(a.shape[:2] + (2 * a.shape[2],), a.dtype)  # strided view
+            big[..., ::2] = a
+            a = big[..., ::2]
+        elif a.ndim == 2:
+            a = np.asfortranarray(a)
+        a = a.copy() if a.flags.writeable is False else a
+        a.flags.writeable = False  # read-only must work
+        odd[k] = a
+    got = run(ops, cell, odd)
+    assert_close(got, want, np.float64, cell)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_inference_keeps_nothing(cell):
+    case = make_case(cell, 5, 3, 4, 8, seed=1)
+    train = run(ops, cell, case, backward=False)
+    infer = run(ops, cell, case, training=False)
+    assert infer["cache"] is None
+    np.testing.assert_array_equal(train["y"], infer["y"])
+    np.testing.assert_array_equal(train["h_n"], infer["h_n"])
+    _, name, _ = CELLS[cell]
+    with pytest.raises(ValueError, match="cache"):
+        getattr(ops, f"{name}_backward")(None, case["dy"])
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_variable_length_inference_again_and_again(cell, threads):
+    """Inference gathers the inputs into a recycled scratch buffer, next to the
+    kernels' own scratch: repeated calls (the buffers then already large
+    enough, so handed out again) must keep giving the reference's answer."""
+    case = make_case(cell, 6, 7, 4, 37, lengths=np.array([6, 0, 3, 6, 1, 2, 5]), seed=5)
+    want = run(reference, cell, case, training=False)
+    for _ in range(3):
+        got = run(ops, cell, case, training=False)
+        assert_close({"y": got["y"], "h_n": got["h_n"]}, {"y": want["y"], "h_n": want["h_n"]},
+                     np.float64, cell)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_padding_is_zero_in_recycled_buffers(cell, threads, monkeypatch):
+    """The kernels write y and dL/dx in the caller's padded layout and zero the
+    rows past each length themselves: buffers that come back from the pool
+    full of old values must not leak them."""
+    from rnnkernels._core import memory as _memory
+    handed_out = _memory.empty
+
+    def dirty(shape, dtype):
+        out = handed_out(shape, dtype)
+        out.fill(np.nan)
+        return out
+
+    monkeypatch.setattr(ops, "_aligned_empty", dirty)
+    monkeypatch.setattr(plan_module, "_aligned_empty", dirty)
+    lengths = np.array([6, 0, 3, 6, 1, 2, 5])
+    case = make_case(cell, 6, 7, 4, 37, lengths=lengths, seed=6)
+    got = run(ops, cell, case)
+    past = np.arange(6)[:, None] >= lengths[None, :]
+    assert np.all(got["y"][past] == 0) and np.all(got["d_x"][past] == 0)
+    assert_close(got, run(reference, cell, case), np.float64, cell)
+
+
+def test_kernels_check_the_row_maps_they_write_through():
+    """The kernels write y and dX through index arrays: a bad index must be a
+    ValueError, never a write outside the array."""
+    from rnnkernels._core import _rnn
+    rng = np.random.default_rng(0)
+    T, B, I, H = 3, 2, 2, 5
+    x = rng.standard_normal((T, B, I))
+    p = ops._Prepared("rnn", 1, x, rng.standard_normal((H, I)), rng.standard_normal((H, H)),
+                      None, None, None, np.array([3, 1]), False)
+    plan = p.plan
+    x_rows, rows, xp = p.inputs()
+
+    def call(x_rows=x_rows, rows=rows, xp=xp, y_rows=plan.rows, padding=plan.padding):
+        _rnn.forward(x_rows, rows, xp, p.weights.w_ih_t, p.weights.w_hh_fwd, np.zeros(H),
+                     plan.counts, plan.offsets, p.tiles, p.hbuf, np.empty((plan.N, H)),
+                     np.empty((T * B, H)), y_rows, padding, False, 1, 1)
+
+    call()
+    bad = plan.padding.copy()
+    bad[0] = T * B
+    with pytest.raises(ValueError, match="padding: index 6 out of range for 6 rows of y"):
+        call(padding=bad)
+    with pytest.raises(ValueError, match="padding: expected 2 rows of y"):
+        call(padding=plan.padding[:1])
+    bad = rows.copy()
+    bad[-1] = -1
+    with pytest.raises(ValueError, match="x_rows: index -1 out of range"):
+        call(rows=bad)
+    with pytest.raises(ValueError, match=r"xp: expected shape \(4, 2\)"):
+        call(xp=np.empty((3, I)))
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_cache_reusable(cell):
+    case = make_case(cell, 4, 3, 2, 5, seed=4)
+    out = run(ops, cell, case)
+    _, name, _ = CELLS[cell]
+    again = getattr(ops, f"{name}_backward")(out["cache"], case["dy"], case["dh_n"],
+                                             *([case["dc_n"]] if name == "lstm" else []))
+    for k, v in again.items():
+        if v is not None:
+            np.testing.assert_array_equal(v, out["d_" + k])
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("T,B", [(0, 3), (4, 0)])
+def test_empty_batch_or_time(cell, T, B):
+    case = make_case(cell, T, B, 3, 5, seed=0)
+    out = run(ops, cell, case)
+    assert out["y"].shape == (T, B, 5)
+    np.testing.assert_array_equal(out["h_n"], case["h0"])  # no step ran
+    assert not np.any(out["d_w_ih"]) and not np.any(out["d_w_hh"])
+    np.testing.assert_array_equal(out["d_h0"], case["dh_n"])
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_nan_propagates_inf_saturates(cell):
+    case = make_case(cell, 4, 3, 2, 6, seed=6)
+    case["x"][1, 0, 0] = np.nan
+    out = run(ops, cell, case, backward=False)
+    assert np.isnan(out["y"][1:, 0]).all()          # NaN carried along its sequence
+    assert np.isfinite(out["y"][:, 1:]).all()        # and nowhere else
+    huge = make_case(cell, 4, 3, 2, 6, seed=6, states=False)
+    huge["x"] *= 1e6
+    out = run(ops, cell, huge, backward=False)
+    if cell != "rnn_relu":  # relu is unbounded by definition
+        assert np.isfinite(out["y"]).all() and np.abs(out["y"]).max() <= 1
+
+
+def test_float32_saturation_is_exact_at_the_limits():
+    x = np.array([[[-1e30], [-100.0], [0.0], [100.0], [1e30]]], np.float32)
+    w_ih = np.ones((1, 1), np.float32)
+    w_hh = np.zeros((1, 1), np.float32)
+    y, _, _ = ops.rnn_forward(x, w_ih, w_hh, None, None, training=False)
+    np.testing.assert_array_equal(y.ravel(), [-1, -1, 0, 1, 1])
+
+
+# ------------------------------------------------------------ validation
+def _lstm_args(T=3, B=2, I=4, H=5, dtype=np.float64):
+    case = make_case("lstm", T, B, I, H, dtype=dtype)
+    return case, (case["x"], case["w_ih"], case["w_hh"], case["b_ih"], case["b_hh"])
+
+
+@pytest.mark.parametrize("mutate,exc,match", [
+    (lambda a: {"x": a["x"][0]}, ValueError, r"x: expected 3 dimensions"),
+    (lambda a: {"x": a["x"].astype(np.int32)}, TypeError, r"x: expected dtype float32 or float64"),
+    (lambda a: {"x": "text"}, TypeError, r"x:"),
+    (lambda a: {"w_ih": a["w_ih"][:, :-1]}, ValueError, r"w_ih: expected shape \(20, 4\)"),
+    (lambda a: {"w_hh": a["w_hh"][:15]}, ValueError, r"w_hh: expected shape \(4\*H, H\)"),
+    (lambda a: {"w_hh": np.zeros((15, 5))}, ValueError, r"4 gates"),
+    (lambda a: {"b_ih": a["b_ih"][:-1]}, ValueError, r"b_ih: expected shape \(20,\)"),
+    (lambda a: {"b_hh": np.zeros((20, 1))}, ValueError, r"b_hh"),
+    (lambda a: {"h0": np.zeros((3, 5))}, ValueError, r"h0: expected shape \(2, 5\)"),
+    (lambda a: {"c0": np.zeros((2, 4))}, ValueError, r"c0: expected shape \(2, 5\)"),
+    (lambda a: {"lengths": [1, 2, 3]}, ValueError, r"lengths: expected shape \(2,\)"),
+    (lambda a: {"lengths": [4, 1]}, ValueError, r"lengths: expected values in \[0, 3\]"),
+    (lambda a: {"lengths": [-1, 1]}, ValueError, r"lengths: expected values in"),
+    (lambda a: {"lengths": [1.5, 1]}, TypeError, r"lengths: expected integers"),
+    (lambda a: {"lengths": ["a", "b"]}, TypeError, r"lengths"),
+    (lambda a: {"w_ih": np.zeros((20, 4), complex)}, TypeError, r"w_ih: expected a real"),
+])
+def test_lstm_forward_rejects(mutate, exc, match):
+    case, _ = _lstm_args()
+    kwargs = dict(x=case["x"], w_ih=case["w_ih"], w_hh=case["w_hh"], b_ih=case["b_ih"],
+                  b_hh=case["b_hh"], h0=case["h0"], c0=case["c0"])
+    kwargs.update(mutate(case))
+    with pytest.raises(exc, match=match):
+        ops.lstm_forward(**kwargs)
+
+
+def test_cell_specific_rejections():
+    case = make_case("rnn_tanh", 3, 2, 4, 5)
+    args = (case["x"], case["w_ih"], case["w_hh"], case["b_ih"], case["b_hh"])
+    with pytest.raises(ValueError, match="nonlinearity: expected 'tanh' or 'relu', got 'sigmoid'"):
+        ops.rnn_forward(*args, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="w_hh: expected shape \\(3\\*H, H\\) for gru"):
+        ops.gru_forward(*args)
+    gcase = make_case("gru", 3, 2, 4, 5)
+    with pytest.raises(TypeError, match="reset_after"):
+        ops.gru_forward(gcase["x"], gcase["w_ih"], gcase["w_hh"], None, None, reset_after="no")
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_backward_rejects_bad_gradients_and_caches(cell):
+    case = make_case(cell, 3, 2, 4, 5)
+    out = run(ops, cell, case, backward=False)
+    _, name, _ = CELLS[cell]
+    bwd = getattr(ops, f"{name}_backward")
+    with pytest.raises(ValueError, match=r"dy: expected shape \(3, 2, 5\)"):
+        bwd(out["cache"], np.zeros((3, 2, 4)))
+    with pytest.raises(ValueError, match=r"dh_n: expected shape \(2, 5\)"):
+        bwd(out["cache"], None, np.zeros((5, 2)))
+    with pytest.raises(TypeError, match="cache"):
+        bwd({"not": "a cache"}, None)
+    other = "rnn" if name != "rnn" else "lstm"
+    with pytest.raises(TypeError, match=f"from {name}_forward"):
+        getattr(ops, f"{other}_backward")(out["cache"], None)

@@ -1,0 +1,67 @@
+"""The thread-count API, what the build has, and what the calls ran on."""
+import numpy as np
+import pytest
+
+import rnnkernels
+from helpers.environment import IN_CI
+from rnnkernels import ops
+from rnnkernels._core import threads as kernel_threads
+
+
+def test_num_threads_api():
+    before = rnnkernels.get_num_threads()
+    with rnnkernels.num_threads(1):
+        assert rnnkernels.get_num_threads() == 1
+    assert rnnkernels.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        rnnkernels.set_num_threads(0)
+    with pytest.raises(TypeError, match="num_threads"):
+        rnnkernels.set_num_threads(1.5)
+    # inside a thread's share (a Bidirectional direction) the process-wide value is what
+    # set_num_threads returns and restores
+    from rnnkernels._core import threads as _config
+    with rnnkernels.num_threads(3):
+        with _config.thread_share(1):
+            assert rnnkernels.get_num_threads() == 1
+            with rnnkernels.num_threads(2):
+                pass
+        assert rnnkernels.get_num_threads() == 3
+    assert rnnkernels.get_num_threads() == before
+
+
+def test_the_build_has_openmp_where_it_is_expected():
+    """CI builds with OpenMP: a serial build there is a failure.  A user's own
+    serial build (no OpenMP compiler, or RNNKERNELS_NO_OPENMP=1) skips."""
+    from rnnkernels._core import _threads
+    if not _threads.openmp_enabled():
+        if IN_CI:
+            pytest.fail("this CI build of the kernels has no OpenMP (serial build)")
+        pytest.skip("serial build: the kernels were compiled without OpenMP")
+    assert _threads.omp_max_threads() >= 1
+
+
+def test_calls_record_the_threads_their_time_loop_ran_on():
+    """An LSTM with two hidden-unit tiles and enough work per step runs its
+    time loop on 2 threads when given 2, on 1 when given 1; usage() says so."""
+    from rnnkernels._core import _threads
+    if not _threads.openmp_enabled():
+        pytest.skip("serial build")
+    rng = np.random.default_rng(0)
+    T, B, I, H = 5, 32, 8, 128
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih, w_hh = (rng.standard_normal((4 * H, n)).astype(np.float32) * 0.1 for n in (I, H))
+    for n in (2, 1):
+        kernel_threads.reset_usage()
+        with rnnkernels.num_threads(n):
+            y, _, _, cache = ops.lstm_forward(x, w_ih, w_hh, None, None)
+            ops.lstm_backward(cache, np.ones_like(y))
+        usage = kernel_threads.usage()
+        assert usage["calls"] == 2 and usage["max_time_loop_threads"] == n
+        assert usage["last_call"] == {"kernel": "lstm_backward", "threads": n, "time_loop_threads": n}
+
+
+def test_show_config_says_what_runs(capsys):
+    rnnkernels.show_config()
+    out = capsys.readouterr().out
+    assert out.startswith(f"rnnkernels {rnnkernels.__version__}")
+    assert "build: OpenMP" in out and "threads:" in out and "BLAS:" in out
