@@ -97,7 +97,7 @@ def _extensions():
         "cdivision": True,
         "nonecheck": debug,
     }
-    modules = [m for m in ("_lstm", "_gru", "_rnn", "_layout", "_threads", "_gemm") if os.path.exists(f"src/{m}.pyx")]
+    modules = ("_kernels", "_layout", "_threads")
     exts = [
         Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
         for m in modules

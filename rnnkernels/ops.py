@@ -1,32 +1,38 @@
-"""Compiled forward/backward kernels for RNN, LSTM and GRU.
+"""Compiled forward/backward kernels for RNN, LSTM and GRU, and their variants.
 
 Same signatures and semantics as :mod:`rnnkernels.reference` (see
-docs/kernel-abi.md).  This module is the Python half of the layering: it
-validates arguments and allocates every buffer; :mod:`rnnkernels._core`
-plans the packed layout (``plan``) and permutes the weights into the
-kernels' tiles (``weights``); the compiled modules only compute.
+docs/kernel-abi.md), plus entries for PyTorch's PackedSequence layout
+(``*_forward_packed``).  This module is the Python half of the layering: it
+validates the caller's arguments (its own checks: it shares no code with the
+reference, so each checks the other) and allocates every buffer;
+:mod:`rnnkernels._core` plans the packed layout (``plan``) and permutes and
+packs the weights into the kernels' tiles (``weights``); the compiled
+skeleton (src/_recurrent_t.h) only computes, with the point updates of the
+kernel cell the call needs (``_core.cells.kernel_cell``).
 """
 import numpy as np
 
-from ._core import threads as _threads, tuning as _tuning
-from ._core.blas import pin_blas as _pin_blas
+from ._core import cells as _cells, threads as _threads, tuning as _tuning
+from ._core.isa import kernels as _kernels
 from ._core.memory import empty as _aligned_empty, scratch as _scratch, zeros as _aligned_zeros
-from ._core.plan import NO_ROWS as _NO_ROWS, plan as _plan
+from ._core.plan import packed_plan as _packed_plan, plan as _plan
 from ._core.weights import Weights as _Weights
 
 _FLOAT_DTYPES = (np.float32, np.float64)
+_NONLINEARITIES = ("tanh", "relu")
+
 
 # ---------------------------------------------------------------- validation
-def _input(x):
+def _input(x, name="x", ndim=3, layout="(T, B, I)"):
     if not hasattr(x, "__array__") and not isinstance(x, (list, tuple)):
-        raise TypeError(f"x: expected an array of shape (T, B, I), got {type(x).__name__}")
+        raise TypeError(f"{name}: expected an array of shape {layout}, got {type(x).__name__}")
     x = np.asarray(x)
     if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"x: expected dtype float32 or float64, got {x.dtype}")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected 3 dimensions (T, B, I), got shape {x.shape}")
-    if x.shape[2] < 1:
-        raise ValueError(f"x: expected input size I >= 1, got shape {x.shape}")
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions {layout}, got shape {x.shape}")
+    if x.shape[-1] < 1:
+        raise ValueError(f"{name}: expected input size I >= 1, got shape {x.shape}")
     return x
 
 
@@ -35,9 +41,9 @@ def _array(name, a, dtype, shape, allow_none=False):
     if a is None:
         if allow_none:
             return None
-        raise ValueError(f"{name}: expected an array of shape {shape}, got None")
+        raise ValueError(f"{name}: expected an array of shape {tuple(shape)}, got None")
     if not hasattr(a, "__array__") and not isinstance(a, (list, tuple)):
-        raise TypeError(f"{name}: expected an array of shape {shape}, got {type(a).__name__}")
+        raise TypeError(f"{name}: expected an array of shape {tuple(shape)}, got {type(a).__name__}")
     a = np.asarray(a)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
@@ -46,28 +52,39 @@ def _array(name, a, dtype, shape, allow_none=False):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def _weights(w_ih, w_hh, b_ih, b_hh, gates, cell, x):
-    dtype = x.dtype
-    I = x.shape[2]
+def _weights(w_ih, w_hh, b_ih, b_hh, w_hr, gates, cell, I, dtype):
+    """The weights as arrays of ``dtype``; returns them with H and P."""
     for name, w in (("w_ih", w_ih), ("w_hh", w_hh)):
         if w is None or not hasattr(w, "shape") and not isinstance(w, (list, tuple)):
             raise TypeError(f"{name}: expected a 2-D array, got {type(w).__name__}")
     w_hh = np.asarray(w_hh)
-    if w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != gates * w_hh.shape[1]:
-        raise ValueError(f"w_hh: expected shape ({gates}*H, H) for {cell} "
-                         f"({gates} gates), got {w_hh.shape}")
-    H = w_hh.shape[1]
+    if w_hr is None:
+        if w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != gates * w_hh.shape[1]:
+            raise ValueError(f"w_hh: expected shape ({gates}*H, H) for {cell} "
+                             f"({gates} gates), got {w_hh.shape}")
+        H = P = w_hh.shape[1]
+    else:
+        if not hasattr(w_hr, "shape") and not isinstance(w_hr, (list, tuple)):
+            raise TypeError(f"w_hr: expected an array of shape (P, H), got {type(w_hr).__name__}")
+        w_hr = np.asarray(w_hr)
+        if w_hr.ndim != 2 or w_hr.shape[0] < 1 or w_hr.shape[1] < 1:
+            raise ValueError(f"w_hr: expected shape (P, H) with P, H >= 1, got {w_hr.shape}")
+        P, H = w_hr.shape
+        w_hr = _array("w_hr", w_hr, dtype, (P, H))
+        if w_hh.shape != (gates * H, P):
+            raise ValueError(f"w_hh: expected shape ({gates * H}, {P}) for {cell} with w_hr {w_hr.shape} "
+                             f"({gates}*H, P), got {w_hh.shape}")
     w_ih = _array("w_ih", w_ih, dtype, (gates * H, I))
-    w_hh = _array("w_hh", w_hh, dtype, (gates * H, H))
+    w_hh = _array("w_hh", w_hh, dtype, (gates * H, P))
     b_ih = _array("b_ih", b_ih, dtype, (gates * H,), allow_none=True)
     b_hh = _array("b_hh", b_hh, dtype, (gates * H,), allow_none=True)
-    return w_ih, w_hh, b_ih, b_hh, H
+    return w_ih, w_hh, b_ih, b_hh, w_hr, H, P
 
 
-def _state(name, s, dtype, B, H):
+def _state(name, s, dtype, B, size):
     if s is None:
-        return np.zeros((B, H), dtype)
-    return _array(name, s, dtype, (B, H))
+        return np.zeros((B, size), dtype)
+    return _array(name, s, dtype, (B, size))
 
 
 def _lengths(lengths, T, B):
@@ -86,10 +103,40 @@ def _lengths(lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int64)  # their range: _layout.longest_first
 
 
+def _batch_sizes(batch_sizes, N):
+    """A PackedSequence's batch_sizes: positive, non-increasing, summing to N."""
+    if not hasattr(batch_sizes, "__array__") and not isinstance(batch_sizes, (list, tuple)):
+        raise TypeError(f"batch_sizes: expected a 1-D integer array, got {type(batch_sizes).__name__}")
+    bs = np.asarray(batch_sizes)
+    if bs.dtype.kind not in "iu" or bs.ndim != 1:
+        raise TypeError(f"batch_sizes: expected a 1-D integer array, got dtype {bs.dtype} shape {bs.shape}")
+    if bs.size and (bs.min() < 1 or np.any(np.diff(bs) > 0)):
+        raise ValueError(f"batch_sizes: expected positive, non-increasing counts, got {bs.tolist()[:8]}")
+    if int(bs.sum()) != N:
+        raise ValueError(f"batch_sizes: expected counts summing to data's {N} rows, got {int(bs.sum())}")
+    return bs.astype(np.intp)
+
+
 def _flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return bool(value)
+
+
+def _rate(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a rate in [0, 1) or a mask array, got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise ValueError(f"{name}: expected a rate in [0, 1), got {value!r}")
+    return value
+
+
+def _vectors(name, values, names, sizes, dtype):
+    if not isinstance(values, (tuple, list)) or len(values) != len(names):
+        got = f"{type(values).__name__}" + (f" of {len(values)}" if isinstance(values, (tuple, list)) else "")
+        raise TypeError(f"{name}: expected a tuple ({', '.join(names)}), got {got}")
+    return tuple(_array(f"{name}[{k}] ({n})", v, dtype, (s,)) for k, (v, n, s) in enumerate(zip(values, names, sizes)))
 
 
 def _cache_for(cache, kind):
@@ -103,17 +150,6 @@ def _cache_for(cache, kind):
     return cache
 
 
-def _grad(name, g, plan, dtype, H):
-    """Validate an output gradient (T, B, H); return it as (T*B, H) rows and
-    the row of each packed row (empty when the rows are the packed ones), for
-    the kernels to read in place."""
-    if g is None:
-        return np.empty((0, H), dtype), _NO_ROWS
-    g = _array(name, g, dtype, (plan.T, plan.B, H)).reshape(plan.T * plan.B, H)
-    return g, plan.rows
-
-
-
 class _Cache:
     """What backward needs; opaque to callers."""
 
@@ -122,11 +158,64 @@ class _Cache:
         self.__dict__.update(fields)
 
 
-def _kernel_threads(plan, gates, H, tiles, I):
-    """(merged GEMMs, time loop) thread counts for one call, with the kernels'
-    BLAS held to one thread (its calls run inside our OpenMP regions)."""
-    _pin_blas(1, which="kernels")
-    return _tuning.threads_for(plan, gates, H, tiles, I)
+class _Variants:
+    """One call's variants, validated: None where off."""
+
+    def __init__(self, kind, dtype, row_shape, B, H, P, peephole=None, layer_norm=None,
+                 recurrent_mask=None, zoneout=None, w_hr=None, reset_after=True):
+        given = {"w_hr": w_hr, "peephole": peephole, "layer_norm": layer_norm,
+                 "recurrent_mask": recurrent_mask, "zoneout": zoneout}
+        on = [n for n, v in given.items() if v is not None]
+        for a in on:
+            for b in on:
+                if a < b and frozenset({a, b}) not in _cells.COMPATIBLE:
+                    raise ValueError(f"{a}, {b}: these {kind} variants cannot be combined; give one of them")
+        self.peephole = self.layer_norm = self.mask = None
+        self.zh = self.zc = None             # (row_shape + (P,)) / (H,) weight arrays
+        self.zh_rate = self.zc_rate = -1.0   # or rates (-1: off)
+        if peephole is not None:
+            self.peephole = _vectors("peephole", peephole, ("w_ci", "w_cf", "w_co"), (H, H, H), dtype)
+        if layer_norm is not None:
+            if kind == "gru" and not reset_after:
+                raise ValueError("layer_norm: the LayerNorm GRU has reset_after=True equations; "
+                                 "got reset_after=False")
+            G = _cells.CELLS[kind].gates
+            names = ("gamma_ih", "gamma_hh", "gamma_c", "beta_c") if kind == "lstm" else ("gamma_ih", "gamma_hh")
+            sizes = (G * H, G * H, H, H)[:len(names)]
+            self.layer_norm = dict(zip(names, _vectors("layer_norm", layer_norm, names, sizes, dtype)))
+        if recurrent_mask is not None:
+            self.mask = _array("recurrent_mask", recurrent_mask, dtype, (B, P))
+        if zoneout is not None:
+            if kind == "lstm":
+                if not isinstance(zoneout, (tuple, list)) or len(zoneout) != 2:
+                    raise TypeError(f"zoneout: expected a pair (z_h, z_c) for lstm, got {type(zoneout).__name__}")
+                z_h, z_c = zoneout
+            else:
+                z_h, z_c = zoneout, None
+            self.zh, self.zh_rate = self._zoneout("zoneout[0] (z_h)" if kind == "lstm" else "zoneout",
+                                                  z_h, dtype, row_shape + (P,))
+            self.zc, self.zc_rate = self._zoneout("zoneout[1] (z_c)", z_c, dtype, row_shape + (H,))
+
+    @staticmethod
+    def _zoneout(name, z, dtype, shape):
+        if z is None:
+            return None, -1.0
+        if np.ndim(z) == 0 and not hasattr(z, "shape"):
+            return None, _rate(name, z)
+        return _array(name, z, dtype, shape), -1.0
+
+
+# ------------------------------------------------------------------ the calls
+def _kernel_threads(plan, G, H, P, ntiles, I, rows_split):
+    """(merged GEMMs, time loop) thread counts for one call."""
+    return _tuning.threads_for(plan, G, H, P, ntiles, I, rows_split)
+
+
+def _weight_grad(shape, dtype, n_rows):
+    """Buffer for a weight gradient: the kernels' merged GEMMs overwrite all of
+    it when there is at least one packed row, so it is zeroed only for an
+    empty batch (a zeroing pass is a full write of the gradient)."""
+    return (_aligned_empty if n_rows else _aligned_zeros)(shape, dtype)
 
 
 # Inference's packed inputs: a scratch slot of their own (the kernels' other
@@ -134,257 +223,316 @@ def _kernel_threads(plan, gates, H, tiles, I):
 _XP_SLOT = 2
 
 
-class _Prepared:
-    """Validated arguments of a forward call, packed and permuted for the kernels."""
-
-    def __init__(self, cell, gates, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                 backward="tiles"):
-        self.x = x = _input(x)
-        self.dtype = x.dtype
-        self.T, self.B, self.I = x.shape
-        self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.H = _weights(
-            w_ih, w_hh, b_ih, b_hh, gates, cell, x)
-        self.h0 = _state("h0", h0, self.dtype, self.B, self.H)
-        self.plan = _plan(self.T, self.B, _lengths(lengths, self.T, self.B),
-                          _flag("reverse", reverse))
-        self.weights = _Weights(self.w_ih, self.w_hh, gates, _tuning.unit_tile(self.H), backward)
-        self.tiles = self.weights.tiles
-        # The kernels read x's rows in place and gather them into xp, the
-        # packed inputs that backward reads (a scratch buffer for inference);
-        # with equal lengths the rows are already packed.
-        self.x_rows = np.ascontiguousarray(x).reshape(self.T * self.B, self.I)
-        if self.plan.identity:
-            self.xp = self.x_rows
+def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonlinearity="tanh"):
+    """One forward call: x (row_shape + (I,)) checked, the plan made, the
+    weights (w_ih, w_hh, b_ih, b_hh, w_hr, H, P) and the variants v checked.
+    Returns y, the final states and the cache (None unless training)."""
+    w_ih, w_hh, b_ih, b_hh, w_hr, H, P = weights
+    spec = _cells.CELLS[kind]
+    G, dtype, I, B, N = spec.gates, x.dtype, x.shape[-1], plan.B, plan.N
+    GH = G * H
+    cell_name = _cells.kernel_cell(kind, peephole=v.peephole is not None, layer_norm=v.layer_norm is not None,
+                                   reset_after=reset_after, nonlinearity=nonlinearity)
+    rows_split = cell_name in _cells.ROW_SPLIT
+    ub = H if rows_split else _tuning.unit_tile(H)
+    backward = None if not training else "gate_split" if cell_name == "gru_reset_before" else "tiles"
+    w = _Weights(w_ih, w_hh, G, ub, backward, split_gru=kind == "gru" and not rows_split, w_hr=w_hr,
+                 pub=_tuning.unit_tile(P) if w_hr is not None else None)
+    a = {"counts": plan.counts, "offsets": plan.offsets, "tiles": w.tiles, "ptiles": w.ptiles,
+         "w_ih_t": w.w_ih_t, "w_fwd": w.w_fwd, "w_fwd_starts": w.w_fwd_starts,
+         "w_hr_fwd": w.w_hr_fwd, "w_hr_fwd_starts": w.w_hr_fwd_starts}
+    # The inputs: the kernels read x's rows in place and gather them into xp,
+    # the packed inputs backward reads.  A training call always gathers, so
+    # that changing x in place after forward changes no gradient.
+    x_rows = x.reshape(plan.R, I) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(plan.R, I)
+    a["x"] = x_rows
+    if training:
+        a["x_rows"] = plan.x_rows if plan.x_rows is not None else _identity_rows(N)
+        a["xp"] = xp = _aligned_empty((N, I), dtype)
+    elif plan.x_rows is not None:
+        a["x_rows"] = plan.x_rows
+        a["xp"] = _scratch((N, I), dtype, slot=_XP_SLOT)
+        xp = None
+    else:
+        xp = None
+    # biases, in the tiles' order
+    zeros = np.zeros(GH, dtype)
+    bi = zeros if b_ih is None else b_ih
+    bh = zeros if b_hh is None else b_hh
+    if kind == "gru" and reset_after:
+        # r and z take b_ih + b_hh; after the reset b_hn sits inside r * (W_hn h + b_hn)
+        if rows_split:
+            a["bias"], a["b_hh"] = np.ascontiguousarray(bi), np.ascontiguousarray(bh)
         else:
-            self.xp = (_aligned_empty((self.plan.N, self.I), self.dtype) if backward else
-                       _scratch((self.plan.N, self.I), self.dtype, slot=_XP_SLOT))
-        self.hbuf = self.plan.state_buffer(self.h0, self.H)
-
-    def inputs(self):
-        """The kernels' first three arguments: x's rows, the packed row map, and
-        the packed copy to fill ((0, I) when x's rows are the packed ones)."""
-        if self.plan.identity:
-            return self.x_rows, _NO_ROWS, np.empty((0, self.I), self.dtype)
-        return self.x_rows, self.plan.padded_of_packed, self.xp
-
-    def bias_sum(self, gates):
-        """b_ih + b_hh (missing biases count as zero), in the tile permutation."""
-        bias = np.zeros(gates * self.H, self.dtype)
-        for b in (self.b_ih, self.b_hh):
-            if b is not None:
-                bias += b
-        return self.weights.permute(bias)
-
-    def cache(self, kind, **fields):
-        return _Cache(kind, plan=self.plan, weights=self.weights, x=self.xp, h=self.hbuf,
-                      H=self.H, I=self.I, dtype=self.dtype, has_b_ih=self.b_ih is not None,
-                      has_b_hh=self.b_hh is not None, **fields)
-
-
-def _weight_grad(shape, dtype, n_rows):
-    """Buffer for a weight gradient: the kernels' merged GEMMs overwrite all of
-    it (beta = 0) when there is at least one packed row, so it is zeroed only
-    for an empty batch (a zeroing pass is a full write of the gradient)."""
-    return (_aligned_empty if n_rows else _aligned_zeros)(shape, dtype)
-
-
-def _backward_setup(cache, kind, dy, dh_n):
-    cache = _cache_for(cache, kind)
-    plan, H, dtype = cache.plan, cache.H, cache.dtype
-    dy_rows = _grad("dy", dy, plan, dtype, H)
-    dh = plan.to_sorted(_state("dh_n", dh_n, dtype, plan.B, H))
-    return cache, plan, dy_rows, dh
-
-
-def _grads(cache, dx, dh, dw_ih, dw_hh, db_ih, db_hh):
-    """Un-permute kernel gradients into the public dict."""
-    plan, w = cache.plan, cache.weights
-    return {
-        "x": dx.reshape(plan.T, plan.B, cache.I),
-        "h0": plan.from_sorted(dh),
-        "w_ih": w.unpermute(dw_ih),
-        "w_hh": w.unpermute(dw_hh),
-        "b_ih": w.unpermute(db_ih) if cache.has_b_ih else None,
-        "b_hh": w.unpermute(db_hh) if cache.has_b_hh else None,
-    }
-
-
-def _outputs(p, y, training, kind, **fields):
-    y = p.plan.outputs(p.hbuf, y)
-    h_n = p.plan.final(p.hbuf)
+            b = bi + bh
+            b[2 * H:] = bi[2 * H:]
+            a["bias"], a["b_hn"] = w.permute(b), np.ascontiguousarray(bh[2 * H:])
+    else:
+        a["bias"] = w.permute(bi + bh)
+    if v.peephole is not None:
+        a["peep"] = w.permute_triple(v.peephole)
+    # states
+    h0 = states[0]
+    a["h"] = h = plan.state_buffer(h0, P)
+    c = None
+    if kind == "lstm":
+        a["c"] = c = plan.state_buffer(states[1], H)
+    hm = None
+    if v.mask is not None:
+        a["mask"] = plan.to_sorted(v.mask)
+        a["hm"] = hm = plan.state_buffer(h0 * v.mask, P)
+    zh = zc = None
+    if v.zh is not None:
+        a["zh"] = zh = plan.packed_rows(v.zh, "zoneout")
+    if v.zc is not None:
+        a["zc"] = zc = plan.packed_rows(v.zc, "zoneout")
+    ctilde = None
+    if kind == "lstm" and (v.zc is not None or v.zc_rate >= 0):
+        a["ctilde"] = ctilde = _aligned_empty((N, H), dtype)
+    # what the step writes and backward reads
+    a["gates"] = gates = (_aligned_empty if training else _scratch)((N, GH), dtype)
+    aux = None
+    if kind == "gru":
+        a["aux"] = aux = (_aligned_empty if training else _scratch)((N, H), dtype, *([] if training else [1]))
+        if not rows_split and reset_after:
+            a["gh"] = _aligned_empty((B, GH), dtype)
+    m = None
+    if w_hr is not None:
+        a["m"] = m = _aligned_empty((N, H), dtype)
+    ln = None
+    if rows_split:
+        ln = {"x_hat": _aligned_empty((N, GH), dtype), "rec_hat": _aligned_empty((N, GH), dtype),
+              "rstd": _aligned_empty((N, 3), dtype)}
+        if kind == "lstm":
+            ln["c_hat"] = _aligned_empty((N, H), dtype)
+        a.update(ln)
+        a.update(v.layer_norm)
+        a["rec"] = _aligned_empty((B, GH), dtype)
+    y = plan.output_buffer(P, dtype)
+    if y is not None:
+        a.update(y=y, y_rows=plan.y_rows, padding=plan.padding)
+    if N:
+        nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, rows_split)
+        team = _kernels().forward(a, _cells.kernel_index(cell_name), B, I, H, P, nthreads, step_threads,
+                                  v.zh_rate, v.zc_rate)
+        _threads.note_call(f"{kind}_forward", nthreads, team)
+    finals = [plan.final(h)] + ([plan.final(c)] if c is not None else [])
+    y = plan.outputs(h, y)
     if not training:
-        return y, h_n, None
+        return y, finals, None
     y.flags.writeable = False  # may be a view of the state buffer that backward reads
-    return y, h_n, p.cache(kind, **fields)
+    cache = _Cache(kind, cell_name=cell_name, plan=plan, weights=w, H=H, I=I, P=P, G=G, dtype=dtype,
+                   has_b_ih=b_ih is not None, has_b_hh=b_hh is not None, reset_after=reset_after,
+                   rows_split=rows_split, x=xp, h=h, c=c, hm=hm, mask=a.get("mask"), zh=zh, zc=zc,
+                   zh_rate=v.zh_rate, zc_rate=v.zc_rate, gates=gates, aux=aux, m=m, ctilde=ctilde,
+                   ln=ln, layer_norm=v.layer_norm, peep=a.get("peep"), projection=w_hr is not None)
+    return y, finals, cache
+
+
+def _identity_rows(n):
+    from ._core.plan import _identity_rows as rows
+    return rows(n)
+
+
+def _backward(kind, cache, dy, dstates):
+    """The gradients of one forward call (its cache), as the public dict."""
+    cache = _cache_for(cache, kind)
+    plan, w = cache.plan, cache.weights
+    H, I, P, G, dtype, N, B = cache.H, cache.I, cache.P, cache.G, cache.dtype, plan.N, plan.B
+    GH = G * H
+    a = {"counts": plan.counts, "offsets": plan.offsets, "tiles": w.tiles, "ptiles": w.ptiles,
+         "x": cache.x, "w_ih": w.w_ih, "w_bwd": w.w_bwd, "w_bwd_n": w.w_bwd_n,
+         "w_bwd_starts": w.w_bwd_starts, "w_hr_bwd": w.w_hr_bwd, "w_hr_bwd_starts": w.w_hr_bwd_starts,
+         "peep": cache.peep, "mask": cache.mask, "zh": cache.zh, "zc": cache.zc,
+         "h": cache.h, "c": cache.c, "hm": cache.hm, "gates": cache.gates, "aux": cache.aux, "m": cache.m,
+         "ctilde": cache.ctilde}
+    if dy is not None:
+        a["dy"] = _array("dy", dy, dtype, plan.row_shape + (P,)).reshape(plan.R, P)
+        a["dy_rows"] = plan.y_rows
+    a["dh"] = dh = plan.to_sorted(_state("dh_n", dstates[0], dtype, B, P))
+    dc = None
+    if kind == "lstm":
+        a["dc"] = dc = plan.to_sorted(_state("dc_n", dstates[1], dtype, B, H))
+    a["dgates"] = dgates = _scratch((N, GH), dtype, slot=0)
+    if cache.cell_name == "gru_reset_before":
+        dgates[:] = 0  # r's columns are read (times a zero weight) before they are written
+    if kind == "gru" and cache.reset_after and not cache.rows_split:
+        a["dgh"] = _scratch((2 * B, GH), dtype, slot=1)  # two-step ring (src/_recurrent_t.h)
+    if cache.cell_name == "gru_reset_before":
+        a["drh"] = _aligned_empty((B, H), dtype)
+        a["dw_hn"] = _weight_grad((GH, P), dtype, N)
+    if cache.projection:
+        a["dhp"] = _aligned_empty((N, P), dtype)
+        a["dw_hr"] = _weight_grad((P, H), dtype, N)
+    a["dx"] = dx = plan.input_grad_buffer(I, dtype)
+    a["dx_rows"] = plan.x_rows
+    a["padding"] = plan.padding
+    a["dw_ih"] = _weight_grad((GH, I), dtype, N)
+    a["dw_hh"] = _weight_grad((GH, P), dtype, N)
+    a["db"] = np.zeros(GH, dtype)
+    if kind == "gru":
+        a["db_hh"] = np.zeros(GH, dtype)
+    if cache.peep is not None:
+        a["dpeep"] = np.zeros(3 * H, dtype)
+    if cache.rows_split:
+        a.update(cache.ln)
+        a.update(cache.layer_norm)
+        a["drec"] = _aligned_empty((N, GH), dtype)
+        a["dln"] = _aligned_empty((N, H) if kind == "lstm" else (N, GH), dtype)
+        a["drec_x"] = _aligned_empty((N, GH), dtype) if kind == "lstm" else a["dln"]
+        for name in cache.layer_norm:
+            a["d" + name] = np.zeros(cache.layer_norm[name].shape[0], dtype)
+    if N:
+        nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, cache.rows_split)
+        team = _kernels().backward(a, _cells.kernel_index(cache.cell_name), B, I, H, P, nthreads, step_threads,
+                                   _tuning.wgrad_pieces(N), cache.zh_rate, cache.zc_rate)
+        _threads.note_call(f"{kind}_backward", nthreads, team)
+    unperm = (lambda v: v) if cache.rows_split else w.unpermute
+    dw_hh = unperm(a["dw_hh"])
+    if cache.cell_name == "gru_reset_before":  # W_hn's rows take their gradient from r * h
+        n_rows = np.arange(GH) >= 2 * H
+        dw_hh[n_rows] = unperm(a["dw_hn"])[n_rows]
+    db = unperm(a["db"])
+    db_hh = unperm(a["db_hh"]) if kind == "gru" and cache.reset_after else db
+    grads = {"x": dx.reshape(plan.row_shape + (I,)), "h0": plan.from_sorted(dh)}
+    if dc is not None:
+        grads["c0"] = plan.from_sorted(dc)
+    grads.update({"w_ih": unperm(a["dw_ih"]), "w_hh": dw_hh,
+                  "b_ih": db if cache.has_b_ih else None,
+                  "b_hh": (db_hh if db_hh is not db else db.copy()) if cache.has_b_hh else None})
+    if cache.projection:
+        grads["w_hr"] = a["dw_hr"]
+    if cache.peep is not None:
+        grads["w_ci"], grads["w_cf"], grads["w_co"] = w.unpermute_triple(a["dpeep"])
+    if cache.rows_split:
+        for name in cache.layer_norm:
+            grads[name] = a["d" + name]
+    return grads
+
+
+def _padded_call(kind, cell_args, x, lengths, reverse, states, training, variants, **options):
+    x = _input(x)
+    T, B, I = x.shape
+    weights = _weights(*cell_args, _cells.CELLS[kind].gates, kind, I, x.dtype)
+    H, P = weights[5], weights[6]
+    plan = _plan(T, B, _lengths(lengths, T, B), _flag("reverse", reverse))
+    sizes = (P, H)
+    states = [_state(name, s, x.dtype, B, size) for (name, s), size in zip(states, sizes)]
+    v = _Variants(kind, x.dtype, (T, B), B, H, P, w_hr=weights[4], **variants,
+                  **({"reset_after": options["reset_after"]} if "reset_after" in options else {}))
+    return _forward(kind, x, plan, weights, states, _flag("training", training), v, **options)
+
+
+def _packed_call(kind, cell_args, data, batch_sizes, reverse, states, training, variants, **options):
+    data = _input(data, "data", 2, "(N, I)")
+    N, I = data.shape
+    bs = _batch_sizes(batch_sizes, N)
+    weights = _weights(*cell_args, _cells.CELLS[kind].gates, kind, I, data.dtype)
+    H, P = weights[5], weights[6]
+    plan = _packed_plan(bs, _flag("reverse", reverse))
+    sizes = (P, H)
+    states = [_state(name, s, data.dtype, plan.B, size) for (name, s), size in zip(states, sizes)]
+    v = _Variants(kind, data.dtype, (N,), plan.B, H, P, w_hr=weights[4], **variants,
+                  **({"reset_after": options["reset_after"]} if "reset_after" in options else {}))
+    return _forward(kind, data, plan, weights, states, _flag("training", training), v, **options)
 
 
 # ---------------------------------------------------------------------- LSTM
-def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
-                 reverse=False, training=True):
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None, reverse=False,
+                 training=True, w_hr=None, peephole=None, layer_norm=None, recurrent_mask=None,
+                 zoneout=None):
     """LSTM over a time-major batch; see docs/kernel-abi.md.
 
-    Returns ``y (T, B, H), h_n (B, H), c_n (B, H), cache`` (cache None unless training).
+    Returns ``y (T, B, P), h_n (B, P), c_n (B, H), cache`` (cache None unless
+    training; P = H unless ``w_hr`` projects).
     """
-    from ._core import _lstm
-    training = _flag("training", training)
-    p = _Prepared("lstm", 4, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                  "tiles" if training else None)
-    c0 = _state("c0", c0, p.dtype, p.B, p.H)
-    cbuf = p.plan.state_buffer(c0, p.H)
-    # Inference keeps no gates: reuse the scratch buffer (no fresh pages).
-    gates = (_aligned_empty if training else _scratch)((p.plan.N, 4 * p.H), p.dtype)
-    y = p.plan.output_buffer(p.H, p.dtype)
-    if p.plan.N:
-        nthreads, step_threads = _kernel_threads(p.plan, 4, p.H, p.tiles, p.I)
-        team = _lstm.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(4),
-                             p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, cbuf, gates,
-                             y, p.plan.rows, p.plan.padding, nthreads, step_threads)
-        _threads.note_call("lstm_forward", nthreads, team)
-    c_n = p.plan.final(cbuf)
-    y, h_n, cache = _outputs(p, y, training, "lstm", c=cbuf, gates=gates)
+    y, (h_n, c_n), cache = _padded_call(
+        "lstm", (w_ih, w_hh, b_ih, b_hh, w_hr), x, lengths, reverse, (("h0", h0), ("c0", c0)), training,
+        dict(peephole=peephole, layer_norm=layer_norm, recurrent_mask=recurrent_mask, zoneout=zoneout))
+    return y, h_n, c_n, cache
+
+
+def lstm_forward_packed(data, batch_sizes, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, reverse=False,
+                        training=True, w_hr=None, peephole=None, layer_norm=None, recurrent_mask=None,
+                        zoneout=None):
+    """LSTM over a PackedSequence's ``data`` (N, I) and ``batch_sizes`` (S,);
+    see docs/kernel-abi.md.  Returns ``y (N, P), h_n, c_n (B, .), cache``,
+    with B = batch_sizes[0] and the sequences in the packed (sorted) order."""
+    y, (h_n, c_n), cache = _packed_call(
+        "lstm", (w_ih, w_hh, b_ih, b_hh, w_hr), data, batch_sizes, reverse, (("h0", h0), ("c0", c0)),
+        training, dict(peephole=peephole, layer_norm=layer_norm, recurrent_mask=recurrent_mask,
+                       zoneout=zoneout))
     return y, h_n, c_n, cache
 
 
 def lstm_backward(cache, dy, dh_n=None, dc_n=None):
-    """Gradients of an LSTM forward pass; returns a dict with keys
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
-    from ._core import _lstm
-    cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "lstm", dy, dh_n)
-    H, I, dtype = cache.H, cache.I, cache.dtype
-    dc = plan.to_sorted(_state("dc_n", dc_n, dtype, plan.B, H))
-    dgates = _scratch((plan.N, 4 * H), dtype)
-    dx = plan.input_grad_buffer(I, dtype)
-    dw_ih = _weight_grad((4 * H, I), dtype, plan.N)
-    dw_hh = _weight_grad((4 * H, H), dtype, plan.N)
-    db = np.zeros(4 * H, dtype)
-    if plan.N:
-        nthreads, step_threads = _kernel_threads(plan, 4, H, cache.weights.tiles, I)
-        team = _lstm.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h,
-                              cache.c, cache.gates, dy, dy_rows, plan.counts, plan.offsets,
-                              cache.weights.tiles, dh, dc, dgates, dx, plan.rows, plan.padding, dw_ih, dw_hh, db,
-                              nthreads, step_threads, _tuning.wgrad_pieces(plan.N))
-        _threads.note_call("lstm_backward", nthreads, team)
-    grads = _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
-    grads["c0"] = plan.from_sorted(dc)
-    return grads
-
-
-# ----------------------------------------------------------------------- RNN
-_NONLINEARITIES = ("tanh", "relu")
-
-
-def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
-                nonlinearity="tanh", training=True):
-    """Vanilla (Elman) RNN over a time-major batch; see docs/kernel-abi.md.
-
-    Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
-    """
-    from ._core import _rnn
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-    training = _flag("training", training)
-    p = _Prepared("rnn", 1, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                  "tiles" if training else None)
-    relu = nonlinearity == "relu"
-    pre = _scratch((p.plan.N, p.H), p.dtype)  # never kept: backward reads h
-    y = p.plan.output_buffer(p.H, p.dtype)
-    if p.plan.N:
-        nthreads, step_threads = _kernel_threads(p.plan, 1, p.H, p.tiles, p.I)
-        team = _rnn.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, p.bias_sum(1),
-                            p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, pre, y, p.plan.rows,
-                            p.plan.padding, relu, nthreads, step_threads)
-        _threads.note_call("rnn_forward", nthreads, team)
-    return _outputs(p, y, training, "rnn", relu=relu)
-
-
-def rnn_backward(cache, dy, dh_n=None):
-    """Gradients of an RNN forward pass; returns a dict with keys
-    x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
-    from ._core import _rnn
-    cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "rnn", dy, dh_n)
-    H, I, dtype = cache.H, cache.I, cache.dtype
-    dpre = _scratch((plan.N, H), dtype)
-    dx = plan.input_grad_buffer(I, dtype)
-    dw_ih = _weight_grad((H, I), dtype, plan.N)
-    dw_hh = _weight_grad((H, H), dtype, plan.N)
-    db = np.zeros(H, dtype)
-    if plan.N:
-        nthreads, step_threads = _kernel_threads(plan, 1, H, cache.weights.tiles, I)
-        team = _rnn.backward(cache.x, cache.weights.w_ih, cache.weights.w_hh_bwd, cache.h, dy, dy_rows,
-                             plan.counts, plan.offsets, cache.weights.tiles, dh, dpre, dx, plan.rows,
-                             plan.padding, dw_ih, dw_hh, db, cache.relu, nthreads, step_threads, _tuning.wgrad_pieces(plan.N))
-        _threads.note_call("rnn_backward", nthreads, team)
-    return _grads(cache, dx, dh, dw_ih, dw_hh, db, db)
+    """Gradients of an LSTM forward pass (padded or packed); returns a dict with
+    keys x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None),
+    and the variants' parameters (w_hr; w_ci, w_cf, w_co; gamma_ih, gamma_hh,
+    gamma_c, beta_c)."""
+    return _backward("lstm", cache, dy, (dh_n, dc_n))
 
 
 # ----------------------------------------------------------------------- GRU
 def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
-                reset_after=True, training=True):
+                reset_after=True, training=True, layer_norm=None, recurrent_mask=None, zoneout=None):
     """GRU over a time-major batch; see docs/kernel-abi.md.
 
     Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
     """
-    from ._core import _gru
-    reset_after = _flag("reset_after", reset_after)
-    training = _flag("training", training)
-    p = _Prepared("gru", 3, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                  ("tiles" if reset_after else "gate_split") if training else None)
-    H, N = p.H, p.plan.N
-    # r and z (and, before the reset, n) take b_ih + b_hh; after the reset,
-    # b_hn sits inside r * (W_hn h + b_hn) and is passed apart.
-    b_h = np.zeros(3 * H, p.dtype) if p.b_hh is None else p.b_hh.copy()
-    b_hn = np.zeros(H, p.dtype)
-    if reset_after:
-        b_hn[:] = b_h[2 * H:]
-        b_h[2 * H:] = 0
-    bias = p.weights.permute(b_h if p.b_ih is None else p.b_ih + b_h)
-    gates = _aligned_empty((N, 3 * H), p.dtype)
-    aux = _aligned_empty((N, H), p.dtype)
-    gh = _aligned_empty((p.B, 3 * H), p.dtype)
-    y = p.plan.output_buffer(H, p.dtype)
-    if N:
-        nthreads, step_threads = _kernel_threads(p.plan, 3, p.H, p.tiles, p.I)
-        team = _gru.forward(*p.inputs(), p.weights.w_ih_t, p.weights.w_hh_fwd, bias, b_hn,
-                            p.plan.counts, p.plan.offsets, p.tiles, p.hbuf, gates, aux, gh,
-                            y, p.plan.rows, p.plan.padding, bool(reset_after), nthreads, step_threads)
-        _threads.note_call("gru_forward", nthreads, team)
-    return _outputs(p, y, training, "gru", gates=gates, aux=aux, reset_after=bool(reset_after))
+    y, (h_n,), cache = _padded_call(
+        "gru", (w_ih, w_hh, b_ih, b_hh, None), x, lengths, reverse, (("h0", h0),), training,
+        dict(layer_norm=layer_norm, recurrent_mask=recurrent_mask, zoneout=zoneout),
+        reset_after=_flag("reset_after", reset_after))
+    return y, h_n, cache
+
+
+def gru_forward_packed(data, batch_sizes, w_ih, w_hh, b_ih, b_hh, h0=None, reverse=False,
+                       reset_after=True, training=True, layer_norm=None, recurrent_mask=None, zoneout=None):
+    """GRU over a PackedSequence's data and batch_sizes (see lstm_forward_packed)."""
+    y, (h_n,), cache = _packed_call(
+        "gru", (w_ih, w_hh, b_ih, b_hh, None), data, batch_sizes, reverse, (("h0", h0),), training,
+        dict(layer_norm=layer_norm, recurrent_mask=recurrent_mask, zoneout=zoneout),
+        reset_after=_flag("reset_after", reset_after))
+    return y, h_n, cache
 
 
 def gru_backward(cache, dy, dh_n=None):
-    """Gradients of a GRU forward pass; returns a dict with keys
-    x, h0, w_ih, w_hh, b_ih, b_hh (biases None where they were None)."""
-    from ._core import _gru
-    cache, plan, (dy, dy_rows), dh = _backward_setup(cache, "gru", dy, dh_n)
-    H, I, dtype, N, w = cache.H, cache.I, cache.dtype, plan.N, cache.weights
-    reset_after = cache.reset_after
-    G3 = 3 * H
-    dw_ih = _weight_grad((G3, I), dtype, N)
-    dw_hh = _weight_grad((G3, H), dtype, N)
-    db_ih = np.zeros(G3, dtype)
-    db_hh = np.zeros(G3, dtype)
-    dx = plan.input_grad_buffer(I, dtype)
-    if reset_after:
-        w_hh_tiles, w_hn_tiles = w.w_hh_bwd, np.zeros(1, dtype)
-        dgx = _scratch((N, G3), dtype, slot=0)
-        dgh = _scratch((2 * plan.B, G3), dtype, slot=1)  # two-step ring (see _gru.pyx)
-        dw_hn = np.zeros((1, 1), dtype)
-    else:
-        w_hh_tiles, w_hn_tiles = w.w_hh_bwd, w.w_hn_bwd
-        dgx = _scratch((N, G3), dtype, slot=0)
-        dgx[:] = 0  # r columns are read (times zero) before they are written
-        dgh = np.empty((0, G3), dtype)
-        dw_hn = _weight_grad((G3, H), dtype, N)
-    if N:
-        nthreads, step_threads = _kernel_threads(plan, 3, H, w.tiles, I)
-        team = _gru.backward(cache.x, w.w_ih, w_hh_tiles, w_hn_tiles, cache.h, cache.gates,
-                             cache.aux, dy, dy_rows, plan.counts, plan.offsets, w.tiles, dh,
-                             _aligned_empty((plan.B, H), dtype), dgx, dgh if reset_after else dgx,
-                             dx, plan.rows, plan.padding, dw_ih, dw_hh, dw_hn, db_ih, db_hh, reset_after,
-                             nthreads, step_threads, _tuning.wgrad_pieces(plan.N))
-        _threads.note_call("gru_backward", nthreads, team)
-    if not reset_after:
-        n_rows = w.colmap >= 2 * H  # W_hn's rows take their gradient from r*h
-        dw_hh[n_rows] = dw_hn[n_rows]
-        db_hh = db_ih
-    return _grads(cache, dx, dh, dw_ih, dw_hh, db_ih, db_hh)
+    """Gradients of a GRU forward pass; returns a dict with keys x, h0, w_ih,
+    w_hh, b_ih, b_hh (biases None where they were None), and gamma_ih and
+    gamma_hh with layer_norm."""
+    return _backward("gru", cache, dy, (dh_n,))
+
+
+# ----------------------------------------------------------------------- RNN
+def _nonlinearity(nonlinearity):
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return nonlinearity
+
+
+def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
+                nonlinearity="tanh", training=True, recurrent_mask=None):
+    """Vanilla (Elman) RNN over a time-major batch; see docs/kernel-abi.md.
+
+    Returns ``y (T, B, H), h_n (B, H), cache`` (cache None unless training).
+    """
+    y, (h_n,), cache = _padded_call(
+        "rnn", (w_ih, w_hh, b_ih, b_hh, None), x, lengths, reverse, (("h0", h0),), training,
+        dict(recurrent_mask=recurrent_mask), nonlinearity=_nonlinearity(nonlinearity))
+    return y, h_n, cache
+
+
+def rnn_forward_packed(data, batch_sizes, w_ih, w_hh, b_ih, b_hh, h0=None, reverse=False,
+                       nonlinearity="tanh", training=True, recurrent_mask=None):
+    """Vanilla RNN over a PackedSequence's data and batch_sizes (see lstm_forward_packed)."""
+    y, (h_n,), cache = _packed_call(
+        "rnn", (w_ih, w_hh, b_ih, b_hh, None), data, batch_sizes, reverse, (("h0", h0),), training,
+        dict(recurrent_mask=recurrent_mask), nonlinearity=_nonlinearity(nonlinearity))
+    return y, h_n, cache
+
+
+def rnn_backward(cache, dy, dh_n=None):
+    """Gradients of an RNN forward pass; returns a dict with keys x, h0, w_ih,
+    w_hh, b_ih, b_hh (biases None where they were None)."""
+    return _backward("rnn", cache, dy, (dh_n,))

@@ -1,171 +1,106 @@
-/* Fused per-row gate updates of each cell, forward and backward.
+/* The cells: point updates (_cells_t.h, once per element type) and the cell
+ * table the skeleton (_recurrent.h) reads.
  *
- * Each function handles one batch row of one hidden-unit tile (ub units) at
- * one time step; the Cython kernels call them inside their step/tile loops
- * after the recurrent GEMM.  They live in C rather than Cython for one reason:
- * `restrict` pointers, without which gcc cannot prove the gate, state and
- * gradient rows do not overlap and leaves the loop scalar.  The math is the
- * same in float and double; only the activations differ (_fastmath.h).
- *
- * Gate layout inside a tile row: G blocks of ub values each, in PyTorch's
- * gate order (LSTM i f g o, GRU r z n, RNN one block).
+ * Adding a cell that fits the skeleton's structure (gates summed with the
+ * recurrent product, one state h, optionally a cell state c) is one pair of
+ * point functions in _cells_t.h and one row of RK_CELLS below, plus its row in
+ * rnnkernels/_core/cells.py and its readable twin in rnnkernels/reference.py.
+ * Structural differences are flags the skeleton knows: RK_SEPARATE (the
+ * recurrent product kept apart from the input projection: GRU after the
+ * reset), RK_TWO_PHASE (a second product inside the step: GRU before the
+ * reset), RK_CELL_STATE (a second state c), RK_CARRY (backward leaves a
+ * direct carry to h_{t-1} in dh, which the next step's product adds to).
+ * The LayerNorm cells normalise whole rows and run on the row-split driver
+ * (RK_ROWS); their row functions are called by name there.
  */
 #ifndef RK_CELLS_H
 #define RK_CELLS_H
+#include <math.h>
 #include <stddef.h>
 #include "_fastmath.h"
 
-#define RK_DEFINE_CELLS(SUFFIX, T, SIGMOID, TANH)                                          \
-/* LSTM forward: g holds pre-activations (without bias) and gets the activated     */    \
-/* gates i, f, g, o for backward; writes the new cell and hidden state.            */    \
-static inline void rk_lstm_fwd_##SUFFIX(ptrdiff_t ub, T* restrict g, const T* restrict b,  \
-        const T* restrict c_prev, T* restrict c_new, T* restrict h_new)                     \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T gi = SIGMOID(g[u] + b[u]);                                                       \
-        T gf = SIGMOID(g[ub + u] + b[ub + u]);                                             \
-        T gg = TANH(g[2 * ub + u] + b[2 * ub + u]);                                        \
-        T go = SIGMOID(g[3 * ub + u] + b[3 * ub + u]);                                     \
-        T c = gf * c_prev[u] + gi * gg;                                                    \
-        c_new[u] = c;                                                                      \
-        h_new[u] = go * TANH(c);                                                           \
-        g[u] = gi; g[ub + u] = gf; g[2 * ub + u] = gg; g[3 * ub + u] = go;                 \
-    }                                                                                      \
-}                                                                                          \
-/* LSTM backward: dh is dL/dh_t (recurrent + output), dc is dL/dc_t in and        */     \
-/* dL/dc_{t-1} out; writes gate pre-activation gradients.                          */    \
-static inline void rk_lstm_bwd_##SUFFIX(ptrdiff_t ub, const T* restrict g,                 \
-        T* restrict dg, const T* restrict c_prev, const T* restrict c_new,                 \
-        const T* restrict dh, T* restrict dc)                                              \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T gi = g[u], gf = g[ub + u], gg = g[2 * ub + u], go = g[3 * ub + u];               \
-        T tc = TANH(c_new[u]);                                                             \
-        T dct = dc[u] + dh[u] * go * (1 - tc * tc);                                        \
-        dg[u] = dct * gg * gi * (1 - gi);                                                  \
-        dg[ub + u] = dct * c_prev[u] * gf * (1 - gf);                                      \
-        dg[2 * ub + u] = dct * gi * (1 - gg * gg);                                         \
-        dg[3 * ub + u] = dh[u] * tc * go * (1 - go);                                       \
-        dc[u] = dct * gf;                                                                  \
-    }                                                                                      \
-}                                                                                          \
-/* Vanilla RNN forward: h' = act(g + b).  relu keeps NaN (x < 0 ? 0 : x).          */    \
-static inline void rk_rnn_fwd_##SUFFIX(ptrdiff_t ub, const T* restrict g,                  \
-        const T* restrict b, T* restrict h_new, int relu)                                  \
-{                                                                                          \
-    if (relu)                                                                              \
-        for (ptrdiff_t u = 0; u < ub; u++) {                                               \
-            T a = g[u] + b[u];                                                             \
-            h_new[u] = a < 0 ? 0 : a;                                                      \
-        }                                                                                  \
-    else                                                                                   \
-        for (ptrdiff_t u = 0; u < ub; u++)                                                 \
-            h_new[u] = TANH(g[u] + b[u]);                                                  \
-}                                                                                          \
-/* Vanilla RNN backward: dg = dh * act'(h'), derivative read off the output.       */    \
-static inline void rk_rnn_bwd_##SUFFIX(ptrdiff_t ub, const T* restrict h_new,              \
-        const T* restrict dh, T* restrict dg, int relu)                                    \
-{                                                                                          \
-    if (relu)                                                                              \
-        for (ptrdiff_t u = 0; u < ub; u++)                                                 \
-            dg[u] = h_new[u] > 0 ? dh[u] : 0;                                              \
-    else                                                                                   \
-        for (ptrdiff_t u = 0; u < ub; u++)                                                 \
-            dg[u] = dh[u] * (1 - h_new[u] * h_new[u]);                                     \
-}                                                                                          \
-/* GRU (reset after, PyTorch) forward.  gx: input projection r z n (no bias),      */    \
-/* gh: W_hh h for r z n; b: b_ir+b_hr, b_iz+b_hz, b_in; b_hn separately.           */    \
-/* Keeps r, z, n in gx and W_hn h + b_hn in hn for backward.                        */   \
-static inline void rk_gru_fwd_##SUFFIX(ptrdiff_t ub, T* restrict gx, const T* restrict gh, \
-        const T* restrict b, const T* restrict b_hn, const T* restrict h_prev,             \
-        T* restrict hn, T* restrict h_new)                                                 \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T r = SIGMOID(gx[u] + gh[u] + b[u]);                                               \
-        T z = SIGMOID(gx[ub + u] + gh[ub + u] + b[ub + u]);                                \
-        T hnb = gh[2 * ub + u] + b_hn[u];                                                  \
-        T n = TANH(gx[2 * ub + u] + b[2 * ub + u] + r * hnb);                              \
-        h_new[u] = (1 - z) * n + z * h_prev[u];                                            \
-        gx[u] = r; gx[ub + u] = z; gx[2 * ub + u] = n; hn[u] = hnb;                        \
-    }                                                                                      \
-}                                                                                          \
-/* GRU (reset after) backward.  dh: dL/dh_t in, dL/dh_{t-1} through z out.          */   \
-/* dgx: gradients of the input-side pre-activations r z n; dgh: of the             */    \
-/* recurrent-side ones (r, z equal, n scaled by r).                                 */   \
-static inline void rk_gru_bwd_##SUFFIX(ptrdiff_t ub, const T* restrict g,                  \
-        const T* restrict hn, const T* restrict h_prev, T* restrict dh,                    \
-        T* restrict dgx, T* restrict dgh)                                                  \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T r = g[u], z = g[ub + u], n = g[2 * ub + u], d = dh[u];                           \
-        T dn = d * (1 - z) * (1 - n * n);                                                  \
-        T dz = d * (h_prev[u] - n) * z * (1 - z);                                          \
-        T dr = dn * hn[u] * r * (1 - r);                                                   \
-        dgx[u] = dr; dgx[ub + u] = dz; dgx[2 * ub + u] = dn;                               \
-        dgh[u] = dr; dgh[ub + u] = dz; dgh[2 * ub + u] = dn * r;                           \
-        dh[u] = d * z;                                                                     \
-    }                                                                                      \
-}                                                                                          \
-/* GRU (reset before, Keras reset_after=False), forward in two phases because      */    \
-/* W_hn multiplies r*h, which needs r of every unit first.                          */   \
-/* Phase 1: r, z from g (input + recurrent r z, no bias); rh = r * h.               */   \
-static inline void rk_gru_rb_fwd1_##SUFFIX(ptrdiff_t ub, T* restrict g,                    \
-        const T* restrict b, const T* restrict h_prev, T* restrict rh)                     \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T r = SIGMOID(g[u] + b[u]);                                                        \
-        T z = SIGMOID(g[ub + u] + b[ub + u]);                                              \
-        g[u] = r; g[ub + u] = z; rh[u] = r * h_prev[u];                                    \
-    }                                                                                      \
-}                                                                                          \
-/* Phase 2: n from g's n block (input + W_hn (r*h), no bias).                       */   \
-static inline void rk_gru_rb_fwd2_##SUFFIX(ptrdiff_t ub, T* restrict g,                    \
-        const T* restrict b, const T* restrict h_prev, T* restrict h_new)                  \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T z = g[ub + u];                                                                   \
-        T n = TANH(g[2 * ub + u] + b[2 * ub + u]);                                         \
-        h_new[u] = (1 - z) * n + z * h_prev[u];                                            \
-        g[2 * ub + u] = n;                                                                 \
-    }                                                                                      \
-}                                                                                          \
-/* Backward phase 1: z and n gradients; dh becomes the direct carry d*z.           */    \
-static inline void rk_gru_rb_bwd1_##SUFFIX(ptrdiff_t ub, const T* restrict g,              \
-        const T* restrict h_prev, T* restrict dh, T* restrict dg)                          \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T z = g[ub + u], n = g[2 * ub + u], d = dh[u];                                     \
-        dg[ub + u] = d * (h_prev[u] - n) * z * (1 - z);                                    \
-        dg[2 * ub + u] = d * (1 - z) * (1 - n * n);                                        \
-        dh[u] = d * z;                                                                     \
-    }                                                                                      \
-}                                                                                          \
-/* Backward phase 2: drh = dL/d(r*h) (from W_hn^T dn); r gradient and the carry.   */    \
-static inline void rk_gru_rb_bwd2_##SUFFIX(ptrdiff_t ub, const T* restrict g,              \
-        const T* restrict h_prev, const T* restrict drh, T* restrict dh,                   \
-        T* restrict dg)                                                                    \
-{                                                                                          \
-    for (ptrdiff_t u = 0; u < ub; u++) {                                                   \
-        T r = g[u];                                                                        \
-        dg[u] = drh[u] * h_prev[u] * r * (1 - r);                                          \
-        dh[u] += drh[u] * r;                                                               \
-    }                                                                                      \
-}
+#define RK_LAYER_NORM_EPSILON 1e-5
 
-RK_DEFINE_CELLS(f, float, rk_sigmoidf, rk_tanhf)
-RK_DEFINE_CELLS(d, double, rk_sigmoid, rk_tanh)
+#define RK_T float
+#define RK_S(name) name##_f
+#define RK_SIGMOID rk_sigmoidf
+#define RK_TANH rk_tanhf
+#define RK_SQRT sqrtf
+#include "_cells_t.h"
+#undef RK_T
+#undef RK_S
+#undef RK_SIGMOID
+#undef RK_TANH
+#undef RK_SQRT
+
+#define RK_T double
+#define RK_S(name) name##_d
+#define RK_SIGMOID rk_sigmoid
+#define RK_TANH rk_tanh
+#define RK_SQRT sqrt
+#include "_cells_t.h"
+#undef RK_T
+#undef RK_S
+#undef RK_SIGMOID
+#undef RK_TANH
+#undef RK_SQRT
+
+enum {
+    RK_SEPARATE = 1,
+    RK_TWO_PHASE = 2,
+    RK_CELL_STATE = 4,
+    RK_CARRY = 8,
+    RK_ROWS = 16,
+};
+
+typedef struct {
+    const char* name;
+    int gates;
+    int flags;
+    /* forward and backward point updates; *2: the second phase (RK_TWO_PHASE) */
+    void (*fwd_f)(ptrdiff_t, const rk_fwd_f*);
+    void (*fwd2_f)(ptrdiff_t, const rk_fwd_f*);
+    void (*bwd_f)(ptrdiff_t, const rk_bwd_f*);
+    void (*bwd2_f)(ptrdiff_t, const rk_bwd_f*);
+    void (*fwd_d)(ptrdiff_t, const rk_fwd_d*);
+    void (*fwd2_d)(ptrdiff_t, const rk_fwd_d*);
+    void (*bwd_d)(ptrdiff_t, const rk_bwd_d*);
+    void (*bwd2_d)(ptrdiff_t, const rk_bwd_d*);
+} rk_cell;
+
+#define RK_CELL_ROW(name, gates, flags, f1, f2, b1, b2) \
+    {name, gates, flags, f1##_f, f2##_f, b1##_f, b2##_f, f1##_d, f2##_d, b1##_d, b2##_d}
+#define rk_none_f NULL
+#define rk_none_d NULL
+
+/* The kernel cells, by index (rnnkernels/_core/cells.py's KERNEL_CELLS). */
+static const rk_cell RK_CELLS[] = {
+    RK_CELL_ROW("lstm", 4, RK_CELL_STATE, rk_lstm_fwd, rk_none, rk_lstm_bwd, rk_none),
+    RK_CELL_ROW("lstm_peephole", 4, RK_CELL_STATE, rk_lstm_peephole_fwd, rk_none,
+                rk_lstm_peephole_bwd, rk_none),
+    RK_CELL_ROW("gru", 3, RK_SEPARATE | RK_CARRY, rk_gru_fwd, rk_none, rk_gru_bwd, rk_none),
+    RK_CELL_ROW("gru_reset_before", 3, RK_TWO_PHASE | RK_CARRY, rk_gru_rb_fwd1, rk_gru_rb_fwd2,
+                rk_gru_rb_bwd1, rk_gru_rb_bwd2),
+    RK_CELL_ROW("rnn_tanh", 1, 0, rk_rnn_tanh_fwd, rk_none, rk_rnn_tanh_bwd, rk_none),
+    RK_CELL_ROW("rnn_relu", 1, 0, rk_rnn_relu_fwd, rk_none, rk_rnn_relu_bwd, rk_none),
+    {"lstm_layer_norm", 4, RK_CELL_STATE | RK_ROWS, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    {"gru_layer_norm", 3, RK_CARRY | RK_ROWS, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+};
+#define RK_NCELLS ((int)(sizeof(RK_CELLS) / sizeof(RK_CELLS[0])))
 
 /* Software prefetch of a tile's rows for the next step.  The time loop walks
  * the (N, G*H) gate buffers one step at a time, a few rows of a few hundred
  * bytes each, far apart; the rows a step reads were written long before (the
  * input projection, or forward's gates when going backward) and sit in L3 or
- * DRAM by then, and the hardware prefetchers do not follow this pattern: the
- * backward gate update stalled on those loads for most of its time.  Fetching
- * them one step ahead overlaps the misses with the current step's GEMM. */
+ * DRAM by then, and the hardware prefetchers do not follow this pattern.
+ * Fetching them one step ahead overlaps the misses with the current step's
+ * GEMM. */
 static inline void rk_prefetch_rows(const void* p, ptrdiff_t rows, ptrdiff_t stride,
                                     ptrdiff_t bytes, int for_write)
 {
     const char* base = (const char*)p;
+    if (p == NULL)
+        return;
     for (ptrdiff_t r = 0; r < rows; r++)
         for (ptrdiff_t b = 0; b < bytes; b += 64) {
             if (for_write)
@@ -174,11 +109,5 @@ static inline void rk_prefetch_rows(const void* p, ptrdiff_t rows, ptrdiff_t str
                 __builtin_prefetch(base + r * stride + b, 0, 3);
         }
 }
-
-#ifdef _OPENMP
-#define rk_barrier() _Pragma("omp barrier")
-#else
-#define rk_barrier()
-#endif
 
 #endif

@@ -45,15 +45,16 @@ def wgrad_pieces(k):
     return max(1, min(CPUS, 16, k // 256))
 
 
-def threads_for(plan, gates, H, tiles, I=0):
+def threads_for(plan, G, H, P, ntiles, I=0, rows_split=False):
     """Thread counts for one call: (merged GEMMs, time loop), each the
-    configured count but no more than its work keeps busy (and for the time
-    loop, no more than there are tiles).  The work split never depends on
+    configured count but no more than its work keeps busy, and for the time
+    loop no more than it has pieces to share (hidden-unit tiles, or with the
+    row split, the first step's batch rows).  The work split never depends on
     either, so neither do the results."""
     nthreads = _threads.get_num_threads()
-    step_flops = 2 * plan.n_first * gates * H * H
-    merged_flops = 2 * plan.N * gates * H * (I + H)
-    step = min(nthreads, len(tiles) - 1, max(1, step_flops // _MIN_FLOPS_PER_THREAD))
+    step_flops = 2 * plan.n_first * G * H * P
+    merged_flops = 2 * plan.N * G * H * (I + P)
+    pieces = plan.n_first if rows_split else ntiles
+    step = min(nthreads, max(1, pieces), max(1, step_flops // _MIN_FLOPS_PER_THREAD))
     merged = min(nthreads, max(1, merged_flops // _MIN_MERGED_FLOPS_PER_THREAD))
     return int(merged), int(step)
-

@@ -1,19 +1,32 @@
 """Weights permuted so that each hidden-unit tile's gates are contiguous
-columns, and packed into the GEMM kernel's panels (see src/_smallgemm.h).
+columns, and packed into the GEMM kernel's panels (src/_smallgemm.h).
 
 The kernels split the hidden units into fixed tiles (tuning.unit_tile); a
-tile's recurrent product and gate update run on one thread per step.  Its
+tile's recurrent product and point updates run on one thread per step.  Its
 gate columns must therefore be contiguous: the tile permutation reorders
 PyTorch's ``[i | f | g | o]`` blocks into ``[i f g o of tile 0 | of tile 1 |
-...]``.
+...]``.  Forward reads W_hh^T's column blocks (one a tile, a GRU's in two:
+its n product may run apart), backward W_hh's column blocks over the units h
+has (the projection's P, else H); a projecting LSTM also packs W_hr both
+ways.  The LayerNorm cells run on whole rows: one tile, no permutation.
 """
 import functools
 
 import numpy as np
 
 from . import threads as _threads
+from .isa import kernels as _kernels
 from .memory import empty as _aligned_empty
-from .plan import NO_ROWS, _layout
+
+
+def _layout():
+    from . import _layout
+    return _layout
+
+
+_NO_ROWS = np.empty(0, dtype=np.intp)
+_NO_ROWS.flags.writeable = False
+
 
 @functools.lru_cache(maxsize=64)
 def tiles_of(H, ub):
@@ -34,29 +47,35 @@ def _dtype_name(dtype):
     return "float32" if dtype.char == "f" else "float64"  # not dtype.name: a slow property
 
 
-def _pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
-    """The weight tiles W[b0:b1].T (row_blocks) or W[:, b0:b1] for consecutive
+@functools.lru_cache(maxsize=256)
+def _starts(dtype_name, k, bounds_key):
+    return _kernels().block_starts(dtype_name, k, np.array(bounds_key, dtype=np.intp))
+
+
+def pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
+    """The blocks W[b0:b1].T (row_blocks) or W[:, b0:b1] for consecutive
     bounds, W = w[rows] (w itself without rows), each in the GEMM kernel's
-    packed panel layout (see _smallgemm.h); the kernels find block k with
-    ``tile_start`` (_common.pxd), which adds up the same sizes."""
-    layout = _layout()
+    packed panel layout, one after the other; returns (packed, starts), the
+    kernels finding block j at starts[j]."""
     k = w.shape[1] if row_blocks else w.shape[0]
-    out = _aligned_empty(layout.blocks_values(_dtype_name(w.dtype), k, bounds), w.dtype)
-    layout.pack_blocks(w, NO_ROWS if rows is None else rows, bounds, row_blocks, out, nthreads)
-    return out
+    starts = _starts(_dtype_name(w.dtype), k, tuple(int(b) for b in bounds))
+    out = _aligned_empty(int(starts[-1]), w.dtype)
+    _kernels().pack_blocks(np.ascontiguousarray(w), _NO_ROWS if rows is None else rows, bounds, starts,
+                           row_blocks, out, nthreads)
+    return out, starts
 
 
 @functools.lru_cache(maxsize=64)
-def _tile_permutation(H, gates, ub):
+def tile_permutation(H, gates, ub, split_gru):
     """Gate columns in tile order (each tile's gates contiguous), its inverse,
     whether it is the identity (one gate, or one tile), and the row bounds of
-    the forward weight blocks in that order: one block per tile, a GRU's in
-    two (r z, then n: its n product may run apart, see _gru.pyx)."""
+    the forward weight blocks in that order: one block per tile, or with
+    ``split_gru`` two (r z, then n)."""
     tiles = tiles_of(H, ub)
     colmap = np.array([c for u0, u1 in zip(tiles[:-1], tiles[1:])
                        for g in range(gates) for c in range(g * H + u0, g * H + u1)], dtype=np.intp)
     inverse = np.argsort(colmap)
-    split = [2, 1] if gates == 3 else [gates]
+    split = [2, 1] if split_gru else [gates]
     bounds = [0]
     for u0, u1 in zip(tiles[:-1], tiles[1:]):
         for part in split:
@@ -68,44 +87,66 @@ def _tile_permutation(H, gates, ub):
 
 
 class Weights:
-    """Weights permuted so that each tile's gates are contiguous columns, in
-    the forms the kernels read.  ``backward`` says what a training call's
-    backward pass will need, prepared here at forward time (so changing the
-    weights in place before backward changes nothing): "tiles" (the
-    backward tiles of W_hh), "gate_split" (those of W_hh without gate n's
-    rows, and of those rows alone: a GRU before the reset reaches W_hn
-    through r*h), or None (inference: no copies for backward at all)."""
+    """The weights in the forms one call's kernels read.
 
-    def __init__(self, w_ih, w_hh, gates, ub, backward):
-        G, H = w_hh.shape
+    ``ub``: units per tile (H for the LayerNorm cells: one tile); ``pub``:
+    outputs per projection tile; ``backward``: what a training call's
+    backward pass will need, prepared here at forward time (so changing the
+    weights in place before backward changes nothing): "tiles", "gate_split"
+    (a GRU before the reset reaches W_hn through r * h: W_hh's backward tiles
+    without its n rows, and of those rows alone), or None (inference)."""
+
+    def __init__(self, w_ih, w_hh, gates, ub, backward, split_gru=False, w_hr=None, pub=None):
+        GH, P = w_hh.shape
+        H = GH // gates
         I, dtype = w_ih.shape[1], w_ih.dtype
-        self.colmap, self._inverse, self.identity, bounds = _tile_permutation(H, gates, ub)
+        self.ub = ub
+        self.colmap, self._inverse, self.identity, bounds = tile_permutation(H, gates, ub, split_gru)
         self.tiles = tiles = tiles_of(H, ub)
-        self.w_ih_t = _aligned_empty((I, G), dtype)     # (I, G*H) for the input projection
-        self.w_ih = _aligned_empty((G if backward else 0, I), dtype)   # (G*H, I) for dX
+        self.ptiles = tiles_of(P, pub) if w_hr is not None else None
+        self.w_ih_t = _aligned_empty((I, GH), dtype)     # (I, G*H) for the input projection
+        self.w_ih = _aligned_empty((GH if backward else 0, I), dtype)   # (G*H, I) for dX
         threads = _threads.get_num_threads()
-        _layout().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)
-        # forward tile k: (H, G*ub) = W_hh[colmap][G*u0:G*u1].T (a GRU's in two blocks)
-        self.w_hh_fwd = _pack_blocks(w_hh, bounds, True, self.colmap, threads)
-        # backward tile k: (G*H, ub) = W_hh[colmap][:, u0:u1]
-        self.w_hh_bwd = self.w_hn_bwd = None
+        _kernels().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)
+        # forward block k: (P, G*ub) = W_hh[colmap][G*u0:G*u1].T
+        self.w_fwd, self.w_fwd_starts = pack_blocks(w_hh, bounds, True, self.colmap, threads)
+        # backward block k: (G*H, ub) = W_hh[colmap][:, u0:u1], over the units h has
+        self.w_bwd = self.w_bwd_n = self.w_bwd_starts = None
+        hbounds = self.ptiles if w_hr is not None else tiles
         if backward == "tiles":
-            self.w_hh_bwd = _pack_blocks(w_hh, tiles, False, self.colmap, threads)
+            self.w_bwd, self.w_bwd_starts = pack_blocks(w_hh, hbounds, False, self.colmap, threads)
         elif backward == "gate_split":
             is_n = (self.colmap // H) == 2
-            w_hh_p = w_hh[self.colmap]
-            self.w_hh_bwd, self.w_hn_bwd = [_pack_blocks(w_hh_p * keep[:, None], tiles, False, nthreads=threads)
-                                            for keep in (~is_n, is_n)]
+            w_p = w_hh[self.colmap]
+            (self.w_bwd, self.w_bwd_starts), (self.w_bwd_n, _) = [
+                pack_blocks(w_p * keep[:, None], hbounds, False, nthreads=threads) for keep in (~is_n, is_n)]
+        # the projection: forward block q (H, pb) = W_hr[q].T; backward block k (P, ub) = W_hr[:, tile k]
+        self.w_hr_fwd = self.w_hr_fwd_starts = self.w_hr_bwd = self.w_hr_bwd_starts = None
+        if w_hr is not None:
+            self.w_hr_fwd, self.w_hr_fwd_starts = pack_blocks(w_hr, self.ptiles, True, nthreads=threads)
+            if backward:
+                self.w_hr_bwd, self.w_hr_bwd_starts = pack_blocks(w_hr, tiles, False, nthreads=threads)
 
     def permute(self, v):
         return np.ascontiguousarray(v[..., self.colmap]) if v.ndim == 1 else v[self.colmap]
 
     def unpermute(self, v):
         """Rows of a (G*H, ...) gradient back in PyTorch's gate order (a new
-        array: LSTM passes one bias gradient for both biases)."""
+        array: the LSTM passes one bias gradient for both biases)."""
         if v.ndim == 1:
             return np.take(v, self._inverse)
         if self.identity:  # one gate, or one tile: v is fresh and already in order
             return v
         return _gather_rows(v, self._inverse)
 
+    def permute_triple(self, vectors):
+        """Three (H,) vectors (the peephole weights) in tile order: tile k holds
+        [a, b, c] of its units (3 * ub values at 3 * u0)."""
+        colmap3 = tile_permutation(vectors[0].shape[0], 3, self.ub, False)[0]
+        return np.ascontiguousarray(np.concatenate(vectors)[colmap3])
+
+    def unpermute_triple(self, v):
+        H = v.shape[0] // 3
+        inverse3 = tile_permutation(H, 3, self.ub, False)[1]
+        u = np.take(v, inverse3)
+        return u[:H].copy(), u[H:2 * H].copy(), u[2 * H:].copy()

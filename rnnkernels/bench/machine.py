@@ -15,7 +15,7 @@ def measure_gemm_peak(dtype, threads, n, repeats):
     that does not know a new CPU falls back to older kernels, and elsewhere a
     tuned BLAS may beat ours.  The percentages of peak are of the better one."""
     from threadpoolctl import threadpool_limits
-    from .._core import _gemm
+    from .._core.isa import kernels
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
@@ -32,7 +32,7 @@ def measure_gemm_peak(dtype, threads, n, repeats):
 
     with threadpool_limits(limits=threads, user_api="blas"):
         numpy_gflops = best_of(lambda: np.matmul(a, b, out=out))
-    kernel_gflops = best_of(lambda: _gemm.matmul(a, b, out, threads))
+    kernel_gflops = best_of(lambda: kernels().matmul(a, b, out, threads))
     return max(numpy_gflops, kernel_gflops), numpy_gflops, kernel_gflops
 
 

@@ -1,9 +1,9 @@
-"""The kernels' GEMM as a plain product (rnnkernels._gemm.matmul): the path the
+"""The kernels' GEMM as a plain product (their matmul): the path the
 merged input projections and dX take, and the benchmark's measure of peak."""
 import numpy as np
 import pytest
 
-from rnnkernels._core import _gemm
+from rnnkernels._core.isa import kernels as _kernels
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
@@ -14,7 +14,7 @@ def test_matmul_matches_numpy(m, k, n, dtype, tol, threads):
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.full((m, n), np.nan, dtype)
-    _gemm.matmul(a, b, out, threads)
+    _kernels().matmul(a, b, out, threads)
     expected = a.astype(np.float64) @ b.astype(np.float64)
     scale = max(1.0, np.sqrt(k))
     np.testing.assert_allclose(out, expected, rtol=0, atol=tol * scale)
@@ -27,7 +27,7 @@ def test_matmul_same_bits_for_any_thread_count():
     outs = []
     for threads in (1, 2, 3):
         out = np.empty((1031, 45), np.float32)
-        _gemm.matmul(a, b, out, threads)
+        _kernels().matmul(a, b, out, threads)
         outs.append(out)
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
@@ -37,7 +37,7 @@ def test_matmul_reads_read_only_inputs():
     b = np.ones((4, 2), np.float32)
     a.flags.writeable = b.flags.writeable = False
     out = np.empty((3, 2), np.float32)
-    _gemm.matmul(a, b, out, 1)
+    _kernels().matmul(a, b, out, 1)
     assert np.all(out == 4)
 
 
@@ -48,5 +48,5 @@ def test_matmul_reads_read_only_inputs():
 ])
 def test_matmul_refuses_bad_shapes(b_shape, out_shape, threads, match):
     with pytest.raises(ValueError, match=match):
-        _gemm.matmul(np.ones((3, 4), np.float32), np.ones(b_shape, np.float32),
+        _kernels().matmul(np.ones((3, 4), np.float32), np.ones(b_shape, np.float32),
                      np.empty(out_shape, np.float32), threads)

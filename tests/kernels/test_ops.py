@@ -6,9 +6,9 @@ import pytest
 
 import rnnkernels
 from rnnkernels import ops, reference
-from rnnkernels._core import plan as plan_module, tuning
+from rnnkernels._core import isa, plan as plan_module, tuning
 
-from helpers.cells import CELLS, assert_close, make_case, run
+from helpers.cells import CELLS, PLAIN, assert_close, make_case, output_size, run
 
 CELL_NAMES = list(CELLS)
 
@@ -143,7 +143,7 @@ def test_inference_keeps_nothing(cell):
     assert infer["cache"] is None
     np.testing.assert_array_equal(train["y"], infer["y"])
     np.testing.assert_array_equal(train["h_n"], infer["h_n"])
-    _, name, _ = CELLS[cell]
+    _, name, _, _ = CELLS[cell]
     with pytest.raises(ValueError, match="cache"):
         getattr(ops, f"{name}_backward")(None, case["dy"])
 
@@ -184,43 +184,57 @@ def test_padding_is_zero_in_recycled_buffers(cell, threads, monkeypatch):
     assert_close(got, run(reference, cell, case), np.float64, cell)
 
 
-def test_kernels_check_the_row_maps_they_write_through():
-    """The kernels write y and dX through index arrays: a bad index must be a
-    ValueError, never a write outside the array."""
-    from rnnkernels._core import _rnn
+def test_kernels_check_the_buffers_and_row_maps_they_write_through(monkeypatch):
+    """The compiled kernels write y and dX through index arrays and into
+    buffers ops allocated: a bad index, size, element type, plan or a
+    read-only output must be a ValueError naming it, never a write outside
+    an array."""
+    kernels = isa.kernels()
+    real, seen = kernels.forward, []
+    monkeypatch.setattr(kernels, "forward", lambda a, *args: seen.append((dict(a), args)) or real(a, *args))
     rng = np.random.default_rng(0)
     T, B, I, H = 3, 2, 2, 5
-    x = rng.standard_normal((T, B, I))
-    p = ops._Prepared("rnn", 1, x, rng.standard_normal((H, I)), rng.standard_normal((H, H)),
-                      None, None, None, np.array([3, 1]), False)
-    plan = p.plan
-    x_rows, rows, xp = p.inputs()
+    ops.rnn_forward(rng.standard_normal((T, B, I)), rng.standard_normal((H, I)), rng.standard_normal((H, H)),
+                    None, None, lengths=np.array([3, 1]))
+    a, args = seen[0]
 
-    def call(x_rows=x_rows, rows=rows, xp=xp, y_rows=plan.rows, padding=plan.padding):
-        _rnn.forward(x_rows, rows, xp, p.weights.w_ih_t, p.weights.w_hh_fwd, np.zeros(H),
-                     plan.counts, plan.offsets, p.tiles, p.hbuf, np.empty((plan.N, H)),
-                     np.empty((T * B, H)), y_rows, padding, False, 1, 1)
+    def call(**changes):
+        return real(dict(a, **changes), *args)
 
-    call()
-    bad = plan.padding.copy()
+    assert call() == 1
+    bad = a["padding"].copy()
     bad[0] = T * B
-    with pytest.raises(ValueError, match="padding: index 6 out of range for 6 rows of y"):
+    with pytest.raises(ValueError, match="padding: index 6 out of range for 6 rows"):
         call(padding=bad)
-    with pytest.raises(ValueError, match="padding: expected 2 rows of y"):
-        call(padding=plan.padding[:1])
-    bad = rows.copy()
+    with pytest.raises(ValueError, match="padding: expected 2 indices, got 1"):
+        call(padding=a["padding"][:1])
+    bad = a["x_rows"].copy()
     bad[-1] = -1
     with pytest.raises(ValueError, match="x_rows: index -1 out of range"):
-        call(rows=bad)
-    with pytest.raises(ValueError, match=r"xp: expected shape \(4, 2\)"):
+        call(x_rows=bad)
+    with pytest.raises(ValueError, match="xp: expected 8 values, got 6"):
         call(xp=np.empty((3, I)))
+    with pytest.raises(ValueError, match="y: expected elements of 8 bytes, got 4"):
+        call(y=np.empty((T * B, H), np.float32))
+    with pytest.raises(ValueError, match="h: .*read-only"):
+        read_only = a["h"].copy()
+        read_only.flags.writeable = False
+        call(h=read_only)
+    with pytest.raises(ValueError, match=r"counts: expected non-increasing values in \[1, 2\]"):
+        call(counts=np.array([1, 2, 1], np.intp), offsets=np.array([0, 1, 3, 4], np.intp))
+    with pytest.raises(ValueError, match=r"offsets: expected offsets\[2\] = 3"):
+        call(offsets=np.array([0, 2, 4, 5], np.intp))
+    with pytest.raises(ValueError, match="tiles: expected bounds from 0 to 5"):
+        call(tiles=np.array([0, 4], np.intp))
+    with pytest.raises(ValueError, match="cell: expected an index in"):
+        real(a, 99, *args[1:])
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_cache_reusable(cell):
     case = make_case(cell, 4, 3, 2, 5, seed=4)
     out = run(ops, cell, case)
-    _, name, _ = CELLS[cell]
+    _, name, _, _ = CELLS[cell]
     again = getattr(ops, f"{name}_backward")(out["cache"], case["dy"], case["dh_n"],
                                              *([case["dc_n"]] if name == "lstm" else []))
     for k, v in again.items():
@@ -233,7 +247,7 @@ def test_cache_reusable(cell):
 def test_empty_batch_or_time(cell, T, B):
     case = make_case(cell, T, B, 3, 5, seed=0)
     out = run(ops, cell, case)
-    assert out["y"].shape == (T, B, 5)
+    assert out["y"].shape == (T, B, output_size(cell, 5))
     np.testing.assert_array_equal(out["h_n"], case["h0"])  # no step ran
     assert not np.any(out["d_w_ih"]) and not np.any(out["d_w_hh"])
     np.testing.assert_array_equal(out["d_h0"], case["dh_n"])
@@ -306,11 +320,11 @@ def test_cell_specific_rejections():
         ops.gru_forward(gcase["x"], gcase["w_ih"], gcase["w_hh"], None, None, reset_after="no")
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", PLAIN)
 def test_backward_rejects_bad_gradients_and_caches(cell):
     case = make_case(cell, 3, 2, 4, 5)
     out = run(ops, cell, case, backward=False)
-    _, name, _ = CELLS[cell]
+    _, name, _, _ = CELLS[cell]
     bwd = getattr(ops, f"{name}_backward")
     with pytest.raises(ValueError, match=r"dy: expected shape \(3, 2, 5\)"):
         bwd(out["cache"], np.zeros((3, 2, 4)))

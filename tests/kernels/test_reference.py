@@ -5,7 +5,8 @@ import pytest
 
 from rnnkernels import reference
 
-from helpers.cells import CELLS, make_case, run
+from helpers.cells import (CELLS, PLAIN, call_kwargs, flip_time, gradient_targets, kind_of, make_case,
+                           one_sequence, output_size, run)
 
 CELL_NAMES = list(CELLS)
 T, B, I, H = 4, 3, 5, 4
@@ -23,9 +24,9 @@ def _loss(cell, case, reverse):
     return total
 
 
-def _numerical_gradient(cell, case, name, reverse, eps=1e-6):
-    """Central differences of the loss with respect to every element of case[name]."""
-    param = case[name]
+def _numerical_gradient(cell, case, param, reverse, eps=1e-6):
+    """Central differences of the loss with respect to every element of ``param``
+    (one of the case's arrays, perturbed in place)."""
     grad = np.zeros_like(param)
     for idx in np.ndindex(param.shape):
         saved = param[idx]
@@ -41,21 +42,21 @@ def _numerical_gradient(cell, case, name, reverse, eps=1e-6):
 def _check_gradients(cell, case, reverse):
     got = run(reference, cell, case, reverse=reverse)
     checked = 0
-    for name in INPUTS:
+    for name in ("b_ih", "b_hh"):
         if case[name] is None:
-            if name in ("b_ih", "b_hh"):
-                assert got["d_" + name] is None, name
-            continue
-        numeric = _numerical_gradient(cell, case, name, reverse)
+            assert got["d_" + name] is None, name
+    for name, param in gradient_targets(cell, case):
+        numeric = _numerical_gradient(cell, case, param, reverse)
         analytic = got["d_" + name]
         assert analytic.shape == numeric.shape and analytic.dtype == np.float64, name
         err = np.linalg.norm(analytic - numeric) / max(np.linalg.norm(analytic) + np.linalg.norm(numeric), 1e-30)
         # both may be zero (e.g. dy given nowhere that reaches this input)
         assert err < 1e-7 or np.abs(analytic - numeric).max() < 1e-9, (name, err)
         checked += 1
-    for state in ("h0", "c0"):  # initial-state gradients are returned even when the state was None
-        if f"d_{state}" in got:
-            assert got[f"d_{state}"].shape == (case["x"].shape[1], H)
+    # initial-state gradients are returned even when the state was None
+    assert got["d_h0"].shape == (case["x"].shape[1], output_size(cell, H))
+    if "d_c0" in got:
+        assert got["d_c0"].shape == (case["x"].shape[1], H)
     return checked
 
 
@@ -94,7 +95,7 @@ def test_padding_is_zero_and_final_state_is_last_valid_step(cell, reverse):
         if n == 0:
             np.testing.assert_array_equal(out["h_n"][b], case["h0"][b])
             np.testing.assert_array_equal(out["d_h0"][b], case["dh_n"][b])
-            if cell == "lstm":
+            if kind_of(cell) == "lstm":
                 np.testing.assert_array_equal(out["c_n"][b], case["c0"][b])
                 np.testing.assert_array_equal(out["d_c0"][b], case["dc_n"][b])
         else:
@@ -118,8 +119,7 @@ def test_full_lengths_equal_no_lengths(cell, reverse):
 def test_reverse_is_forward_on_flipped_time(cell):
     case = make_case(cell, T, B, I, H, seed=3)
     rev = run(reference, cell, case, reverse=True)
-    flipped = dict(case, x=case["x"][::-1], dy=case["dy"][::-1])
-    fwd = run(reference, cell, flipped)
+    fwd = run(reference, cell, flip_time(case))
     for k in rev:
         if k == "cache" or rev[k] is None:
             continue
@@ -134,14 +134,10 @@ def test_each_sequence_is_independent_of_the_batch(cell, reverse):
     every result, and the weight gradients add up over the batch."""
     case = make_case(cell, T, B, I, H, seed=4, lengths=MIXED)
     batch = run(reference, cell, case, reverse=reverse)
-    weight_sums = {k: 0.0 for k in ("d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh")}
+    weight_sums = {"d_" + k: 0.0 for k, _ in gradient_targets(cell, case)
+                   if k not in ("x", "h0", "c0")}
     for b, n in enumerate(MIXED):
-        one = {k: (v[:, b:b + 1] if k in ("x", "dy") else v[b:b + 1])
-               if isinstance(v, np.ndarray) and k not in ("w_ih", "w_hh", "b_ih", "b_hh") else v
-               for k, v in case.items()}
-        one["lengths"] = None
-        one["x"], one["dy"] = one["x"][:n], one["dy"][:n]   # T = n, possibly 0
-        alone = run(reference, cell, one, reverse=reverse)
+        alone = run(reference, cell, one_sequence(case, b, n), reverse=reverse)   # T = n, possibly 0
         tol = dict(rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(batch["y"][:n, b], alone["y"][:, 0], **tol)
         np.testing.assert_allclose(batch["d_x"][:n, b], alone["d_x"][:, 0], **tol)
@@ -157,8 +153,9 @@ def test_each_sequence_is_independent_of_the_batch(cell, reverse):
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_float32_close_to_float64(cell):
     c64 = make_case(cell, T, B, I, H, seed=5, lengths=MIXED)
-    c32 = {k: v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype == np.float64 else v
-           for k, v in c64.items()}
+    c32 = make_case(cell, T, B, I, H, dtype=np.float32, seed=5, lengths=MIXED)
+    c32.update({k: v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype == np.float64 else v
+                for k, v in c64.items() if k != "variants"})
     want = run(reference, cell, c64, reverse=True)
     got = run(reference, cell, c32, reverse=True)
     for k, v in want.items():
@@ -211,7 +208,7 @@ def test_cache_reusable_and_inputs_untouched(cell):
 def test_empty_time_or_batch(cell, t, b):
     case = make_case(cell, t, b, I, H, seed=9)
     out = run(reference, cell, case)
-    assert out["y"].shape == (t, b, H) and out["d_x"].shape == (t, b, I)
+    assert out["y"].shape == (t, b, output_size(cell, H)) and out["d_x"].shape == (t, b, I)
     np.testing.assert_array_equal(out["h_n"], case["h0"])
     np.testing.assert_array_equal(out["d_h0"], case["dh_n"])
     assert not np.any(out["d_w_ih"]) and not np.any(out["d_w_hh"])
@@ -260,14 +257,13 @@ def test_relu_gradient_at_zero_is_zero():
 # ----------------------------------------------------------------- validation
 def _kwargs(cell):
     case = make_case(cell, 3, 2, 4, 5)
-    kw = {k: case[k] for k in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0")}
-    if cell == "lstm":
-        kw["c0"] = case["c0"]
-    kw.update(CELLS[cell][2])
+    kw = {k: case[k] for k in ("x", "w_ih", "w_hh", "b_ih", "b_hh")}
+    kw.update(call_kwargs(cell, case))
+    kw.pop("lengths")
     return kw
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", PLAIN)
 @pytest.mark.parametrize("mutate,exc,match", [
     (lambda a: {"x": a["x"][0]}, ValueError, r"x: expected 3 dimensions \(T, B, I\), got shape \(2, 4\)"),
     (lambda a: {"x": a["x"].astype(np.int32)}, TypeError, r"x: expected dtype float32 or float64, got int32"),
@@ -320,7 +316,7 @@ def test_cell_specific_rejections():
         reference.gru_forward(**dict(kw, reset_after="no"))
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", PLAIN)
 def test_backward_rejects_bad_gradients_and_caches(cell):
     case = make_case(cell, 3, 2, 4, 5)
     out = run(reference, cell, case, backward=False)

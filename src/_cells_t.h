@@ -1,0 +1,426 @@
+/* The point updates of the cells for one element type RK_T (included twice
+ * by _cells.h, for float and double; RK_S(name) gives name_f / name_d).
+ *
+ * A point update handles one batch row of one hidden-unit tile (ub units) at
+ * one time step, after the skeleton (_recurrent_t.h) has added the tile's
+ * recurrent product to the gate pre-activations.  It reads and writes only the
+ * pointers of its row (rk_fwd / rk_bwd below): every loop, barrier, GEMM,
+ * prefetch, mask, zoneout mix and output row belongs to the skeleton.  Each
+ * function copies the pointers it uses into restrict-qualified locals, without
+ * which gcc cannot prove that the rows do not overlap and leaves the loop
+ * scalar.
+ *
+ * Gate layout inside a tile row: G blocks of ub values, in PyTorch's gate
+ * order (LSTM i f g o, GRU r z n, RNN one block).
+ */
+
+/* What a forward point update may read and write for one row (NULL: unused). */
+typedef struct {
+    RK_T* g;              /* the tile's G*ub gate values: pre-activations in, saved values out */
+    const RK_T* gh;       /* GRU (reset after): the recurrent product W_hh h, kept apart, G*ub */
+    const RK_T* b;        /* the bias, G*ub */
+    const RK_T* b_hn;     /* GRU (reset after): b_hn, ub */
+    const RK_T* h_prev;   /* h_{t-1}, ub */
+    const RK_T* hm_prev;  /* h_{t-1} as the recurrent product saw it (masked), ub */
+    RK_T* h_new;          /* h_t (with a projection, m = o tanh(c)), ub */
+    const RK_T* c_prev;   /* LSTM: c_{t-1}, ub */
+    RK_T* c_new;          /* LSTM: c~_t, ub */
+    RK_T* aux;            /* GRU: W_hn h + b_hn (reset after) or r * h (before), ub */
+    const RK_T* peep;     /* LSTM peephole weights w_ci, w_cf, w_co: 3 blocks of ub */
+} RK_S(rk_fwd);
+
+/* What a backward point update may read and write for one row. */
+typedef struct {
+    const RK_T* g;        /* the saved gate values, G*ub */
+    RK_T* dg;             /* out: gradients of the (input-side) pre-activations, G*ub */
+    RK_T* dgh;            /* GRU (reset after), out: of the recurrent-side ones, G*ub */
+    const RK_T* aux;      /* as forward's */
+    const RK_T* h_prev;
+    const RK_T* hm_prev;
+    const RK_T* h_new;    /* RNN: h_t, whose derivative is read off it */
+    const RK_T* c_prev;
+    const RK_T* c_new;    /* LSTM: c~_t */
+    RK_T* dh;             /* in: dL/dh_t (dL/dm with a projection); GRU out: its carry to h_{t-1} */
+    RK_T* dc;             /* LSTM: dL/dc_t in, dL/dc_{t-1} out */
+    const RK_T* drh;      /* GRU (reset before): dL/d(r * h) */
+    const RK_T* mask;     /* GRU (reset before): the recurrent mask, or NULL */
+    const RK_T* peep;     /* LSTM peephole weights */
+    RK_T* dpeep;          /* LSTM peephole: their gradients, summed over the rows in order */
+} RK_S(rk_bwd);
+
+/* ---------------------------------------------------------------- LSTM */
+static void RK_S(rk_lstm_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_T* restrict g = r->g;
+    const RK_T* restrict b = r->b;
+    const RK_T* restrict cp = r->c_prev;
+    RK_T* restrict cn = r->c_new;
+    RK_T* restrict hn = r->h_new;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T gi = RK_SIGMOID(g[u] + b[u]);
+        RK_T gf = RK_SIGMOID(g[ub + u] + b[ub + u]);
+        RK_T gg = RK_TANH(g[2 * ub + u] + b[2 * ub + u]);
+        RK_T go = RK_SIGMOID(g[3 * ub + u] + b[3 * ub + u]);
+        RK_T c = gf * cp[u] + gi * gg;
+        cn[u] = c;
+        hn[u] = go * RK_TANH(c);
+        g[u] = gi; g[ub + u] = gf; g[2 * ub + u] = gg; g[3 * ub + u] = go;
+    }
+}
+
+/* dh: dL/dh_t (or dL/dm), dc: dL/dc_t in and dL/dc_{t-1} out. */
+static void RK_S(rk_lstm_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    RK_T* restrict dg = r->dg;
+    const RK_T* restrict cp = r->c_prev;
+    const RK_T* restrict cn = r->c_new;
+    const RK_T* restrict dh = r->dh;
+    RK_T* restrict dc = r->dc;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T gi = g[u], gf = g[ub + u], gg = g[2 * ub + u], go = g[3 * ub + u];
+        RK_T tc = RK_TANH(cn[u]);
+        RK_T dct = dc[u] + dh[u] * go * (1 - tc * tc);
+        dg[u] = dct * gg * gi * (1 - gi);
+        dg[ub + u] = dct * cp[u] * gf * (1 - gf);
+        dg[2 * ub + u] = dct * gi * (1 - gg * gg);
+        dg[3 * ub + u] = dh[u] * tc * go * (1 - go);
+        dc[u] = dct * gf;
+    }
+}
+
+/* Peephole LSTM: i and f see c_{t-1}, o sees c~_t. */
+static void RK_S(rk_lstm_peephole_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_T* restrict g = r->g;
+    const RK_T* restrict b = r->b;
+    const RK_T* restrict cp = r->c_prev;
+    const RK_T* restrict w = r->peep;
+    RK_T* restrict cn = r->c_new;
+    RK_T* restrict hn = r->h_new;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T gi = RK_SIGMOID(g[u] + b[u] + w[u] * cp[u]);
+        RK_T gf = RK_SIGMOID(g[ub + u] + b[ub + u] + w[ub + u] * cp[u]);
+        RK_T gg = RK_TANH(g[2 * ub + u] + b[2 * ub + u]);
+        RK_T c = gf * cp[u] + gi * gg;
+        RK_T go = RK_SIGMOID(g[3 * ub + u] + b[3 * ub + u] + w[2 * ub + u] * c);
+        cn[u] = c;
+        hn[u] = go * RK_TANH(c);
+        g[u] = gi; g[ub + u] = gf; g[2 * ub + u] = gg; g[3 * ub + u] = go;
+    }
+}
+
+static void RK_S(rk_lstm_peephole_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    RK_T* restrict dg = r->dg;
+    const RK_T* restrict cp = r->c_prev;
+    const RK_T* restrict cn = r->c_new;
+    const RK_T* restrict dh = r->dh;
+    const RK_T* restrict w = r->peep;
+    RK_T* restrict dw = r->dpeep;
+    RK_T* restrict dc = r->dc;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T gi = g[u], gf = g[ub + u], gg = g[2 * ub + u], go = g[3 * ub + u];
+        RK_T tc = RK_TANH(cn[u]);
+        RK_T dao = dh[u] * tc * go * (1 - go);
+        RK_T dct = dc[u] + dh[u] * go * (1 - tc * tc) + dao * w[2 * ub + u];
+        RK_T dai = dct * gg * gi * (1 - gi);
+        RK_T daf = dct * cp[u] * gf * (1 - gf);
+        dg[u] = dai;
+        dg[ub + u] = daf;
+        dg[2 * ub + u] = dct * gi * (1 - gg * gg);
+        dg[3 * ub + u] = dao;
+        dc[u] = dct * gf + dai * w[u] + daf * w[ub + u];
+        dw[u] += dai * cp[u];
+        dw[ub + u] += daf * cp[u];
+        dw[2 * ub + u] += dao * cn[u];
+    }
+}
+
+/* ------------------------------------------------------ GRU (reset after) */
+/* g: input projection r z n (no bias); gh: W_hh h for r z n; b: b_ir+b_hr,
+ * b_iz+b_hz, b_in; b_hn apart.  Keeps r, z, n in g and W_hn h + b_hn in aux.
+ * The interpolation uses the unmasked h_{t-1}, as Keras does. */
+static void RK_S(rk_gru_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_T* restrict gx = r->g;
+    const RK_T* restrict gh = r->gh;
+    const RK_T* restrict b = r->b;
+    const RK_T* restrict bhn = r->b_hn;
+    const RK_T* restrict hp = r->h_prev;
+    RK_T* restrict hn = r->aux;
+    RK_T* restrict hnew = r->h_new;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T rr = RK_SIGMOID(gx[u] + gh[u] + b[u]);
+        RK_T z = RK_SIGMOID(gx[ub + u] + gh[ub + u] + b[ub + u]);
+        RK_T hnb = gh[2 * ub + u] + bhn[u];
+        RK_T n = RK_TANH(gx[2 * ub + u] + b[2 * ub + u] + rr * hnb);
+        hnew[u] = (1 - z) * n + z * hp[u];
+        gx[u] = rr; gx[ub + u] = z; gx[2 * ub + u] = n; hn[u] = hnb;
+    }
+}
+
+/* dh: dL/dh_t in, the carry d * z to h_{t-1} out; dg: input-side gradients
+ * r z n, dgh: recurrent-side ones (r z equal, n scaled by r). */
+static void RK_S(rk_gru_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    const RK_T* restrict hn = r->aux;
+    const RK_T* restrict hp = r->h_prev;
+    RK_T* restrict dh = r->dh;
+    RK_T* restrict dgx = r->dg;
+    RK_T* restrict dgh = r->dgh;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T rr = g[u], z = g[ub + u], n = g[2 * ub + u], d = dh[u];
+        RK_T dn = d * (1 - z) * (1 - n * n);
+        RK_T dz = d * (hp[u] - n) * z * (1 - z);
+        RK_T dr = dn * hn[u] * rr * (1 - rr);
+        dgx[u] = dr; dgx[ub + u] = dz; dgx[2 * ub + u] = dn;
+        dgh[u] = dr; dgh[ub + u] = dz; dgh[2 * ub + u] = dn * rr;
+        dh[u] = d * z;
+    }
+}
+
+/* --------------------------------------------------- GRU (reset before)
+ * Two phases per step, because W_hn multiplies r * h and needs r of every
+ * unit first.  Phase 1: r, z; aux = r * h (the masked h the product sees). */
+static void RK_S(rk_gru_rb_fwd1)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_T* restrict g = r->g;
+    const RK_T* restrict b = r->b;
+    const RK_T* restrict hm = r->hm_prev;
+    RK_T* restrict rh = r->aux;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T rr = RK_SIGMOID(g[u] + b[u]);
+        RK_T z = RK_SIGMOID(g[ub + u] + b[ub + u]);
+        g[u] = rr; g[ub + u] = z; rh[u] = rr * hm[u];
+    }
+}
+
+/* Phase 2: n from g's n block (input + W_hn (r h)), and h_t. */
+static void RK_S(rk_gru_rb_fwd2)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_T* restrict g = r->g;
+    const RK_T* restrict b = r->b;
+    const RK_T* restrict hp = r->h_prev;
+    RK_T* restrict hnew = r->h_new;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T z = g[ub + u];
+        RK_T n = RK_TANH(g[2 * ub + u] + b[2 * ub + u]);
+        hnew[u] = (1 - z) * n + z * hp[u];
+        g[2 * ub + u] = n;
+    }
+}
+
+/* Backward phase 1: z and n gradients; dh becomes the carry d * z. */
+static void RK_S(rk_gru_rb_bwd1)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    const RK_T* restrict hp = r->h_prev;
+    RK_T* restrict dh = r->dh;
+    RK_T* restrict dg = r->dg;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T z = g[ub + u], n = g[2 * ub + u], d = dh[u];
+        dg[ub + u] = d * (hp[u] - n) * z * (1 - z);
+        dg[2 * ub + u] = d * (1 - z) * (1 - n * n);
+        dh[u] = d * z;
+    }
+}
+
+/* Backward phase 2: from drh = dL/d(r h) (W_hn^T dn): the r gradient, and
+ * drh * r back to h (through the mask). */
+static void RK_S(rk_gru_rb_bwd2)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    const RK_T* restrict hm = r->hm_prev;
+    const RK_T* restrict drh = r->drh;
+    const RK_T* restrict mask = r->mask;
+    RK_T* restrict dh = r->dh;
+    RK_T* restrict dg = r->dg;
+    if (mask != NULL)
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T rr = g[u];
+            dg[u] = drh[u] * hm[u] * rr * (1 - rr);
+            dh[u] += mask[u] * drh[u] * rr;
+        }
+    else
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T rr = g[u];
+            dg[u] = drh[u] * hm[u] * rr * (1 - rr);
+            dh[u] += drh[u] * rr;
+        }
+}
+
+/* ----------------------------------------------------------------- RNN */
+static void RK_S(rk_rnn_tanh_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    const RK_T* restrict b = r->b;
+    RK_T* restrict hn = r->h_new;
+    for (ptrdiff_t u = 0; u < ub; u++)
+        hn[u] = RK_TANH(g[u] + b[u]);
+}
+
+static void RK_S(rk_rnn_tanh_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict hn = r->h_new;
+    const RK_T* restrict dh = r->dh;
+    RK_T* restrict dg = r->dg;
+    for (ptrdiff_t u = 0; u < ub; u++)
+        dg[u] = dh[u] * (1 - hn[u] * hn[u]);
+}
+
+/* relu keeps NaN (a < 0 ? 0 : a); its derivative at 0 is 0, as PyTorch's. */
+static void RK_S(rk_rnn_relu_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    const RK_T* restrict g = r->g;
+    const RK_T* restrict b = r->b;
+    RK_T* restrict hn = r->h_new;
+    for (ptrdiff_t u = 0; u < ub; u++) {
+        RK_T a = g[u] + b[u];
+        hn[u] = a < 0 ? 0 : a;
+    }
+}
+
+static void RK_S(rk_rnn_relu_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    const RK_T* restrict hn = r->h_new;
+    const RK_T* restrict dh = r->dh;
+    RK_T* restrict dg = r->dg;
+    for (ptrdiff_t u = 0; u < ub; u++)
+        dg[u] = hn[u] > 0 ? dh[u] : 0;
+}
+
+/* --------------------------------------------------------- LayerNorm rows
+ * The LayerNorm cells normalise whole gate rows, so they run on the
+ * skeleton's row split (each thread owns batch rows and all their units).
+ * rk_layer_norm: out = gamma * (v - mean) / sqrt(var + eps) (+ beta), keeping
+ * the normalised values and 1/std for backward; sums in index order. */
+static void RK_S(rk_layer_norm)(ptrdiff_t n, const RK_T* v, const RK_T* restrict gamma,
+                                const RK_T* restrict beta, RK_T* out,  /* may be v: in place */
+                                RK_T* restrict v_hat, RK_T* rstd_out)
+{
+    RK_T mean = 0, var = 0, rstd;
+    for (ptrdiff_t u = 0; u < n; u++)
+        mean += v[u];
+    mean /= (RK_T)n;
+    for (ptrdiff_t u = 0; u < n; u++)
+        var += (v[u] - mean) * (v[u] - mean);
+    var /= (RK_T)n;
+    rstd = (RK_T)1 / RK_SQRT(var + (RK_T)RK_LAYER_NORM_EPSILON);
+    for (ptrdiff_t u = 0; u < n; u++) {
+        RK_T xh = (v[u] - mean) * rstd;
+        v_hat[u] = xh;
+        out[u] = beta != NULL ? gamma[u] * xh + beta[u] : gamma[u] * xh;
+    }
+    *rstd_out = rstd;
+}
+
+/* dv = rstd * (dxh - mean(dxh) - xh * mean(dxh * xh)), dxh = dout * gamma. */
+static void RK_S(rk_layer_norm_bwd)(ptrdiff_t n, const RK_T* restrict dout, const RK_T* restrict gamma,
+                                    const RK_T* restrict v_hat, RK_T rstd, RK_T* restrict dv)
+{
+    RK_T m1 = 0, m2 = 0;
+    for (ptrdiff_t u = 0; u < n; u++) {
+        RK_T d = dout[u] * gamma[u];
+        m1 += d;
+        m2 += d * v_hat[u];
+    }
+    m1 /= (RK_T)n;
+    m2 /= (RK_T)n;
+    for (ptrdiff_t u = 0; u < n; u++)
+        dv[u] = rstd * (dout[u] * gamma[u] - m1 - v_hat[u] * m2);
+}
+
+/* LayerNorm LSTM, one whole row of H units (haste's LayerNormLSTM, PyTorch's
+ * gate order): g holds LN(W_ih x; gamma_ih) in and the activated gates out;
+ * rec the raw W_hh h, whose normalised values go to rec_hat; the cell's
+ * normalised values to c_hat.  rstd: 1/std of rec (0) and of c~ (1). */
+static void RK_S(rk_lstm_ln_fwd)(ptrdiff_t H, RK_T* restrict g, const RK_T* restrict rec,
+                                 const RK_T* restrict b, const RK_T* restrict gamma_hh,
+                                 const RK_T* restrict gamma_c, const RK_T* restrict beta_c,
+                                 const RK_T* restrict c_prev, RK_T* restrict c_new,
+                                 RK_T* restrict h_new, RK_T* restrict rec_hat,
+                                 RK_T* restrict c_hat, RK_T* restrict rstd, RK_T* restrict work)
+{
+    ptrdiff_t u, G = 4 * H;
+    RK_S(rk_layer_norm)(G, rec, gamma_hh, NULL, work, rec_hat, &rstd[0]);
+    for (u = 0; u < G; u++)
+        g[u] += work[u] + b[u];
+    for (u = 0; u < H; u++) {
+        RK_T gi = RK_SIGMOID(g[u]), gf = RK_SIGMOID(g[H + u]);
+        RK_T gg = RK_TANH(g[2 * H + u]), go = RK_SIGMOID(g[3 * H + u]);
+        c_new[u] = gf * c_prev[u] + gi * gg;
+        g[u] = gi; g[H + u] = gf; g[2 * H + u] = gg; g[3 * H + u] = go;
+    }
+    RK_S(rk_layer_norm)(H, c_new, gamma_c, beta_c, work, c_hat, &rstd[1]);
+    for (u = 0; u < H; u++)
+        h_new[u] = g[3 * H + u] * RK_TANH(work[u]);
+}
+
+/* Backward of a LayerNorm LSTM row: dh (dL/dh_t), dc (dL/dc_t in, dL/dc_{t-1}
+ * out) -> dg, the gradient of the gate pre-activations (of both normalised
+ * products and the bias), and dc_out, the gradient of LN(c~)'s output (for
+ * gamma_c, beta_c). */
+static void RK_S(rk_lstm_ln_bwd)(ptrdiff_t H, const RK_T* restrict g, const RK_T* restrict gamma_c,
+                                 const RK_T* restrict beta_c, const RK_T* restrict c_prev,
+                                 const RK_T* restrict c_hat, RK_T rstd_c,
+                                 const RK_T* restrict dh, RK_T* restrict dc, RK_T* restrict dg,
+                                 RK_T* restrict dc_out, RK_T* restrict work)
+{
+    ptrdiff_t u;
+    for (u = 0; u < H; u++) {
+        RK_T go = g[3 * H + u];
+        RK_T t = RK_TANH(gamma_c[u] * c_hat[u] + beta_c[u]);
+        dg[3 * H + u] = dh[u] * t * go * (1 - go);
+        dc_out[u] = dh[u] * go * (1 - t * t);
+    }
+    RK_S(rk_layer_norm_bwd)(H, dc_out, gamma_c, c_hat, rstd_c, work);
+    for (u = 0; u < H; u++) {
+        RK_T gi = g[u], gf = g[H + u], gg = g[2 * H + u];
+        RK_T dct = dc[u] + work[u];
+        dg[u] = dct * gg * gi * (1 - gi);
+        dg[H + u] = dct * c_prev[u] * gf * (1 - gf);
+        dg[2 * H + u] = dct * gi * (1 - gg * gg);
+        dc[u] = dct * gf;
+    }
+}
+
+/* LayerNorm GRU (reset after), one whole row: g holds LN(W_ih x; gamma_ih) in
+ * and r z n out; rec the raw W_hh h; aux gets the normalised recurrent n
+ * block plus b_hn (what r multiplies). */
+static void RK_S(rk_gru_ln_fwd)(ptrdiff_t H, RK_T* restrict g, const RK_T* restrict rec,
+                                const RK_T* restrict b_ih, const RK_T* restrict b_hh,
+                                const RK_T* restrict gamma_hh, const RK_T* restrict h_prev,
+                                RK_T* restrict h_new, RK_T* restrict aux, RK_T* restrict rec_hat,
+                                RK_T* restrict rstd, RK_T* restrict work)
+{
+    ptrdiff_t u, G = 3 * H;
+    RK_S(rk_layer_norm)(G, rec, gamma_hh, NULL, work, rec_hat, &rstd[0]);
+    for (u = 0; u < H; u++) {
+        RK_T rr = RK_SIGMOID(g[u] + b_ih[u] + work[u] + b_hh[u]);
+        RK_T z = RK_SIGMOID(g[H + u] + b_ih[H + u] + work[H + u] + b_hh[H + u]);
+        RK_T hn = work[2 * H + u] + b_hh[2 * H + u];
+        RK_T n = RK_TANH(g[2 * H + u] + b_ih[2 * H + u] + rr * hn);
+        h_new[u] = (1 - z) * n + z * h_prev[u];
+        g[u] = rr; g[H + u] = z; g[2 * H + u] = n; aux[u] = hn;
+    }
+}
+
+/* dh: dL/dh_t in, the carry d * z out; dgx, dgh: the gradients of the input
+ * side and of the recurrent side (both after their LayerNorm). */
+static void RK_S(rk_gru_ln_bwd)(ptrdiff_t H, const RK_T* restrict g, const RK_T* restrict aux,
+                                const RK_T* restrict h_prev, RK_T* restrict dh,
+                                RK_T* restrict dgx, RK_T* restrict dgh)
+{
+    for (ptrdiff_t u = 0; u < H; u++) {
+        RK_T rr = g[u], z = g[H + u], n = g[2 * H + u], d = dh[u];
+        RK_T dn = d * (1 - z) * (1 - n * n);
+        RK_T dz = d * (h_prev[u] - n) * z * (1 - z);
+        RK_T dr = dn * aux[u] * rr * (1 - rr);
+        dgx[u] = dr; dgx[H + u] = dz; dgx[2 * H + u] = dn;
+        dgh[u] = dr; dgh[H + u] = dz; dgh[2 * H + u] = dn * rr;
+        dh[u] = d * z;
+    }
+}
