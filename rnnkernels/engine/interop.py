@@ -3,8 +3,11 @@
 A stack of recurrent layers of one kind (LSTM, GRU or SimpleRNN, each optionally
 wrapped in Bidirectional) corresponds to one ``torch.nn.LSTM`` / ``GRU`` /
 ``RNN`` with ``num_layers`` = the stack's depth: keys ``weight_ih_l{k}``,
-``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and the ``_reverse``
-versions for the backward direction.  Dense layers map to ``torch.nn.Linear``
+``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``weight_hr_l{k}`` for
+an ``LSTM(projection=P)``: torch's ``proj_size=P``) and the ``_reverse``
+versions for the backward direction.  Peephole and LayerNorm layers have no
+torch.nn equivalent and are refused; zoneout and recurrent dropout act in
+training only and carry over.  Dense layers map to ``torch.nn.Linear``
 (``weight (U, F)``, ``bias``) via :func:`dense_to_torch` / :func:`dense_from_torch`.
 
 Keras's LSTM and SimpleRNN have one bias: exported as ``bias_ih`` with
@@ -51,6 +54,13 @@ def _stack(model_or_layers):
                                  "has reset_after=False")
             if isinstance(d, SimpleRNN) and d.activation not in ("tanh", "relu"):
                 raise ValueError(f"{d.name}: activation {d.activation!r} has no PyTorch RNN equivalent")
+            # zoneout and recurrent dropout act in training only: the weights carry over
+            for variant in ("peephole", "layer_norm"):
+                if getattr(d, variant, False):
+                    raise ValueError(f"{d.name}: {variant}=True has no torch.nn equivalent (torch.nn.LSTM "
+                                     "and GRU have neither peepholes nor LayerNorm)")
+    if len({getattr(d, "projection", None) for l in stack for d, _ in _directions(l)}) > 1:
+        raise ValueError("model_or_layers: a torch.nn.LSTM has one proj_size; the layers' projections differ")
     return stack
 
 
@@ -70,6 +80,8 @@ def to_torch_state_dict(model_or_layers, as_tensors=False):
             G = d.gates * d.units
             out[f"weight_ih_l{k}{suffix}"] = p["w_ih"].copy()
             out[f"weight_hh_l{k}{suffix}"] = p["w_hh"].copy()
+            if "w_hr" in p:  # proj_size
+                out[f"weight_hr_l{k}{suffix}"] = p["w_hr"].copy()
             if d.use_bias:
                 out[f"bias_ih_l{k}{suffix}"] = p["b_ih"].copy()
                 out[f"bias_hh_l{k}{suffix}"] = p["b_hh"].copy() if "b_hh" in p else np.zeros(G, d.dtype)
@@ -95,10 +107,12 @@ def load_torch_state_dict(model_or_layers, state_dict, strict=True):
     updates, used = [], set()
     for k, layer in enumerate(stack):
         for d, suffix in _directions(layer):
-            G, U, F = d.gates * d.units, d.units, d.input_shape[-1]
+            G, U, F, P = d.gates * d.units, d.units, d.input_shape[-1], d.output_units
             new = {}
-            for name, shape in (("weight_ih", (G, F)), ("weight_hh", (G, U)),
-                                ("bias_ih", (G,)), ("bias_hh", (G,))):
+            names = [("weight_ih", (G, F)), ("weight_hh", (G, P)), ("bias_ih", (G,)), ("bias_hh", (G,))]
+            if P != U or getattr(d, "projection", None):
+                names.append(("weight_hr", (P, U)))
+            for name, shape in names:
                 key = f"{name}_l{k}{suffix}"
                 if key not in state_dict:
                     if name.startswith("bias") and not d.use_bias:
@@ -113,6 +127,8 @@ def load_torch_state_dict(model_or_layers, state_dict, strict=True):
                 new[name] = v.astype(d.dtype)
                 used.add(key)
             params = {"w_ih": new["weight_ih"], "w_hh": new["weight_hh"]}
+            if "weight_hr" in new:
+                params["w_hr"] = new["weight_hr"]
             if d.use_bias:
                 if "b_hh" in d.params:
                     params.update(b_ih=new["bias_ih"], b_hh=new["bias_hh"])

@@ -57,7 +57,7 @@ class Bidirectional(Layer):
             if type(backward_layer) is not type(layer):
                 raise ValueError(f"backward_layer: expected the type of layer, {type(layer).__name__}, "
                                  f"got {type(backward_layer).__name__}")
-            for attr in ("units", "return_sequences", "return_state", "stateful"):
+            for attr in ("units", "output_units", "return_sequences", "return_state", "stateful"):
                 if getattr(backward_layer, attr) != getattr(layer, attr):
                     raise ValueError(f"backward_layer: expected {attr}={getattr(layer, attr)!r} as layer, "
                                      f"got {getattr(backward_layer, attr)!r}")
@@ -98,8 +98,9 @@ class Bidirectional(Layer):
         self.backward_layer.reset_states(states[n:])
 
     def _check_states(self, arg, states, B):
-        """``states`` as a list of ``n_states`` arrays ``(B, units)`` in the layer's dtype."""
-        n, U = self.n_states, self.forward_layer.units
+        """``states`` as a list of ``n_states`` arrays ``(B, size)`` in the layer's dtype (h's
+        size is the direction's output units, c's its units)."""
+        n, sizes = self.n_states, self.forward_layer._state_sizes() * 2
         names = ["h", "c"][:self.forward_layer.n_states]
         order = ", ".join([f"forward {s}" for s in names] + [f"backward {s}" for s in names])
         if not isinstance(states, (list, tuple)) or len(states) != n:
@@ -107,6 +108,7 @@ class Bidirectional(Layer):
             raise ValueError(f"{arg}: expected a list of {n} arrays ({order}), got {got}")
         out = []
         for i, s in enumerate(states):
+            U = sizes[i]
             s = np.asarray(s)
             if s.dtype.kind not in "fiub":
                 raise TypeError(f"{arg}[{i}]: expected a numeric array, got dtype {s.dtype}")
@@ -222,7 +224,7 @@ class Bidirectional(Layer):
                                  f"{2 * n} states), got {got}")
             dy, dstates = dy[0], (list(dy[1:1 + n]), list(dy[1 + n:]))
         a, b = self._outs
-        U = fwd.units
+        U = fwd.output_units
         if dy is None:
             da = db = None
         elif self.merge_mode == "concat":
@@ -250,8 +252,7 @@ class Bidirectional(Layer):
     def _both_directions(self, forward_task, backward_task, training):
         """``[forward_task(), backward_task()]``, at the same time when neither
         direction draws dropout masks (they come from one generator, in a fixed order)."""
-        draws = training and any(l.dropout > 0 or l.recurrent_dropout > 0
-                                 for l in (self.forward_layer, self.backward_layer))
+        draws = training and any(l.draws_masks() for l in (self.forward_layer, self.backward_layer))
         return run_pair(forward_task, backward_task, concurrent_ok=not draws)
 
     def output_lengths(self, lengths):
