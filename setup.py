@@ -12,6 +12,7 @@ Environment variables:
     RNNKERNELS_NO_OPENMP=1  build serially even if OpenMP is available.
     RNNKERNELS_PORTABLE=1   no -march=native (for wheels that run on other CPUs).
 """
+import glob
 import os
 import sys
 import tempfile
@@ -98,8 +99,10 @@ def _extensions():
         "nonecheck": debug,
     }
     modules = ("_kernels", "_layout", "_threads")
+    # The C headers are the kernels' code too: a change to one must rebuild.
+    headers = sorted(glob.glob(os.path.join("src", "*.h")) + glob.glob(os.path.join("src", "*.pxd")))
     exts = [
-        Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"])
+        Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"], depends=headers)
         for m in modules
     ]
     # A debug build must not reuse C files or objects of a release build, nor a

@@ -48,249 +48,256 @@ typedef struct {
     RK_T* dpeep;          /* LSTM peephole: their gradients, summed over the rows in order */
 } RK_S(rk_bwd);
 
+/* Each point update is a body with restrict parameters, one for each gate
+ * block (gcc honours restrict on parameters, also once inlined, not on
+ * pointers copied into locals; and indexed as g[k * ub + u] from one pointer
+ * it cannot prove that one block's store does not feed another's load), and
+ * a wrapper that unpacks the row. */
+#define RK_R RK_T* restrict
+#define RK_C const RK_T* restrict
+
 /* ---------------------------------------------------------------- LSTM */
+static inline void RK_S(rk_lstm_fwd_k)(ptrdiff_t ub, RK_R g0, RK_R g1, RK_R g2, RK_R g3,
+                                       RK_C b0, RK_C b1, RK_C b2, RK_C b3, RK_C w0, RK_C w1, RK_C w2,
+                                       RK_C cp, RK_R cn, RK_R hn, int peephole)
+{
+    if (peephole)   /* i and f see c_{t-1}, o sees c~_t */
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T gi = RK_SIGMOID(g0[u] + b0[u] + w0[u] * cp[u]);
+            RK_T gf = RK_SIGMOID(g1[u] + b1[u] + w1[u] * cp[u]);
+            RK_T gg = RK_TANH(g2[u] + b2[u]);
+            RK_T c = gf * cp[u] + gi * gg;
+            RK_T go = RK_SIGMOID(g3[u] + b3[u] + w2[u] * c);
+            cn[u] = c;
+            hn[u] = go * RK_TANH(c);
+            g0[u] = gi; g1[u] = gf; g2[u] = gg; g3[u] = go;
+        }
+    else
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T gi = RK_SIGMOID(g0[u] + b0[u]);
+            RK_T gf = RK_SIGMOID(g1[u] + b1[u]);
+            RK_T gg = RK_TANH(g2[u] + b2[u]);
+            RK_T go = RK_SIGMOID(g3[u] + b3[u]);
+            RK_T c = gf * cp[u] + gi * gg;
+            cn[u] = c;
+            hn[u] = go * RK_TANH(c);
+            g0[u] = gi; g1[u] = gf; g2[u] = gg; g3[u] = go;
+        }
+}
+
+/* dh: dL/dh_t (or dL/dm), dc: dL/dc_t in and dL/dc_{t-1} out; the
+ * peepholes' gradients summed into dw (rows in order). */
+static inline void RK_S(rk_lstm_bwd_k)(ptrdiff_t ub, RK_C g0, RK_C g1, RK_C g2, RK_C g3,
+                                       RK_R d0, RK_R d1, RK_R d2, RK_R d3, RK_C w0, RK_C w1, RK_C w2,
+                                       RK_R dw0, RK_R dw1, RK_R dw2, RK_C cp, RK_C cn, RK_C dh, RK_R dc,
+                                       int peephole)
+{
+    if (peephole)
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T gi = g0[u], gf = g1[u], gg = g2[u], go = g3[u];
+            RK_T tc = RK_TANH(cn[u]);
+            RK_T dao = dh[u] * tc * go * (1 - go);
+            RK_T dct = dc[u] + dh[u] * go * (1 - tc * tc) + dao * w2[u];
+            RK_T dai = dct * gg * gi * (1 - gi);
+            RK_T daf = dct * cp[u] * gf * (1 - gf);
+            d0[u] = dai;
+            d1[u] = daf;
+            d2[u] = dct * gi * (1 - gg * gg);
+            d3[u] = dao;
+            dc[u] = dct * gf + dai * w0[u] + daf * w1[u];
+            dw0[u] += dai * cp[u];
+            dw1[u] += daf * cp[u];
+            dw2[u] += dao * cn[u];
+        }
+    else
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T gi = g0[u], gf = g1[u], gg = g2[u], go = g3[u];
+            RK_T tc = RK_TANH(cn[u]);
+            RK_T dct = dc[u] + dh[u] * go * (1 - tc * tc);
+            d0[u] = dct * gg * gi * (1 - gi);
+            d1[u] = dct * cp[u] * gf * (1 - gf);
+            d2[u] = dct * gi * (1 - gg * gg);
+            d3[u] = dh[u] * tc * go * (1 - go);
+            dc[u] = dct * gf;
+        }
+}
+
+#define RK_ROW4(p, ub) (p), (p) + (ub), (p) + 2 * (ub), (p) + 3 * (ub)
+#define RK_ROW3(p, ub) (p), (p) + (ub), (p) + 2 * (ub)
+
 static void RK_S(rk_lstm_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
 {
-    RK_T* restrict g = r->g;
-    const RK_T* restrict b = r->b;
-    const RK_T* restrict cp = r->c_prev;
-    RK_T* restrict cn = r->c_new;
-    RK_T* restrict hn = r->h_new;
-    for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T gi = RK_SIGMOID(g[u] + b[u]);
-        RK_T gf = RK_SIGMOID(g[ub + u] + b[ub + u]);
-        RK_T gg = RK_TANH(g[2 * ub + u] + b[2 * ub + u]);
-        RK_T go = RK_SIGMOID(g[3 * ub + u] + b[3 * ub + u]);
-        RK_T c = gf * cp[u] + gi * gg;
-        cn[u] = c;
-        hn[u] = go * RK_TANH(c);
-        g[u] = gi; g[ub + u] = gf; g[2 * ub + u] = gg; g[3 * ub + u] = go;
-    }
+    RK_S(rk_lstm_fwd_k)(ub, RK_ROW4(r->g, ub), RK_ROW4(r->b, ub), NULL, NULL, NULL,
+                        r->c_prev, r->c_new, r->h_new, 0);
 }
 
-/* dh: dL/dh_t (or dL/dm), dc: dL/dc_t in and dL/dc_{t-1} out. */
 static void RK_S(rk_lstm_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
 {
-    const RK_T* restrict g = r->g;
-    RK_T* restrict dg = r->dg;
-    const RK_T* restrict cp = r->c_prev;
-    const RK_T* restrict cn = r->c_new;
-    const RK_T* restrict dh = r->dh;
-    RK_T* restrict dc = r->dc;
-    for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T gi = g[u], gf = g[ub + u], gg = g[2 * ub + u], go = g[3 * ub + u];
-        RK_T tc = RK_TANH(cn[u]);
-        RK_T dct = dc[u] + dh[u] * go * (1 - tc * tc);
-        dg[u] = dct * gg * gi * (1 - gi);
-        dg[ub + u] = dct * cp[u] * gf * (1 - gf);
-        dg[2 * ub + u] = dct * gi * (1 - gg * gg);
-        dg[3 * ub + u] = dh[u] * tc * go * (1 - go);
-        dc[u] = dct * gf;
-    }
+    RK_S(rk_lstm_bwd_k)(ub, RK_ROW4(r->g, ub), RK_ROW4(r->dg, ub), NULL, NULL, NULL, NULL, NULL, NULL,
+                        r->c_prev, r->c_new, r->dh, r->dc, 0);
 }
 
-/* Peephole LSTM: i and f see c_{t-1}, o sees c~_t. */
 static void RK_S(rk_lstm_peephole_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
 {
-    RK_T* restrict g = r->g;
-    const RK_T* restrict b = r->b;
-    const RK_T* restrict cp = r->c_prev;
-    const RK_T* restrict w = r->peep;
-    RK_T* restrict cn = r->c_new;
-    RK_T* restrict hn = r->h_new;
-    for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T gi = RK_SIGMOID(g[u] + b[u] + w[u] * cp[u]);
-        RK_T gf = RK_SIGMOID(g[ub + u] + b[ub + u] + w[ub + u] * cp[u]);
-        RK_T gg = RK_TANH(g[2 * ub + u] + b[2 * ub + u]);
-        RK_T c = gf * cp[u] + gi * gg;
-        RK_T go = RK_SIGMOID(g[3 * ub + u] + b[3 * ub + u] + w[2 * ub + u] * c);
-        cn[u] = c;
-        hn[u] = go * RK_TANH(c);
-        g[u] = gi; g[ub + u] = gf; g[2 * ub + u] = gg; g[3 * ub + u] = go;
-    }
+    RK_S(rk_lstm_fwd_k)(ub, RK_ROW4(r->g, ub), RK_ROW4(r->b, ub), RK_ROW3(r->peep, ub),
+                        r->c_prev, r->c_new, r->h_new, 1);
 }
 
 static void RK_S(rk_lstm_peephole_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
 {
-    const RK_T* restrict g = r->g;
-    RK_T* restrict dg = r->dg;
-    const RK_T* restrict cp = r->c_prev;
-    const RK_T* restrict cn = r->c_new;
-    const RK_T* restrict dh = r->dh;
-    const RK_T* restrict w = r->peep;
-    RK_T* restrict dw = r->dpeep;
-    RK_T* restrict dc = r->dc;
-    for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T gi = g[u], gf = g[ub + u], gg = g[2 * ub + u], go = g[3 * ub + u];
-        RK_T tc = RK_TANH(cn[u]);
-        RK_T dao = dh[u] * tc * go * (1 - go);
-        RK_T dct = dc[u] + dh[u] * go * (1 - tc * tc) + dao * w[2 * ub + u];
-        RK_T dai = dct * gg * gi * (1 - gi);
-        RK_T daf = dct * cp[u] * gf * (1 - gf);
-        dg[u] = dai;
-        dg[ub + u] = daf;
-        dg[2 * ub + u] = dct * gi * (1 - gg * gg);
-        dg[3 * ub + u] = dao;
-        dc[u] = dct * gf + dai * w[u] + daf * w[ub + u];
-        dw[u] += dai * cp[u];
-        dw[ub + u] += daf * cp[u];
-        dw[2 * ub + u] += dao * cn[u];
-    }
+    RK_S(rk_lstm_bwd_k)(ub, RK_ROW4(r->g, ub), RK_ROW4(r->dg, ub), RK_ROW3(r->peep, ub), RK_ROW3(r->dpeep, ub),
+                        r->c_prev, r->c_new, r->dh, r->dc, 1);
 }
 
 /* ------------------------------------------------------ GRU (reset after) */
 /* g: input projection r z n (no bias); gh: W_hh h for r z n; b: b_ir+b_hr,
  * b_iz+b_hz, b_in; b_hn apart.  Keeps r, z, n in g and W_hn h + b_hn in aux.
  * The interpolation uses the unmasked h_{t-1}, as Keras does. */
-static void RK_S(rk_gru_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+static inline void RK_S(rk_gru_fwd_k)(ptrdiff_t ub, RK_R x0, RK_R x1, RK_R x2, RK_C h0, RK_C h1, RK_C h2,
+                                      RK_C b0, RK_C b1, RK_C b2, RK_C bhn, RK_C hp, RK_R hn, RK_R hnew)
 {
-    RK_T* restrict gx = r->g;
-    const RK_T* restrict gh = r->gh;
-    const RK_T* restrict b = r->b;
-    const RK_T* restrict bhn = r->b_hn;
-    const RK_T* restrict hp = r->h_prev;
-    RK_T* restrict hn = r->aux;
-    RK_T* restrict hnew = r->h_new;
     for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T rr = RK_SIGMOID(gx[u] + gh[u] + b[u]);
-        RK_T z = RK_SIGMOID(gx[ub + u] + gh[ub + u] + b[ub + u]);
-        RK_T hnb = gh[2 * ub + u] + bhn[u];
-        RK_T n = RK_TANH(gx[2 * ub + u] + b[2 * ub + u] + rr * hnb);
+        RK_T rr = RK_SIGMOID(x0[u] + h0[u] + b0[u]);
+        RK_T z = RK_SIGMOID(x1[u] + h1[u] + b1[u]);
+        RK_T hnb = h2[u] + bhn[u];
+        RK_T n = RK_TANH(x2[u] + b2[u] + rr * hnb);
         hnew[u] = (1 - z) * n + z * hp[u];
-        gx[u] = rr; gx[ub + u] = z; gx[2 * ub + u] = n; hn[u] = hnb;
+        x0[u] = rr; x1[u] = z; x2[u] = n; hn[u] = hnb;
     }
 }
 
-/* dh: dL/dh_t in, the carry d * z to h_{t-1} out; dg: input-side gradients
- * r z n, dgh: recurrent-side ones (r z equal, n scaled by r). */
-static void RK_S(rk_gru_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+/* dh: dL/dh_t in, the carry d * z to h_{t-1} out; dx: input-side gradients
+ * r z n, dr: recurrent-side ones (r z equal, n scaled by r). */
+static inline void RK_S(rk_gru_bwd_k)(ptrdiff_t ub, RK_C g0, RK_C g1, RK_C g2, RK_R dx0, RK_R dx1, RK_R dx2,
+                                      RK_R dr0, RK_R dr1, RK_R dr2, RK_C hn, RK_C hp, RK_R dh)
 {
-    const RK_T* restrict g = r->g;
-    const RK_T* restrict hn = r->aux;
-    const RK_T* restrict hp = r->h_prev;
-    RK_T* restrict dh = r->dh;
-    RK_T* restrict dgx = r->dg;
-    RK_T* restrict dgh = r->dgh;
     for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T rr = g[u], z = g[ub + u], n = g[2 * ub + u], d = dh[u];
+        RK_T rr = g0[u], z = g1[u], n = g2[u], d = dh[u];
         RK_T dn = d * (1 - z) * (1 - n * n);
         RK_T dz = d * (hp[u] - n) * z * (1 - z);
         RK_T dr = dn * hn[u] * rr * (1 - rr);
-        dgx[u] = dr; dgx[ub + u] = dz; dgx[2 * ub + u] = dn;
-        dgh[u] = dr; dgh[ub + u] = dz; dgh[2 * ub + u] = dn * rr;
+        dx0[u] = dr; dx1[u] = dz; dx2[u] = dn;
+        dr0[u] = dr; dr1[u] = dz; dr2[u] = dn * rr;
         dh[u] = d * z;
     }
+}
+
+static void RK_S(rk_gru_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_S(rk_gru_fwd_k)(ub, RK_ROW3(r->g, ub), RK_ROW3(r->gh, ub), RK_ROW3(r->b, ub), r->b_hn, r->h_prev,
+                       r->aux, r->h_new);
+}
+
+static void RK_S(rk_gru_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    RK_S(rk_gru_bwd_k)(ub, RK_ROW3(r->g, ub), RK_ROW3(r->dg, ub), RK_ROW3(r->dgh, ub), r->aux, r->h_prev, r->dh);
 }
 
 /* --------------------------------------------------- GRU (reset before)
  * Two phases per step, because W_hn multiplies r * h and needs r of every
  * unit first.  Phase 1: r, z; aux = r * h (the masked h the product sees). */
-static void RK_S(rk_gru_rb_fwd1)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+static inline void RK_S(rk_gru_rb_fwd1_k)(ptrdiff_t ub, RK_R g0, RK_R g1, RK_C b0, RK_C b1, RK_C hm, RK_R rh)
 {
-    RK_T* restrict g = r->g;
-    const RK_T* restrict b = r->b;
-    const RK_T* restrict hm = r->hm_prev;
-    RK_T* restrict rh = r->aux;
     for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T rr = RK_SIGMOID(g[u] + b[u]);
-        RK_T z = RK_SIGMOID(g[ub + u] + b[ub + u]);
-        g[u] = rr; g[ub + u] = z; rh[u] = rr * hm[u];
+        RK_T rr = RK_SIGMOID(g0[u] + b0[u]);
+        RK_T z = RK_SIGMOID(g1[u] + b1[u]);
+        g0[u] = rr; g1[u] = z; rh[u] = rr * hm[u];
     }
 }
 
 /* Phase 2: n from g's n block (input + W_hn (r h)), and h_t. */
-static void RK_S(rk_gru_rb_fwd2)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+static inline void RK_S(rk_gru_rb_fwd2_k)(ptrdiff_t ub, RK_C g1, RK_R g2, RK_C b2, RK_C hp, RK_R hnew)
 {
-    RK_T* restrict g = r->g;
-    const RK_T* restrict b = r->b;
-    const RK_T* restrict hp = r->h_prev;
-    RK_T* restrict hnew = r->h_new;
     for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T z = g[ub + u];
-        RK_T n = RK_TANH(g[2 * ub + u] + b[2 * ub + u]);
+        RK_T z = g1[u];
+        RK_T n = RK_TANH(g2[u] + b2[u]);
         hnew[u] = (1 - z) * n + z * hp[u];
-        g[2 * ub + u] = n;
+        g2[u] = n;
     }
 }
 
 /* Backward phase 1: z and n gradients; dh becomes the carry d * z. */
-static void RK_S(rk_gru_rb_bwd1)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+static inline void RK_S(rk_gru_rb_bwd1_k)(ptrdiff_t ub, RK_C g1, RK_C g2, RK_R d1, RK_R d2, RK_C hp, RK_R dh)
 {
-    const RK_T* restrict g = r->g;
-    const RK_T* restrict hp = r->h_prev;
-    RK_T* restrict dh = r->dh;
-    RK_T* restrict dg = r->dg;
     for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T z = g[ub + u], n = g[2 * ub + u], d = dh[u];
-        dg[ub + u] = d * (hp[u] - n) * z * (1 - z);
-        dg[2 * ub + u] = d * (1 - z) * (1 - n * n);
+        RK_T z = g1[u], n = g2[u], d = dh[u];
+        d1[u] = d * (hp[u] - n) * z * (1 - z);
+        d2[u] = d * (1 - z) * (1 - n * n);
         dh[u] = d * z;
     }
 }
 
 /* Backward phase 2: from drh = dL/d(r h) (W_hn^T dn): the r gradient, and
- * drh * r back to h (through the mask). */
-static void RK_S(rk_gru_rb_bwd2)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+ * drh * r back to h (through the mask, NULL: none). */
+static inline void RK_S(rk_gru_rb_bwd2_k)(ptrdiff_t ub, RK_C g0, RK_R d0, RK_C hm, RK_C drh, RK_C mask, RK_R dh)
 {
-    const RK_T* restrict g = r->g;
-    const RK_T* restrict hm = r->hm_prev;
-    const RK_T* restrict drh = r->drh;
-    const RK_T* restrict mask = r->mask;
-    RK_T* restrict dh = r->dh;
-    RK_T* restrict dg = r->dg;
     if (mask != NULL)
         for (ptrdiff_t u = 0; u < ub; u++) {
-            RK_T rr = g[u];
-            dg[u] = drh[u] * hm[u] * rr * (1 - rr);
+            RK_T rr = g0[u];
+            d0[u] = drh[u] * hm[u] * rr * (1 - rr);
             dh[u] += mask[u] * drh[u] * rr;
         }
     else
         for (ptrdiff_t u = 0; u < ub; u++) {
-            RK_T rr = g[u];
-            dg[u] = drh[u] * hm[u] * rr * (1 - rr);
+            RK_T rr = g0[u];
+            d0[u] = drh[u] * hm[u] * rr * (1 - rr);
             dh[u] += drh[u] * rr;
         }
 }
 
+static void RK_S(rk_gru_rb_fwd1)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_S(rk_gru_rb_fwd1_k)(ub, r->g, r->g + ub, r->b, r->b + ub, r->hm_prev, r->aux);
+}
+
+static void RK_S(rk_gru_rb_fwd2)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+{
+    RK_S(rk_gru_rb_fwd2_k)(ub, r->g + ub, r->g + 2 * ub, r->b + 2 * ub, r->h_prev, r->h_new);
+}
+
+static void RK_S(rk_gru_rb_bwd1)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    RK_S(rk_gru_rb_bwd1_k)(ub, r->g + ub, r->g + 2 * ub, r->dg + ub, r->dg + 2 * ub, r->h_prev, r->dh);
+}
+
+static void RK_S(rk_gru_rb_bwd2)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+{
+    RK_S(rk_gru_rb_bwd2_k)(ub, r->g, r->dg, r->hm_prev, r->drh, r->mask, r->dh);
+}
+
 /* ----------------------------------------------------------------- RNN */
-static void RK_S(rk_rnn_tanh_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
+static inline void RK_S(rk_rnn_fwd_k)(ptrdiff_t ub, RK_C g, RK_C b, RK_R hn, int relu)
 {
-    const RK_T* restrict g = r->g;
-    const RK_T* restrict b = r->b;
-    RK_T* restrict hn = r->h_new;
-    for (ptrdiff_t u = 0; u < ub; u++)
-        hn[u] = RK_TANH(g[u] + b[u]);
+    if (relu)   /* keeps NaN (a < 0 ? 0 : a) */
+        for (ptrdiff_t u = 0; u < ub; u++) {
+            RK_T a = g[u] + b[u];
+            hn[u] = a < 0 ? 0 : a;
+        }
+    else
+        for (ptrdiff_t u = 0; u < ub; u++)
+            hn[u] = RK_TANH(g[u] + b[u]);
 }
 
-static void RK_S(rk_rnn_tanh_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
+/* the derivative read off h_t; relu's at 0 is 0, as PyTorch's */
+static inline void RK_S(rk_rnn_bwd_k)(ptrdiff_t ub, RK_C hn, RK_C dh, RK_R dg, int relu)
 {
-    const RK_T* restrict hn = r->h_new;
-    const RK_T* restrict dh = r->dh;
-    RK_T* restrict dg = r->dg;
-    for (ptrdiff_t u = 0; u < ub; u++)
-        dg[u] = dh[u] * (1 - hn[u] * hn[u]);
+    if (relu)
+        for (ptrdiff_t u = 0; u < ub; u++)
+            dg[u] = hn[u] > 0 ? dh[u] : 0;
+    else
+        for (ptrdiff_t u = 0; u < ub; u++)
+            dg[u] = dh[u] * (1 - hn[u] * hn[u]);
 }
 
-/* relu keeps NaN (a < 0 ? 0 : a); its derivative at 0 is 0, as PyTorch's. */
-static void RK_S(rk_rnn_relu_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r)
-{
-    const RK_T* restrict g = r->g;
-    const RK_T* restrict b = r->b;
-    RK_T* restrict hn = r->h_new;
-    for (ptrdiff_t u = 0; u < ub; u++) {
-        RK_T a = g[u] + b[u];
-        hn[u] = a < 0 ? 0 : a;
-    }
-}
+static void RK_S(rk_rnn_tanh_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r) { RK_S(rk_rnn_fwd_k)(ub, r->g, r->b, r->h_new, 0); }
+static void RK_S(rk_rnn_relu_fwd)(ptrdiff_t ub, const RK_S(rk_fwd)* r) { RK_S(rk_rnn_fwd_k)(ub, r->g, r->b, r->h_new, 1); }
+static void RK_S(rk_rnn_tanh_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r) { RK_S(rk_rnn_bwd_k)(ub, r->h_new, r->dh, r->dg, 0); }
+static void RK_S(rk_rnn_relu_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r) { RK_S(rk_rnn_bwd_k)(ub, r->h_new, r->dh, r->dg, 1); }
 
-static void RK_S(rk_rnn_relu_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r)
-{
-    const RK_T* restrict hn = r->h_new;
-    const RK_T* restrict dh = r->dh;
-    RK_T* restrict dg = r->dg;
-    for (ptrdiff_t u = 0; u < ub; u++)
-        dg[u] = hn[u] > 0 ? dh[u] : 0;
-}
+#undef RK_R
+#undef RK_C
+#undef RK_ROW4
+#undef RK_ROW3
 
 /* --------------------------------------------------------- LayerNorm rows
  * The LayerNorm cells normalise whole gate rows, so they run on the

@@ -81,6 +81,9 @@ def add_arguments(p):
     p.add_argument("--memory", action="store_true", help="also measure the peak memory of a training step")
     p.add_argument("--targets", action="store_true",
                    help="evaluate the performance targets (implies --varlen and --memory; exit status 1 on FAIL)")
+    p.add_argument("--variants", action="store_true",
+                   help="time the cell variants' training steps against the plain cells and the projection "
+                        "LSTM against torch's proj_size (alone; with --targets, after the main table)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the inputs (default 0)")
     p.add_argument("--json", metavar="PATH",

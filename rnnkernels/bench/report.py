@@ -4,6 +4,7 @@
 
 from .cases import CHECK_TOLERANCE, MODES, MODE_TITLES, NOISY_IQR_PCT, SYSTEMS, Size
 from .machine import _cpu_line
+from .variants import render_variants
 
 
 # ----------------------------------------------------------------- printing
@@ -94,6 +95,7 @@ def render(report):
     if noisy:
         out.append(f"note: {noisy} of {len(spreads)} medians have an interquartile range above "
                    f"{NOISY_IQR_PCT}% of the median: the machine was busy; rerun when it is quiet")
+    out.extend(render_variants(report.get("variants", []), format_table))
     if report["targets"]:
         out.append("")
         if report["options"]["quick"]:

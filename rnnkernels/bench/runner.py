@@ -10,6 +10,7 @@ from .cases import GEMM_N, MODES, QUICK_GEMM_N, QUICK_SIZES, SCHEMA, SIZES, case
 from .contenders import Unavailable, available_systems, build_contenders
 from .machine import machine_info, measure_gemm_peak
 from .targets import evaluate_targets, summary_rows
+from .variants import measure_variants
 from .workers import KerasWorker, WorkerError, measure_memory
 
 
@@ -83,7 +84,9 @@ def run_benchmark(options):
         "results": [],
         "memory": [],
     }
-    cases = plan_cases(options)
+    report["variants"] = []
+    variants_only = getattr(options, "variants", False) and not options.targets
+    cases = [] if variants_only else plan_cases(options)
     all_threads = sorted({t for c in cases for t in c.threads + c.extra_threads})
     gemm_n = QUICK_GEMM_N if options.quick else GEMM_N
     for dtype in options.dtype:
@@ -134,6 +137,9 @@ def run_benchmark(options):
         report["memory"] = _memory_entries(options, systems)
     report["rows"] = summary_rows(report)
     report["targets"] = evaluate_targets(report) if options.targets else []
+    if getattr(options, "variants", False):
+        report["variants"], variant_targets = measure_variants(options, "torch" in systems)
+        report["targets"] += variant_targets
     return report
 
 
