@@ -304,40 +304,62 @@ static void RK_S(rk_rnn_relu_bwd)(ptrdiff_t ub, const RK_S(rk_bwd)* r) { RK_S(rk
  * skeleton's row split (each thread owns batch rows and all their units).
  * rk_layer_norm: out = gamma * (v - mean) / sqrt(var + eps) (+ beta), keeping
  * the normalised values and 1/std for backward; sums in index order. */
+/* Sums in a fixed order that gcc vectorises: 16 running partial sums, added
+ * in order at the end (a plain running sum of floats is a dependency chain
+ * gcc may not reorder without -ffast-math). */
+#define RK_LANES 16
+static inline RK_T RK_S(rk_sum2)(ptrdiff_t n, const RK_T* restrict a, const RK_T* restrict b, RK_T shift)
+{   /* sum of a[u] (b NULL), of (a[u] - shift)^2 (b == a), or of a[u] * b[u] */
+    RK_T acc[RK_LANES] = {0}, s = 0;
+    ptrdiff_t u = 0, k;
+    if (b == NULL)
+        for (; u + RK_LANES <= n; u += RK_LANES)
+            for (k = 0; k < RK_LANES; k++)
+                acc[k] += a[u + k];
+    else if (b == a)
+        for (; u + RK_LANES <= n; u += RK_LANES)
+            for (k = 0; k < RK_LANES; k++)
+                acc[k] += (a[u + k] - shift) * (a[u + k] - shift);
+    else
+        for (; u + RK_LANES <= n; u += RK_LANES)
+            for (k = 0; k < RK_LANES; k++)
+                acc[k] += a[u + k] * b[u + k];
+    for (k = 0; k < RK_LANES; k++)
+        s += acc[k];
+    for (; u < n; u++)
+        s += b == NULL ? a[u] : b == a ? (a[u] - shift) * (a[u] - shift) : a[u] * b[u];
+    return s;
+}
+
 static void RK_S(rk_layer_norm)(ptrdiff_t n, const RK_T* v, const RK_T* restrict gamma,
                                 const RK_T* restrict beta, RK_T* out,  /* may be v: in place */
                                 RK_T* restrict v_hat, RK_T* rstd_out)
 {
-    RK_T mean = 0, var = 0, rstd;
+    RK_T mean = RK_S(rk_sum2)(n, v, NULL, 0) / (RK_T)n;
+    RK_T var = RK_S(rk_sum2)(n, v, v, mean) / (RK_T)n;
+    RK_T rstd = (RK_T)1 / RK_SQRT(var + (RK_T)RK_LAYER_NORM_EPSILON);
     for (ptrdiff_t u = 0; u < n; u++)
-        mean += v[u];
-    mean /= (RK_T)n;
-    for (ptrdiff_t u = 0; u < n; u++)
-        var += (v[u] - mean) * (v[u] - mean);
-    var /= (RK_T)n;
-    rstd = (RK_T)1 / RK_SQRT(var + (RK_T)RK_LAYER_NORM_EPSILON);
-    for (ptrdiff_t u = 0; u < n; u++) {
-        RK_T xh = (v[u] - mean) * rstd;
-        v_hat[u] = xh;
-        out[u] = beta != NULL ? gamma[u] * xh + beta[u] : gamma[u] * xh;
-    }
+        v_hat[u] = (v[u] - mean) * rstd;
+    if (beta != NULL)
+        for (ptrdiff_t u = 0; u < n; u++)
+            out[u] = gamma[u] * v_hat[u] + beta[u];
+    else
+        for (ptrdiff_t u = 0; u < n; u++)
+            out[u] = gamma[u] * v_hat[u];
     *rstd_out = rstd;
 }
 
-/* dv = rstd * (dxh - mean(dxh) - xh * mean(dxh * xh)), dxh = dout * gamma. */
-static void RK_S(rk_layer_norm_bwd)(ptrdiff_t n, const RK_T* restrict dout, const RK_T* restrict gamma,
-                                    const RK_T* restrict v_hat, RK_T rstd, RK_T* restrict dv)
+/* dv = rstd * (dxh - mean(dxh) - xh * mean(dxh * xh)), dxh = dout * gamma
+ * (dv may be dout: in place). */
+static void RK_S(rk_layer_norm_bwd)(ptrdiff_t n, const RK_T* dout, const RK_T* restrict gamma,
+                                    const RK_T* restrict v_hat, RK_T rstd, RK_T* dv, RK_T* restrict work)
 {
-    RK_T m1 = 0, m2 = 0;
-    for (ptrdiff_t u = 0; u < n; u++) {
-        RK_T d = dout[u] * gamma[u];
-        m1 += d;
-        m2 += d * v_hat[u];
-    }
-    m1 /= (RK_T)n;
-    m2 /= (RK_T)n;
     for (ptrdiff_t u = 0; u < n; u++)
-        dv[u] = rstd * (dout[u] * gamma[u] - m1 - v_hat[u] * m2);
+        work[u] = dout[u] * gamma[u];
+    RK_T m1 = RK_S(rk_sum2)(n, work, NULL, 0) / (RK_T)n;
+    RK_T m2 = RK_S(rk_sum2)(n, work, v_hat, 0) / (RK_T)n;
+    for (ptrdiff_t u = 0; u < n; u++)
+        dv[u] = rstd * (work[u] - m1 - v_hat[u] * m2);
 }
 
 /* LayerNorm LSTM, one whole row of H units (haste's LayerNormLSTM, PyTorch's
@@ -383,7 +405,7 @@ static void RK_S(rk_lstm_ln_bwd)(ptrdiff_t H, const RK_T* restrict g, const RK_T
         dg[3 * H + u] = dh[u] * t * go * (1 - go);
         dc_out[u] = dh[u] * go * (1 - t * t);
     }
-    RK_S(rk_layer_norm_bwd)(H, dc_out, gamma_c, c_hat, rstd_c, work);
+    RK_S(rk_layer_norm_bwd)(H, dc_out, gamma_c, c_hat, rstd_c, work, work + H);
     for (u = 0; u < H; u++) {
         RK_T gi = g[u], gf = g[H + u], gg = g[2 * H + u];
         RK_T dct = dc[u] + work[u];

@@ -191,19 +191,33 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
     free(raw);
 }
 
-/* out[j] += sum over the k rows of a[r, j] (* b[r, j]), rows in order, the
- * columns split over the threads: the bias and LayerNorm gradients that are
- * not summed inside the time loop. */
-static void RK_F(rk_column_sums)(int nthreads, ptrdiff_t k, ptrdiff_t n, const RK_T* a, ptrdiff_t lda,
-                                 const RK_T* b, ptrdiff_t ldb, RK_T* out)
+/* For every column j, summed over the k rows in order (the columns split
+ * over the threads): out0[j] += a[r, j]; out1[j] += a[r, j] * b1[r, j]; and
+ * out2[j] += a[r, j] * b2[r, j] when b2 is given.  The bias and LayerNorm
+ * gradients that are not summed inside the time loop, in one pass over a. */
+static void RK_F(rk_column_sums)(int nthreads, ptrdiff_t k, ptrdiff_t n, const RK_T* a,
+                                 const RK_T* b1, const RK_T* b2, RK_T* out0, RK_T* out1, RK_T* out2)
 {
     ptrdiff_t j0;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (j0 = 0; j0 < n; j0 += 64) {
-        ptrdiff_t j1 = j0 + 64 < n ? j0 + 64 : n;
-        for (ptrdiff_t r = 0; r < k; r++)
-            for (ptrdiff_t j = j0; j < j1; j++)
-                out[j] += b != NULL ? a[r * lda + j] * b[r * ldb + j] : a[r * lda + j];
+        ptrdiff_t w = j0 + 64 < n ? 64 : n - j0;
+        RK_T* restrict o0 = out0 + j0;
+        RK_T* restrict o1 = out1 + j0;
+        RK_T* restrict o2 = b2 != NULL ? out2 + j0 : NULL;
+        for (ptrdiff_t r = 0; r < k; r++) {
+            const RK_T* restrict ar = a + r * n + j0;
+            const RK_T* restrict br = b1 + r * n + j0;
+            for (ptrdiff_t j = 0; j < w; j++) {
+                o0[j] += ar[j];
+                o1[j] += ar[j] * br[j];
+            }
+            if (o2 != NULL) {
+                const RK_T* restrict cr = b2 + r * n + j0;
+                for (ptrdiff_t j = 0; j < w; j++)
+                    o2[j] += ar[j] * cr[j];
+            }
+        }
     }
 }
 
@@ -812,7 +826,8 @@ static void RK_F(rk_forward_rows)(rk_forward* p, const rk_cell* cell)
     const int G = cell->gates, lstm = (cell->flags & RK_CELL_STATE) != 0;
     const ptrdiff_t H = p->H, P = p->P, GH = G * H, N = p->N;
     int team = 1;
-    RK_T* work = (RK_T*)malloc((size_t)(p->step_threads > 0 ? p->step_threads : 1) * (size_t)GH * sizeof(RK_T) + 64);
+    const int slots = p->step_threads > p->nthreads ? p->step_threads : p->nthreads;
+    RK_T* work = (RK_T*)malloc((size_t)(slots > 0 ? slots : 1) * (size_t)GH * sizeof(RK_T) + 64);
     if (work == NULL) {
         p->team = -1;
         return;
@@ -862,7 +877,8 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
     RK_T* dgates = (RK_T*)p->dgates;
     RK_T* drec = (RK_T*)p->drec;      /* (N, GH): the raw recurrent product's gradient */
     RK_T* dln = (RK_T*)p->dln;        /* LSTM (N, H): LN(c~)'s output's; GRU (N, GH): the recurrent side's */
-    RK_T* work = (RK_T*)malloc((size_t)(p->step_threads > 0 ? p->step_threads : 1) * (size_t)GH * sizeof(RK_T) + 64);
+    const int slots = p->step_threads > p->nthreads ? p->step_threads : p->nthreads;
+    RK_T* work = (RK_T*)malloc((size_t)(slots > 0 ? slots : 1) * (size_t)GH * sizeof(RK_T) + 64);
     ptrdiff_t i;
     if (work == NULL) {
         p->team = -1;
@@ -894,13 +910,13 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
                                          (const RK_T*)p->c_hat + row * H, rstd[2], dh + j * P,
                                          (RK_T*)p->dc + j * H, dgates + row * GH, dln + row * H, mine);
                     RK_F(rk_layer_norm_bwd)(GH, dgates + row * GH, (const RK_T*)p->gamma_hh,
-                                            (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH);
+                                            (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH, mine);
                 } else {
                     RK_F(rk_gru_ln_bwd)(H, (const RK_T*)p->gates + row * GH, (const RK_T*)p->aux + row * H,
                                         (const RK_T*)p->h + row * P, dh + j * P, dgates + row * GH,
                                         dln + row * GH);
                     RK_F(rk_layer_norm_bwd)(GH, dln + row * GH, (const RK_T*)p->gamma_hh,
-                                            (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH);
+                                            (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH, mine);
                 }
             }
         }
@@ -908,26 +924,27 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
         RK_G(packed)(rk_lane_rows(p->counts[0], t, L), P, GH, drec + t * GH, L * GH, (const RK_T*)p->w_bwd,
                      (RK_T*)p->dh + t * P, L * P, !lstm);
     }
-    free(work);
     p->team = team;
     /* the gradients summed over every row, in row order */
-    if (lstm) {
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, GH, NULL, 0, (RK_T*)p->db);
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, GH, (const RK_T*)p->rec_hat, GH, (RK_T*)p->dgamma_hh);
-        RK_F(rk_column_sums)(p->nthreads, N, H, dln, H, (const RK_T*)p->c_hat, H, (RK_T*)p->dgamma_c);
-        RK_F(rk_column_sums)(p->nthreads, N, H, dln, H, NULL, 0, (RK_T*)p->dbeta_c);
-    } else {
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, GH, NULL, 0, (RK_T*)p->db);
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dln, GH, NULL, 0, (RK_T*)p->db_hh);
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dln, GH, (const RK_T*)p->rec_hat, GH, (RK_T*)p->dgamma_hh);
+    if (lstm) {  /* the bias gets dgates (both biases: one sum), the gains dgates times x_hat, rec_hat */
+        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, (const RK_T*)p->x_hat, (const RK_T*)p->rec_hat,
+                             (RK_T*)p->db, (RK_T*)p->dgamma_ih, (RK_T*)p->dgamma_hh);
+        RK_F(rk_column_sums)(p->nthreads, N, H, dln, (const RK_T*)p->c_hat, NULL,
+                             (RK_T*)p->dbeta_c, (RK_T*)p->dgamma_c, NULL);
+    } else {     /* the input side (dgates) and the recurrent side (dln) apart */
+        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, (const RK_T*)p->x_hat, NULL,
+                             (RK_T*)p->db, (RK_T*)p->dgamma_ih, NULL);
+        RK_F(rk_column_sums)(p->nthreads, N, GH, dln, (const RK_T*)p->rec_hat, NULL,
+                             (RK_T*)p->db_hh, (RK_T*)p->dgamma_hh, NULL);
     }
-    RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, GH, (const RK_T*)p->x_hat, GH, (RK_T*)p->dgamma_ih);
     /* the input side through its LayerNorm: the gradient of W_ih x (into
      * drec_x; for the GRU that may be dln, whose sums are taken) */
     #pragma omp parallel for num_threads(p->nthreads) schedule(static)
     for (i = 0; i < N; i++)
         RK_F(rk_layer_norm_bwd)(GH, dgates + i * GH, (const RK_T*)p->gamma_ih, (const RK_T*)p->x_hat + i * GH,
-                                ((const RK_T*)p->rstd)[i * 3], (RK_T*)p->drec_x + i * GH);
+                                ((const RK_T*)p->rstd)[i * 3], (RK_T*)p->drec_x + i * GH,
+                                work + (ptrdiff_t)rk_thread_num() * GH);
+    free(work);
     RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, (const RK_T*)p->drec_x, GH, NULL, NULL, (const RK_T*)p->w_ih, I,
                        (RK_T*)p->dx, I, p->dx_rows);
     RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, (const RK_T*)p->drec_x, GH, I,
