@@ -14,13 +14,13 @@ Products (one folder or module each; docs/design.md has the layering):
 - the benchmark harness: :mod:`rnnkernels.bench` (``rnnkernels bench``).
 
 Threads: :func:`set_num_threads`, :func:`get_num_threads`,
-``with num_threads(n):``.  :func:`show_config` prints how the package was
+``with num_threads(n):``, :func:`max_threads` (the most a call may use).  :func:`show_config` prints how the package was
 built and what it runs on.
 """
 from ._core.config import show_config
 from ._version import __version__
 from ._core.memory import release as release_memory
-from ._core.threads import get_num_threads, num_threads, set_num_threads
+from ._core.threads import get_num_threads, max_threads, num_threads, set_num_threads
 
-__all__ = ["__version__", "get_num_threads", "set_num_threads", "num_threads", "release_memory",
+__all__ = ["__version__", "get_num_threads", "set_num_threads", "num_threads", "max_threads", "release_memory",
            "show_config"]

@@ -51,7 +51,7 @@ def threads_for(plan, G, H, P, ntiles, I=0, rows_split=False):
     loop no more than it has pieces to share (hidden-unit tiles, or with the
     row split, the first step's batch rows).  The work split never depends on
     either, so neither do the results."""
-    nthreads = _threads.get_num_threads()
+    nthreads = _threads.kernel_threads()
     step_flops = 2 * plan.n_first * G * H * P
     merged_flops = 2 * plan.N * G * H * (I + P)
     pieces = plan.n_first if rows_split else ntiles

@@ -39,7 +39,7 @@ def tiles_of(H, ub):
 def _gather_rows(w, rows):
     """w[rows] into an aligned buffer, one memcpy per row."""
     out = _aligned_empty((len(rows), w.shape[1]), w.dtype)
-    _layout().take_rows(w, rows, out, _threads.get_num_threads())
+    _layout().take_rows(w, rows, out, _threads.kernel_threads())
     return out
 
 
@@ -106,7 +106,7 @@ class Weights:
         self.ptiles = tiles_of(P, pub) if w_hr is not None else None
         self.w_ih_t = _aligned_empty((I, GH), dtype)     # (I, G*H) for the input projection
         self.w_ih = _aligned_empty((GH if backward else 0, I), dtype)   # (G*H, I) for dX
-        threads = _threads.get_num_threads()
+        threads = _threads.kernel_threads()
         _kernels().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)
         # forward block k: (P, G*ub) = W_hh[colmap][G*u0:G*u1].T
         self.w_fwd, self.w_fwd_starts = pack_blocks(w_hh, bounds, True, self.colmap, threads)

@@ -113,6 +113,12 @@ def run(options):
         return 0
     if options.threads is None:
         options.threads = [default_threads()]
+    from .._core.threads import max_threads
+    too_many = [t for t in options.threads if t > max_threads()]
+    if too_many:  # every system would be asked for them (OpenMP cannot start 100,000 threads)
+        print(f"rnnkernels bench: error: --threads {too_many[0]}: expected at most {max_threads()} "
+              "(see rnnkernels.max_threads())", file=sys.stderr)
+        return 2
     if options.repeats is None:
         options.repeats = 3 if options.quick else 9
     if options.warmup is None:

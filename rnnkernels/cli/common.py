@@ -45,4 +45,7 @@ def apply_threads(args):
     """``--threads N``: the kernels' thread count for this command."""
     if getattr(args, "threads", None):
         from .._core.threads import set_num_threads
-        set_num_threads(args.threads)
+        try:
+            set_num_threads(args.threads)
+        except ValueError as exc:  # above the limit: say which option
+            raise CommandError(f"--threads {args.threads}: {one_line(exc).removeprefix('num_threads: ')}") from None
