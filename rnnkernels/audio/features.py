@@ -18,6 +18,8 @@ import re
 
 import numpy as np
 
+from .._util.files import check_regular_file
+
 from .._util.padding import pad_sequences
 from .._util.validation import check_positive_int as _positive_int
 
@@ -131,6 +133,7 @@ def read_audio(path, sample_rate=None):
         raise FileNotFoundError(f"audio file {path!r}: no such file")
     if os.path.isdir(path):
         raise ValueError(f"audio file {path!r}: is a directory, expected a file")
+    check_regular_file(path, "audio file")  # a named pipe would block soundfile forever
     soundfile = _require("soundfile")
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)

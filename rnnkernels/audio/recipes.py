@@ -110,22 +110,23 @@ class AudioClassifier:
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save`; a missing, corrupt or foreign file is an error."""
+        from ..engine.saving import read_json_entry
         from ..models import load_model
 
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"model file {path!r}: no such file")
-        try:
-            with zipfile.ZipFile(path) as zf:
-                meta = json.loads(zf.read(_AUDIO_ENTRY).decode("utf-8"))
+        try:  # a regular file (a FIFO would block), the entry bounded and strictly parsed
+            meta = read_json_entry(path, _AUDIO_ENTRY)
         except KeyError:
             raise ValueError(f"model file {path!r}: no {_AUDIO_ENTRY} entry; not an audio "
                              f"classifier saved by `rnnkernels train --save`") from None
         except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError, EOFError) as exc:
+            if isinstance(exc, (FileNotFoundError, ValueError)) and str(exc).startswith("model file"):
+                raise  # no such file, or a FIFO / device: says so already
+            reason = str(exc).removeprefix(f"{path}: ")
             raise ValueError(f"model file {path!r}: corrupt or not an rnnkernels model "
-                             f"({exc})") from None
+                             f"({reason})") from None
         try:
-            if meta.get("format") != _AUDIO_FORMAT:
+            if not isinstance(meta, dict) or meta.get("format") != _AUDIO_FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
             features = FeatureConfig.from_dict(meta["features"])
             label_names = [str(n) for n in meta["label_names"]]

@@ -9,6 +9,7 @@ import zipfile
 from .._version import __version__
 from .._util.argtypes import fraction, non_negative_int, positive_float, positive_int
 from .._util.atomic import write_json
+from .._util.files import open_regular
 from .common import CommandError, apply_threads, check_writable, one_line
 
 
@@ -157,12 +158,12 @@ def _load_resume(path):
 
     if not os.path.exists(path):
         raise CommandError(f"--resume {path!r}: no such file")
-    if not os.path.isfile(path):
-        raise CommandError(f"--resume {path!r}: not a file")
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open_regular(path, "--resume") as fh, zipfile.ZipFile(fh) as zf:
             # the audio entry of AudioClassifier.save (recipes._AUDIO_ENTRY)
             is_classifier = "audio.json" in zf.namelist()
+    except ValueError as exc:  # a FIFO, a device: open_regular names it
+        raise CommandError(one_line(exc)) from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise CommandError(f"--resume {path!r}: corrupt or not an rnnkernels model "
                            f"({one_line(exc)})") from None

@@ -143,6 +143,13 @@ class Layer:
         """Shapes :meth:`set_weights` expects, in order."""
         return [w.shape for w in self.get_weights()]
 
+    def expected_weight_shapes(self, input_shape):
+        """The shapes :meth:`get_weights` will have once built for ``input_shape``, computed
+        from the config without building (the model loader compares a file's arrays with
+        them before allocating anything); ``None`` when only building can tell.  Layers
+        without weights give ``[]``."""
+        return [] if type(self)._build is Layer._build else None
+
     def set_weights(self, weights):
         """Set weights from Keras-layout arrays (validated before anything changes)."""
         weights = self._validate_weights(weights)

@@ -160,6 +160,10 @@ class Bidirectional(Layer):
     def weight_shapes(self):
         return self.forward_layer.weight_shapes() + self.backward_layer.weight_shapes()
 
+    def expected_weight_shapes(self, input_shape):
+        return (self.forward_layer.expected_weight_shapes(input_shape)
+                + self.backward_layer.expected_weight_shapes(input_shape))
+
     def set_weights(self, weights):
         weights = self._validate_weights(weights)
         n = len(self.forward_layer.weight_shapes())

@@ -67,6 +67,11 @@ class Dense(_ActivationMixin, Layer):
         self.bias_initializer = initializers.get(bias_initializer, "bias_initializer")
         self._x = None
 
+    def expected_weight_shapes(self, input_shape):
+        if not input_shape or input_shape[-1] is None:
+            raise ValueError(f"{self.name}: the last input dimension must be known, got {input_shape}")
+        return [(input_shape[-1], self.units)] + ([(self.units,)] if self.use_bias else [])
+
     def _build(self, input_shape, rng):
         if not input_shape or input_shape[-1] is None:
             raise ValueError(f"{self.name}: the last input dimension must be known, got {input_shape}")
@@ -305,6 +310,10 @@ class LayerNormalization(_AffineMixin, Layer):
             raise ValueError(f"axis: only the last axis (-1) is supported, got {axis!r}")
         self.axis, self.epsilon, self.center, self.scale = -1, float(epsilon), bool(center), bool(scale)
 
+    def expected_weight_shapes(self, input_shape):
+        F = input_shape[-1]
+        return [(F,)] * (int(self.scale) + int(self.center))
+
     def _build(self, input_shape, rng):
         F = input_shape[-1]
         if self.scale:
@@ -343,6 +352,10 @@ class BatchNormalization(_AffineMixin, Layer):
             raise ValueError(f"axis: only the last axis (-1) is supported, got {axis!r}")
         self.axis, self.momentum, self.epsilon = -1, float(momentum), float(epsilon)
         self.center, self.scale = bool(center), bool(scale)
+
+    def expected_weight_shapes(self, input_shape):
+        F = input_shape[-1]
+        return [(F,)] * (int(self.scale) + int(self.center) + 2)
 
     def _build(self, input_shape, rng):
         F = input_shape[-1]

@@ -196,7 +196,13 @@ class _Recurrent(Layer):
         self._set_keras(self._validate_weights(weights))
 
     def weight_shapes(self):
-        F, U, G, P = self.input_shape[-1], self.units, self.gates, self.output_units
+        return self.expected_weight_shapes(self.input_shape)
+
+    def expected_weight_shapes(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ValueError(f"{self.name}: expected input shape (timesteps, features) with known "
+                             f"features, got {input_shape}")
+        F, U, G, P = input_shape[-1], self.units, self.gates, self.output_units
         shapes = [(F, G * U), (P, G * U)] + ([self._keras_bias_shape()] if self.use_bias else [])
         for name, shape in self._variant_params():
             shapes.append((shape[1], shape[0]) if name == "w_hr" else shape)
@@ -375,9 +381,26 @@ class _Recurrent(Layer):
         """Forget the carried states (stateful layers), or set them to ``states``."""
         if states is None:
             self.states = None
-        else:
-            states = states if isinstance(states, (list, tuple)) else [states]
-            self.states = [np.array(s, self.dtype) for s in states]
+            return
+        states = states if isinstance(states, (list, tuple)) else [states]
+        sizes = self._state_sizes()
+        if len(states) != self.n_states:
+            raise ValueError(f"states: expected {self.n_states} arrays of shapes "
+                             f"{[('batch', n) for n in sizes]}, got {len(states)}")
+        out = []
+        for i, (s, n) in enumerate(zip(states, sizes)):
+            s = np.asarray(s)
+            if s.dtype.kind not in "fiub":
+                raise TypeError(f"states[{i}]: expected a numeric array, got dtype {s.dtype}")
+            B = out[0].shape[0] if out else (self.batch_size or (s.shape[0] if s.ndim == 2 else 1))
+            if s.shape != (B, n) or B < 1:
+                raise ValueError(f"states[{i}]: expected shape ({B}, {n}) for {self.name} "
+                                 f"({n} units, batch {B}), got {s.shape}")
+            s = np.array(s, self.dtype or np.float32)
+            if not np.isfinite(s).all():
+                raise ValueError(f"states[{i}]: expected finite values, got NaN or infinity")
+            out.append(s)
+        self.states = out
 
     def get_config(self):
         config = {**super().get_config(), "units": self.units, "activation": self.activation,

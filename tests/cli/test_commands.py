@@ -373,7 +373,7 @@ def test_bad_resume_files_are_one_line_errors(capsys, tmp_path, digit_folder):
     other.save(str(tmp_path / "other.rnk"))
     cases = [
         ("missing.rnk", (), "no such file"),
-        ("", (), "not a file"),
+        ("", (), "is a directory, expected a regular file"),
         ("junk.rnk", (), "corrupt or not an rnnkernels model"),
         ("cut.rnk", (), "corrupt"),
         ("weights.rnk", (), "holds weights only"),
