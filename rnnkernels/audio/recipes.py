@@ -15,6 +15,7 @@ entry (``audio.json``), written atomically.
 import dataclasses
 import json
 import os
+import signal
 import time
 import zipfile
 
@@ -244,7 +245,12 @@ class _EpochHooks(Callback):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`train_classifier`; the message says which checkpoint was kept."""
+    """Ctrl-C (or SIGTERM, ``signum``) during :func:`train_classifier`; the message says
+    which checkpoint was kept."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclasses.dataclass
@@ -325,11 +331,13 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         history = model.fit(data, epochs=epochs, initial_epoch=initial_epoch,
                             validation_data=(test_features, y_test),
                             shuffle=False, verbose=verbose, callbacks=[progress]).history
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         kept = (f"; the model of epoch {progress.saved_epoch} is kept in {save!r}"
                 if progress.saved_epoch else "; no epoch had completed, nothing was saved"
                 if save else "")
-        raise TrainingInterrupted(f"interrupted during epoch {progress.completed + 1}{kept}") from None
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        raise TrainingInterrupted(f"{what} during epoch {progress.completed + 1}{kept}", signum) from None
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
     train_seconds = time.perf_counter() - t1
 

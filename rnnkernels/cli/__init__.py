@@ -8,15 +8,19 @@ and ``plots`` the figures.
 spoken digits (official FSDD split); ``--resume MODEL`` continues a saved run with
 its optimizer state. Every failure a user can cause (bad path,
 unreadable audio, corrupt model, bad option) ends with one line on stderr and a
-non-zero exit status, never a traceback; Ctrl-C exits with status 130.
+non-zero exit status, never a traceback; Ctrl-C exits with status 130, SIGTERM
+with 143 (both stop training after the current batch and keep the last
+complete checkpoint).
 """
 import os
+import signal
 import sys
 import warnings
 
 from .._version import __version__
 from . import bench, evaluate, predict, train
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError, Parser, one_line
+from ..engine.interrupts import terminate_gracefully
+from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Parser, one_line
 
 COMMANDS = (train, evaluate, predict, bench)
 
@@ -52,13 +56,15 @@ def main(argv=None):
         if argv and argv[0] != "bench":
             _passive_openmp_waits()
         args = build_parser().parse_args(argv)
-        with warnings.catch_warnings():
+        # SIGTERM (a scheduler, docker stop) raises like Ctrl-C: clean-up runs, training
+        # stops after the current batch, the last complete checkpoint stays.
+        with warnings.catch_warnings(), terminate_gracefully():
             warnings.showwarning = _one_line_warning
             return args.run(args) or 0
     except KeyboardInterrupt as exc:
         # TrainingInterrupted says which checkpoint was kept; a bare Ctrl-C says nothing more.
         print(f"rnnkernels: {one_line(exc) if str(exc) else 'interrupted'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if getattr(exc, "signum", None) == signal.SIGTERM else EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse --help / errors
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except (CommandError, ValueError, TypeError, OSError, ImportError) as exc:

@@ -5,7 +5,8 @@ import os
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
+EXIT_TERMINATED = 143    # 128 + SIGTERM
 
 
 class CommandError(Exception):
