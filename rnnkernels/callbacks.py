@@ -280,7 +280,11 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         lr = self.schedule(epoch, self.model.optimizer.current_learning_rate())
-        self.model.optimizer.learning_rate = float(lr)
+        try:
+            self.model.optimizer.learning_rate = float(lr)
+        except (TypeError, ValueError):
+            raise ValueError(f"LearningRateScheduler: the schedule gave {lr!r} for epoch {epoch}; "
+                             "expected a finite, non-negative number (the weights were not changed)") from None
 
 
 class CSVLogger(Callback):

@@ -82,7 +82,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     ``boundaries[i-1] < step <= boundaries[i]``, ``values[-1]`` after the last boundary."""
 
     def __init__(self, boundaries, values):
-        boundaries, values = [int(b) for b in boundaries], [float(v) for v in values]
+        boundaries = [int(b) for b in boundaries]
+        values = [_positive(f"values[{i}]", v, allow_zero=True) for i, v in enumerate(values)]
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"values: expected len(boundaries) + 1 = {len(boundaries) + 1} values, "
                              f"got {len(values)}")
@@ -159,9 +160,24 @@ class Optimizer:
         self._learning_rate = value
 
     def current_learning_rate(self):
-        """The learning rate the next update will use."""
+        """The learning rate the next update will use.  A schedule's value is checked each
+        time (finite and non-negative): a ValueError before it can reach the weights."""
         lr = self._learning_rate
-        return float(lr(self.iterations)) if callable(lr) else lr
+        if not callable(lr):
+            return lr
+        try:
+            value = lr(self.iterations)
+            rate = float(value)
+        except (OverflowError, ZeroDivisionError) as exc:
+            raise ValueError(f"learning_rate: the schedule {lr!r} failed at step {self.iterations} "
+                             f"({type(exc).__name__}: {exc})") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"learning_rate: the schedule {lr!r} gave {value!r} at step "
+                             f"{self.iterations}; expected a number") from None
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"learning_rate: the schedule {lr!r} gave {rate} at step {self.iterations}; "
+                             "expected a finite, non-negative number (the weights were not changed)")
+        return rate
 
     # updates --------------------------------------------------------------
     def _clip(self, grads):

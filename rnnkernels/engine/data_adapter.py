@@ -229,11 +229,29 @@ class DataAdapter:
         out = self.layers[-1].output_shape
         want = out if not isinstance(self.loss, losses.SparseCategoricalCrossentropy) else out[:-1]
         got = y.shape[1:]
-        if isinstance(self.loss, losses.SparseCategoricalCrossentropy) and got == tuple(want) + (1,):
-            return
-        if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+        sparse = isinstance(self.loss, losses.SparseCategoricalCrossentropy)
+        if not (sparse and got == tuple(want) + (1,)) and (
+                len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want))):
             raise ValueError(f"{argument}: expected targets of shape (N,) + {tuple(want)} for loss "
                              f"'{self.loss.name}' and output shape {out}, got {y.shape}")
+        if sparse:
+            self._check_class_ids(y, out[-1], argument)
+
+    @staticmethod
+    def _check_class_ids(y, n_classes, argument):
+        """Every sparse label of the data (not only the batch at hand) is a class id in
+        ``[0, n_classes)``: a bad label in the last batch fails before the first update."""
+        if y.dtype.kind == "f":
+            bad = np.flatnonzero((y != np.round(y)).reshape(len(y), -1).any(axis=1))
+            if bad.size:
+                raise ValueError(f"{argument}: expected integer class ids, got {y[bad[0]].ravel()[:4]} "
+                                 f"for sample {bad[0]} ({bad.size} samples with non-integral values)")
+        bad = np.flatnonzero(((y < 0) | (y >= n_classes)).reshape(len(y), -1).any(axis=1))
+        if bad.size:
+            values = y[bad[0]].ravel()
+            value = values[(values < 0) | (values >= n_classes)][0]
+            raise ValueError(f"{argument}: expected class ids in [0, {n_classes - 1}], got {value:g} for "
+                             f"sample {bad[0]} ({bad.size} samples out of range)")
 
 
     def _batch_size(self, batch_size):

@@ -243,6 +243,10 @@ class Trainer(DataAdapter):
                 val = self._validation_arrays(validation_data)
         elif validation_split:
             split = x.shape[0] - int(math.floor(x.shape[0] * validation_split))
+            if split in (0, x.shape[0]):  # as Keras 3: an empty side is an error, not val_loss 0.0
+                raise ValueError(f"validation_split: {validation_split} of {x.shape[0]} samples leaves "
+                                 f"{x.shape[0] - split} for validation and {split} for training; "
+                                 "each needs at least one")
             # class weights are for training only: the held-out part keeps sample weights alone
             val_weight = None if class_weight is not None or sample_weight is None else sample_weight[split:]
             val = (x[split:], y[split:], None if lengths is None else lengths[split:], val_weight)

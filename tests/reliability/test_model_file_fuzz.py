@@ -17,7 +17,7 @@ import os
 import zipfile
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from rnnkernels.audio.recipes import AudioClassifier
 from rnnkernels.layers import GRU, LSTM, Bidirectional, Dense, Dropout
@@ -99,7 +99,7 @@ byte_ops = st.lists(st.tuples(st.sampled_from(["flip", "set", "cut", "insert", "
 def test_byte_mutations_load_or_fail_cleanly(tmp_path_factory, name, ops):
     path = tmp_path_factory.mktemp("fuzz") / "m.rnk"
     path.write_bytes(_mutate_bytes(FILES[name], ops))
-    _load_and_use(path)
+    event(_load_and_use(path))
 
 
 HOSTILE = st.one_of(
@@ -162,7 +162,7 @@ def test_header_mutations_load_or_fail_cleanly(tmp_path_factory, name, ops):
         header = json.loads(zf.read("rnnkernels.json"))
     path = tmp_path_factory.mktemp("fuzz") / "m.rnk"
     path.write_bytes(_rezip(FILES[name], _mutate_header(header, ops)))
-    _load_and_use(path)
+    event(_load_and_use(path))
 
 
 @FUZZ
@@ -174,8 +174,10 @@ def test_audio_classifier_files_load_or_fail_cleanly(tmp_path_factory, ops):
     path.write_bytes(_mutate_bytes(_audio_file(), ops))
     try:
         AudioClassifier.load(path)
+        event("loaded")
     except ValueError as e:
         assert str(path) in str(e), e
+        event("refused")
 
 
 _AUDIO = {}
