@@ -6,7 +6,7 @@ import numpy as np
 from .._util.validation import check_lengths
 from .features import FeatureConfig, _require, normalize_utterance
 
-__all__ = ["spec_augment", "frequency_warp"]
+__all__ = ["spec_augment", "frequency_warp", "spec_augment_sequences", "frequency_warp_sequences"]
 
 
 def spec_augment(batch, lengths, rng, time_masks=2, time_width=0.1, freq_masks=2, freq_width=0.15):
@@ -20,21 +20,39 @@ def spec_augment(batch, lengths, rng, time_masks=2, time_width=0.1, freq_masks=2
     x = np.array(batch, dtype=np.float32, copy=True)
     if x.ndim != 3:
         raise ValueError(f"batch: expected (N, T, F), got shape {x.shape}")
-    n, _, n_feat = x.shape
-    lengths = check_lengths(lengths, n, x.shape[1])
-    max_f = max(1, int(freq_width * n_feat))
-    for i in range(n):
-        length = int(lengths[i])
-        max_t = max(1, int(time_width * length))
-        for _ in range(time_masks):
-            w = int(rng.integers(0, max_t + 1))
-            t0 = int(rng.integers(0, max(1, length - w + 1)))
-            x[i, t0:t0 + w] = 0.0
-        for _ in range(freq_masks):
-            w = int(rng.integers(0, max_f + 1))
-            f0 = int(rng.integers(0, n_feat - w + 1))
-            x[i, :length, f0:f0 + w] = 0.0
+    lengths = check_lengths(lengths, x.shape[0], x.shape[1])
+    for i in range(x.shape[0]):
+        _mask(x[i, :int(lengths[i])], rng, time_masks, time_width, freq_masks, freq_width)
     return x
+
+
+def spec_augment_sequences(sequences, rng, time_masks=2, time_width=0.1, freq_masks=2, freq_width=0.15):
+    """:func:`spec_augment` of a list of ``(T_i, F)`` utterances (no padding, so memory
+    follows the sum of the lengths, not N times the longest); new arrays, and the same
+    draws from ``rng`` as :func:`spec_augment` of the same utterances padded."""
+    out = []
+    for i, s in enumerate(sequences):
+        x = np.array(s, dtype=np.float32, copy=True)
+        if x.ndim != 2:
+            raise ValueError(f"sequences[{i}]: expected (T, F), got shape {x.shape}")
+        _mask(x, rng, time_masks, time_width, freq_masks, freq_width)
+        out.append(x)
+    return out
+
+
+def _mask(x, rng, time_masks, time_width, freq_masks, freq_width):
+    """Mask one utterance's real frames ``x (length, F)`` in place."""
+    length, n_feat = x.shape
+    max_f = max(1, int(freq_width * n_feat))
+    max_t = max(1, int(time_width * length))
+    for _ in range(time_masks):
+        w = int(rng.integers(0, max_t + 1))
+        t0 = int(rng.integers(0, max(1, length - w + 1)))
+        x[t0:t0 + w] = 0.0
+    for _ in range(freq_masks):
+        w = int(rng.integers(0, max_f + 1))
+        f0 = int(rng.integers(0, n_feat - w + 1))
+        x[:, f0:f0 + w] = 0.0
 
 
 def frequency_warp(batch, lengths, rng, config, max_warp=0.1):
@@ -71,6 +89,29 @@ def frequency_warp(batch, lengths, rng, config, max_warp=0.1):
     lengths = check_lengths(lengths, n, x.shape[1])
     if max_warp == 0:
         return x
+    _warp_each([x[i, :int(lengths[i])] for i in range(n)], rng, config, max_warp)
+    return x
+
+
+def frequency_warp_sequences(sequences, rng, config, max_warp=0.1):
+    """:func:`frequency_warp` of a list of ``(T_i, config.n_features)`` utterances (no
+    padding); new float32 arrays, and the same draws from ``rng`` as :func:`frequency_warp`
+    of the same utterances padded."""
+    if not isinstance(config, FeatureConfig):
+        raise TypeError(f"config: expected a FeatureConfig, got {type(config).__name__}")
+    if isinstance(max_warp, bool) or not isinstance(max_warp, (int, float)) or not 0 <= max_warp < 1:
+        raise ValueError(f"max_warp: expected a number in [0, 1), got {max_warp!r}")
+    out = [np.array(s, dtype=np.float32, copy=True) for s in sequences]
+    for i, x in enumerate(out):
+        if x.ndim != 2 or x.shape[1] != config.n_features:
+            raise ValueError(f"sequences[{i}]: expected (T, {config.n_features}), got shape {x.shape}")
+    if max_warp:
+        _warp_each(out, rng, config, max_warp)
+    return out
+
+
+def _warp_each(views, rng, config, max_warp):
+    """Warp each utterance's real frames (``views``: ``(length, F)`` arrays) in place."""
     librosa = _require("librosa")
     import scipy.fft
 
@@ -82,7 +123,9 @@ def frequency_warp(batch, lengths, rng, config, max_warp=0.1):
     if config.kind == "mfcc":  # the DCT librosa.feature.mfcc applies to the dB bands
         dct = scipy.fft.dct(np.eye(config.n_mels), type=2, norm="ortho", axis=0)[:config.n_mfcc]
     width = config.n_features // (1 + config.deltas)
-    for i, alpha in enumerate(rng.uniform(1 - max_warp, 1 + max_warp, size=n)):
+    for x, alpha in zip(views, rng.uniform(1 - max_warp, 1 + max_warp, size=len(views))):
+        if x.shape[0] == 0:  # no frames: nothing to warp (its draw is made all the same)
+            continue
         source = np.interp(centres / alpha, centres, band)  # fractional band index, clamped
         lo = np.floor(source).astype(np.intp)
         frac = source - lo
@@ -91,10 +134,9 @@ def frequency_warp(batch, lengths, rng, config, max_warp=0.1):
         warp[band, np.minimum(lo + 1, config.n_mels - 1)] += frac
         if dct is not None:
             warp = dct @ warp @ dct.T
-        length = int(lengths[i])
+        length = x.shape[0]
         # (length, blocks, width) @ warp.T: every block of values is warped alike.
-        frames = x[i, :length].reshape(length, -1, width)
-        x[i, :length] = (frames @ warp.T.astype(np.float32)).reshape(length, -1)
+        frames = x.reshape(length, -1, width)
+        x[...] = (frames @ warp.T.astype(np.float32)).reshape(length, -1)
         if config.normalize == "utterance" and length:
-            x[i, :length] = normalize_utterance(x[i, :length])
-    return x
+            x[...] = normalize_utterance(x)

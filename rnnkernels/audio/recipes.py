@@ -25,14 +25,15 @@ from .._version import __version__
 from .._util.atomic import replacing
 from .._util.padding import pad_sequences
 from ..callbacks import Callback
-from .augment import frequency_warp, spec_augment
+from .augment import frequency_warp_sequences, spec_augment_sequences
+from .batching import BatchPlan, inference_batches
 from .features import FeatureConfig, compute_features
 
 DEFAULT_FEATURES = FeatureConfig(kind="mfcc", n_mfcc=20, sample_rate=8000, n_mels=40, n_fft=256,
                                  hop_length=128, deltas=0, normalize="utterance")
 DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, cell="gru", hidden=64, layers=1,
                       bidirectional=True, pooling="mean", augment=True, masking=True, warp=0.1,
-                      weight_decay=0.0, epochs=15, batch_size=32, lr=3e-3)
+                      weight_decay=0.0, epochs=15, batch_size=32, lr=3e-3, bucket=False)
 _D = DEFAULT_RECIPE
 
 _AUDIO_ENTRY = "audio.json"
@@ -137,13 +138,21 @@ class AudioClassifier:
         return cls(model=model, features=features, label_names=label_names)
 
     def probabilities(self, features, batch_size=256):
-        """Class probabilities ``(N, C)`` of a list of ``(T_i, F)`` feature arrays."""
-        probs = []
-        for start in range(0, len(features), batch_size):
-            x, lengths = pad_sequences(features[start:start + batch_size])
-            probs.append(np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0,
-                                                       lengths=lengths)))
-        return np.concatenate(probs).astype(np.float64)
+        """Class probabilities ``(N, C)`` of a list of ``(T_i, F)`` feature arrays, in their
+        order.  They run in batches of similar lengths with bounded padding
+        (:func:`~rnnkernels.audio.batching.inference_batches`): a long recording does not
+        pad a whole batch of short ones."""
+        features = list(features)
+        probs = None
+        for idx in inference_batches([len(f) for f in features], batch_size):
+            x, lengths = pad_sequences([features[j] for j in idx])
+            out = np.asarray(self.model.predict(x, batch_size=len(idx), verbose=0, lengths=lengths))
+            if probs is None:
+                probs = np.empty((len(features),) + out.shape[1:], np.float64)
+            probs[idx] = out
+        if probs is None:
+            raise ValueError("features: expected at least one utterance, got none")
+        return probs
 
     def predict_files(self, paths):
         """``(N, C)`` class probabilities of audio files (read, resampled, featurised as in training)."""
@@ -172,29 +181,35 @@ class _AugmentedBatches:
     """The training set as a Keras-style dataset for ``Sequential.fit``: ``len()`` batches,
     ``[i]`` -> ``(features, labels)``, ``on_epoch_end()`` moving on to the next epoch.
 
-    An epoch's data is drawn at its first batch, from one generator seeded with the recipe's
-    seed and drawn epoch after epoch: a frequency warp of every utterance, then SpecAugment
-    masks (warp, then masks, over the whole set).  Each epoch also has its own order of the
-    utterances, from ``(seed, 5, epoch)``, cut into batches of ``batch_size``.  A batch's
-    features are a list of ``(T_i, F)`` arrays, each utterance's real frames, so fit pads
-    them (per batch) and keeps their lengths.
+    The utterances are kept as a list of ``(T_i, F)`` arrays, never padded to the longest
+    (memory follows the sum of the lengths).  An epoch's data is drawn at its first batch,
+    from one generator seeded with the recipe's seed and drawn epoch after epoch: a
+    frequency warp of every utterance, then SpecAugment masks (warp, then masks, over the
+    whole set).  Each epoch also has its own order of the utterances, from ``(seed, 5,
+    epoch)``, cut into batches by :class:`~rnnkernels.audio.batching.BatchPlan` (plain
+    batches of ``batch_size``; long recordings in batches of their own; with ``bucket``,
+    batches of similar lengths; the batch order then from ``(seed, 6, epoch)``).  A batch's
+    features are a list of ``(T_i, F)`` arrays, so fit pads them (per batch) and keeps
+    their lengths.
 
     ``fit(initial_epoch=k)`` starts at epoch k: :meth:`seek` (called by :class:`_EpochHooks`
     at each epoch's start) says which epoch is being trained; the draws of epochs before
     it are made and dropped, so epoch k trains on what it would have in an uninterrupted run.
     """
 
-    def __init__(self, x, lengths, labels, batch_size, seed, config, masking, warp):
-        self.x_clean, self.lengths, self.labels = x, np.asarray(lengths), np.asarray(labels)
+    def __init__(self, sequences, labels, batch_size, seed, config, masking, warp, bucket=False):
+        self.x_clean, self.labels = list(sequences), np.asarray(labels)
+        self.lengths = np.array([len(s) for s in self.x_clean], dtype=np.int64)
         self.batch_size, self.seed = int(batch_size), seed
         self.config, self.masking, self.warp = config, masking, warp
+        self.plan = BatchPlan(self.lengths, self.batch_size, bucket)
         self.rng = np.random.default_rng(seed)  # the augmentation draws, epoch after epoch
         self.epoch = 0  # the epoch [i] serves
         self._drawn, self._drawn_x = -1, None  # the last epoch drawn from self.rng, and its data
-        self._x = self._order = None
+        self._x = self._batches = None
 
     def __len__(self):
-        return -(-len(self.labels) // self.batch_size)
+        return len(self.plan)
 
     def seek(self, epoch):
         """Serve ``epoch`` from now on (its draws are made at its first batch)."""
@@ -211,18 +226,36 @@ class _AugmentedBatches:
         while self._drawn < self.epoch:
             x = self.x_clean
             if self.warp:
-                x = frequency_warp(x, self.lengths, self.rng, self.config, self.warp)
+                x = frequency_warp_sequences(x, self.rng, self.config, self.warp)
             if self.masking:
-                x = spec_augment(x, self.lengths, self.rng)
+                x = spec_augment_sequences(x, self.rng)
             self._drawn, self._drawn_x = self._drawn + 1, x
         self._x = self._drawn_x
-        self._order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
+        order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
+        self._batches = self.plan.epoch(order, np.random.default_rng([self.seed, 6, self.epoch]))
 
     def __getitem__(self, i):
         if self._x is None:
             self._draw()
-        idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
-        return [self._x[j, :self.lengths[j]] for j in idx], self.labels[idx]
+        idx = self._batches[i]
+        return [self._x[j] for j in idx], self.labels[idx]
+
+
+class _InferenceBatches:
+    """Labelled utterances as a dataset for fit's validation: batches from
+    :func:`~rnnkernels.audio.batching.inference_batches` (sorted by length, padding
+    bounded), so one long recording does not pad the whole set."""
+
+    def __init__(self, sequences, labels, batch_size=32):
+        self.sequences, self.labels = list(sequences), np.asarray(labels)
+        self.batches = inference_batches([len(s) for s in self.sequences], batch_size)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        idx = self.batches[i]
+        return [self.sequences[j] for j in idx], self.labels[idx]
 
 
 class _EpochHooks(Callback):
@@ -269,13 +302,15 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
                      lr=_D["lr"], seed=0, save=None, verbose=1, describe=None,
                      pooling=_D["pooling"], masking=_D["masking"], warp=_D["warp"],
                      weight_decay=_D["weight_decay"], precomputed=None, model=None,
-                     initial_epoch=0, resumed_from=None):
+                     initial_epoch=0, resumed_from=None, bucket=_D["bucket"]):
     """Train the recipe on ``train_set`` and test it on ``test_set`` (AudioDatasets, same labels).
 
     ``augment`` switches all training-time augmentation on or off; when on,
     ``masking`` adds SpecAugment time/frequency masks and ``warp > 0`` a random
     frequency warp of up to that fraction (:func:`~rnnkernels.audio.frequency_warp`),
-    both drawn anew every epoch. ``pooling`` and ``weight_decay``
+    both drawn anew every epoch. ``bucket`` batches utterances of similar lengths together
+    (:mod:`~rnnkernels.audio.batching`; recordings far longer than the rest get batches of
+    their own either way). ``pooling`` and ``weight_decay``
     go to :func:`build_model`. ``precomputed``: ``(train features, test features)``
     as returned by :func:`featurize` for these sets and ``features``, to skip
     recomputing them (leave-one-speaker-out studies reuse one featurisation).
@@ -308,7 +343,6 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         raise ValueError(f"precomputed: expected features of {len(train_set)} training and "
                          f"{len(test_set)} test items, got {len(train_features)} and "
                          f"{len(test_features)}")
-    x_train, len_train = pad_sequences(train_features)
     y_train, y_test = train_set.labels, test_set.labels
     feature_seconds = time.perf_counter() - t0
 
@@ -319,17 +353,18 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         model = build_model(features.n_features, len(train_set.label_names), cell, hidden, layers,
                             bidirectional, lr, seed=seed, pooling=pooling, weight_decay=weight_decay)
     classifier = AudioClassifier(model, features, list(train_set.label_names))
-    data = _AugmentedBatches(x_train, len_train, y_train, batch_size, seed, features, masking, warp)
+    data = _AugmentedBatches(train_features, y_train, batch_size, seed, features, masking, warp, bucket)
     progress = _EpochHooks(classifier, data, save)
     progress.completed = initial_epoch
     if save and resumed_from and os.path.abspath(save) == os.path.abspath(resumed_from):
         progress.saved_epoch = initial_epoch  # that file still holds the finished epochs
     t1 = time.perf_counter()
     try:
-        # validation_data as a list of (T_i, F) arrays: fit pads it and keeps the lengths.
-        # The dataset shuffles the utterances itself, so fit need not shuffle its batches.
+        # validation_data in length-sorted batches with bounded padding (fit pads each batch
+        # and keeps the lengths). The dataset shuffles the utterances itself, so fit need not
+        # shuffle its batches.
         history = model.fit(data, epochs=epochs, initial_epoch=initial_epoch,
-                            validation_data=(test_features, y_test),
+                            validation_data=_InferenceBatches(test_features, y_test),
                             shuffle=False, verbose=verbose, callbacks=[progress]).history
     except KeyboardInterrupt as exc:
         kept = (f"; the model of epoch {progress.saved_epoch} is kept in {save!r}"
@@ -369,7 +404,9 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         options=dict(cell=cell, hidden=hidden, layers=layers, bidirectional=bidirectional,
                      pooling=pooling, augment=augment, masking=masking, warp=warp,
                      weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr=lr,
-                     seed=seed, save=save),
+                     seed=seed, save=save, bucket=bucket),
+        batches=dict(long_threshold_frames=data.plan.threshold, long_batches=len(data.plan.long_batches),
+                     per_epoch=len(data.plan)),
     )
     report.update(describe or {})
     return TrainResult(classifier=classifier, history=history, test=test, report=report)

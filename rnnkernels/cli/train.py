@@ -74,6 +74,10 @@ def add_parser(sub):
                      help="(default: %(default)s)")
     fit.add_argument("--lr", type=positive_float, default=d["lr"], metavar="LR",
                      help="Adam learning rate (default: %(default)s)")
+    fit.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=d["bucket"],
+                     help="batch recordings of similar lengths together (less padding); recordings "
+                          "far longer than the rest get batches of their own either way "
+                          "(default: %(default)s)")
     fit.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                      help="seed of weights, shuffling, splits and augmentation (default: %(default)s)")
     fit.add_argument("--threads", type=positive_int, metavar="N",
@@ -125,7 +129,7 @@ def run(args):
     result = recipes.train_classifier(
         train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
         bidirectional=args.bidirectional, augment=args.augment, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, save=args.save, bucket=args.bucket,
         verbose=0 if args.quiet else 1, pooling=args.pooling, warp=args.warp,
         describe=describe, model=None if resume is None else resume.model, initial_epoch=done,
         resumed_from=args.resume)

@@ -25,12 +25,12 @@ def _epoch(data, epoch=None):
     batches = [data[i] for i in range(len(data))]
     feats = [f for b in batches for f in b[0]]
     labels = np.concatenate([b[1] for b in batches])
-    return data._order, feats, labels
+    return np.concatenate(data._batches), feats, labels
 
 
 def test_each_epoch_serves_every_utterance_once_with_its_real_frames():
     x, lengths, labels = _padded()
-    data = recipes._AugmentedBatches(x, lengths, labels, 4, seed=3, config=CONFIG, masking=True, warp=0.0)
+    data = recipes._AugmentedBatches([x[i, :n] for i, n in enumerate(lengths)], labels, 4, seed=3, config=CONFIG, masking=True, warp=0.0)
     assert len(data) == 3
     orders = []
     for epoch in range(3):
@@ -50,14 +50,14 @@ def test_epoch_draws_are_the_seeded_sequence_and_seek_skips_to_the_same_data():
     reference, rng = [], np.random.default_rng(7)  # what _EpochHooks drew before each epoch
     for _ in range(3):
         reference.append(spec_augment(frequency_warp(x, lengths, rng, CONFIG, 0.1), lengths, rng))
-    data = recipes._AugmentedBatches(x, lengths, labels, 4, seed=7, config=CONFIG, masking=True, warp=0.1)
+    data = recipes._AugmentedBatches([x[i, :n] for i, n in enumerate(lengths)], labels, 4, seed=7, config=CONFIG, masking=True, warp=0.1)
     for epoch in range(3):
         order, feats, _ = _epoch(data)
         for j, f in zip(order, feats):
             np.testing.assert_array_equal(f, reference[epoch][j, :lengths[j]])
         assert not np.array_equal(reference[epoch], x)
         data.on_epoch_end()
-    resumed = recipes._AugmentedBatches(x, lengths, labels, 4, seed=7, config=CONFIG, masking=True, warp=0.1)
+    resumed = recipes._AugmentedBatches([x[i, :n] for i, n in enumerate(lengths)], labels, 4, seed=7, config=CONFIG, masking=True, warp=0.1)
     resumed.seek(2)  # fit(initial_epoch=2)
     order, feats, _ = _epoch(resumed)
     for j, f in zip(order, feats):
@@ -87,14 +87,14 @@ def test_train_classifier_is_reproducible_from_its_seed_with_fresh_augmentation_
     pytest.importorskip("librosa")
     train, test = _tones(), _tones(2, seed=1)
     masks = []
-    real = recipes.spec_augment
+    real = recipes.spec_augment_sequences
 
-    def spy(batch, lengths, rng, *args, **kwargs):
-        out = real(batch, lengths, rng, *args, **kwargs)
-        masks.append(out)
+    def spy(sequences, rng, *args, **kwargs):
+        out = real(sequences, rng, *args, **kwargs)
+        masks.append(np.concatenate(out))
         return out
 
-    monkeypatch.setattr(recipes, "spec_augment", spy)
+    monkeypatch.setattr(recipes, "spec_augment_sequences", spy)
 
     def run(seed):
         result = recipes.train_classifier(train, test, CONFIG, hidden=4, epochs=3, batch_size=5, seed=seed,
