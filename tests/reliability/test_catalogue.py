@@ -116,6 +116,88 @@ class Fixtures:
         soundfile.write(self.path("4_zed_0.wav"), 0.3 * np.sin(2 * np.pi * 440 * t), 8000)
         return self.path("4_zed_0.wav")
 
+    # --- hostile model files (issue 22): valid zip CRCs, so the loader's own checks answer
+    def _hostile(self, name, **change):
+        from helpers.archives import rewrite
+        return str(rewrite(self.model_file, self.path(name), **change))
+
+    @functools.cached_property
+    def units_6000(self):
+        def change(h):
+            h["model"]["layers"][0]["config"]["units"] = 6000
+        return self._hostile("units6000.rnk", change_header=change)
+
+    @functools.cached_property
+    def huge_npy(self):
+        from helpers.archives import npy_claiming
+        return self._hostile("huge.rnk", replace={"arrays/weights/0/0000.npy": npy_claiming(
+            (1 << 20, 1 << 20), data=b"\0" * 64)})
+
+    @functools.cached_property
+    def deflate_bomb(self):
+        """64 MiB of zeros deflated to 64 kB, in place of a (2, 12) kernel."""
+        import zipfile
+        from helpers.archives import entries, npy_claiming
+        items, name = entries(self.model_file), "arrays/weights/0/0000.npy"
+        with zipfile.ZipFile(self.path("bomb.rnk"), "w") as zf:
+            for entry, data in items.items():
+                if entry != name:
+                    zf.writestr(entry, data)
+            zf.writestr(name, npy_claiming((1 << 24,)) + bytes(4 << 24), zipfile.ZIP_DEFLATED)
+        return self.path("bomb.rnk")
+
+    def _header_text(self, name, edit):
+        from helpers.archives import header
+        import json as _json
+        return self._hostile(name, header_text=edit(_json.dumps(header(self.model_file))))
+
+    @functools.cached_property
+    def deep_json(self):
+        return self._header_text("deep.rnk", lambda t: t[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+    @functools.cached_property
+    def infinity(self):
+        return self._header_text("inf.rnk", lambda t: t.replace('"dropout": 0.0', '"dropout": Infinity', 1))
+
+    @functools.cached_property
+    def absurd_units(self):
+        def change(h):
+            h["model"]["layers"][0]["config"]["units"] = 10 ** 30
+        return self._hostile("absurd.rnk", change_header=change)
+
+    @functools.cached_property
+    def fewer_shapes(self):
+        def change(h):
+            h["model"]["built_input_shapes"].pop()
+        return self._hostile("fewer.rnk", change_header=change)
+
+    @functools.cached_property
+    def fewer_layers(self):
+        def change(h):
+            h["model"]["layers"].pop()
+            h["model"]["built_input_shapes"].pop()
+        return self._hostile("fewerlayers.rnk", change_header=change)
+
+    @functools.cached_property
+    def bad_state(self):
+        from helpers.archives import npy_bytes, rewrite
+        m = Sequential([LSTM(4, batch_size=2, input_shape=(None, 3), stateful=True), Dense(1)], seed=0)
+        m.compile("sgd", "mse")
+        m.predict(np.ones((2, 5, 3), "float32"), batch_size=2)
+        m.save(self.path("stateful.rnk"))
+        return str(rewrite(self.path("stateful.rnk"), self.path("badstate.rnk"),
+                           replace={"arrays/states/0/0000.npy": npy_bytes(np.zeros((2, 5), "float32"))}))
+
+    @functools.cached_property
+    def fifo(self):
+        os.mkfifo(self.path("pipe.rnk"))
+        return self.path("pipe.rnk")
+
+    @functools.cached_property
+    def audio_fifo(self):
+        os.mkfifo(self.path("pipe.wav"))
+        return self.path("pipe.wav")
+
     @functools.cached_property
     def audio_model(self):
         """An untrained audio classifier file (what `rnnkernels train --save` writes)."""
@@ -372,6 +454,76 @@ def _load_weights_other_architecture(ctx):
 
 
 # ----------------------------------------------------------------------------- the catalogue
+def _isolated(code, *args):
+    """Run a hostile case in a child process under a timeout (a crash or a hang fails the row)."""
+    from helpers.isolated import run_python
+    r = run_python(code, args=args, timeout=120)
+    assert not r.timed_out, f"timed out: {r}"
+    return r
+
+
+_FORK = """
+import os, numpy as np, rnnkernels
+from rnnkernels import ops
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 32, 64)).astype(np.float32)
+w_ih, w_hh = (rng.standard_normal((1024, n)).astype(np.float32) * 0.1 for n in (64, 256))
+rnnkernels.set_num_threads(2)
+y = ops.lstm_forward(x, w_ih, w_hh, None, None)[0]
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(ops.lstm_forward(x, w_ih, w_hh, None, None)[0], y) else 3)
+print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), rnnkernels.get_num_threads())
+"""
+
+_FIFO = """
+import sys
+from rnnkernels.models import load_model
+from rnnkernels.audio import read_audio
+for call in (lambda: load_model(sys.argv[1]), lambda: read_audio(sys.argv[2])):
+    try:
+        call()
+    except ValueError as e:
+        print(e)
+"""
+
+
+class _NanRate:
+    """A learning-rate schedule that diverged."""
+
+    def __call__(self, step):
+        return float("nan")
+
+    def __repr__(self):
+        return "nan_rate"
+
+
+def _schedule_nan():
+    m = Sequential([LSTM(3, input_shape=(4, 2)), Dense(2, activation="softmax")], seed=0)
+    m.compile(__import__("rnnkernels.optimizers").optimizers.SGD(learning_rate=_NanRate()),
+              "categorical_crossentropy")
+    return _fit(m, *_xy())
+
+
+def _x_changed_after_forward():
+    case = make_case("lstm", 4, 3, 5, 6, lengths=np.array([4, 4, 4]))
+    grads = []
+    for lengths in (None, case["lengths"]):
+        x = case["x"].copy()
+        y, _, _, cache = ops.lstm_forward(x, case["w_ih"], case["w_hh"], case["b_ih"], case["b_hh"], lengths=lengths)
+        x[...] = 9.0
+        grads.append(ops.lstm_backward(cache, case["dy"])["w_ih"])
+    clean = ops.lstm_backward(ops.lstm_forward(case["x"], case["w_ih"], case["w_hh"], case["b_ih"],
+                                               case["b_hh"])[3], case["dy"])["w_ih"]
+    return grads, clean
+
+
+def _check_x_changed(res):
+    (equal, with_lengths), clean = res
+    np.testing.assert_array_equal(equal, clean)
+    np.testing.assert_array_equal(with_lengths, clean)
+
+
 CASES = [
     # --- ops: shapes, dtypes, options -------------------------------------------------------
     Case("ops-x-2d", "lstm_forward x of shape (2, 4)", lambda c: _lstm(x=np.zeros((2, 4))),
@@ -633,6 +785,59 @@ CASES = [
          lambda c: _cli("predict", c.model_file, c.good_wav), Exits(1), r"not an audio classifier"),
     Case("cli-predict-ok", "rnnkernels predict audio.rnk clip.wav (control row)",
          lambda c: _cli("predict", c.audio_model, c.good_wav), Exits(0)),
+    # --- second round (issue 22): threads, fork, files as untrusted data, lost work --------
+    Case("threads-huge", "set_num_threads(100000) (was: the next LSTM call segfaulted)",
+         lambda c: __import__("rnnkernels").set_num_threads(100000), ValueError,
+         r"^num_threads: expected at most \d+ \(max\(64, 4 x the \d+ usable CPUs\)", "reliability/test_threads_and_fork.py"),
+    Case("threads-fork", "LSTM in a child forked after a 2-thread call (was: hung)",
+         lambda c: _isolated(_FORK), Ok(lambda r: r.returncode == 0 and "child 0" in r.stdout,
+                                        "child runs on 1 thread, same bits; the parent keeps 2"),
+         see="reliability/test_threads_and_fork.py (and multiprocessing.Pool)"),
+    Case("file-fifo", "load_model / read_audio of a named pipe (was: blocked)",
+         lambda c: _isolated(_FIFO, c.fifo, c.audio_fifo),
+         Ok(lambda r: r.stdout.count("is a named pipe (FIFO), expected a regular file") == 2,
+            "ValueError: ... is a named pipe (FIFO), expected a regular file"), see="reliability/test_model_files.py"),
+    Case("file-units-6000", "a 6 kB file declaring units=6000 (was: built the layer first)",
+         lambda c: load_model(c.units_6000), ValueError,
+         r"weights of layer 0 .* have shapes \[\(2, 12\), \(3, 12\), \(12,\)\], its config .* gives \[\(2, 24000\)",
+         "reliability/test_model_files.py"),
+    Case("file-huge-npy", "an array header declaring 2^40 values (was: reached the allocator)",
+         lambda c: load_model(c.huge_npy), ValueError, r"declares shape \(1048576, 1048576\) .* more than the limit"),
+    Case("file-deflate-bomb", "a 64 MiB entry deflated to 64 kB (was: read whole)",
+         lambda c: load_model(c.deflate_bomb), ValueError, r"have shapes \[\(16777216,\)"),
+    Case("file-deep-json", "a header nested 100,000 deep (was: RecursionError)",
+         lambda c: load_model(c.deep_json), ValueError, r"nested"),
+    Case("file-infinity", "Infinity in a numeric field (was: OverflowError)",
+         lambda c: load_model(c.infinity), ValueError, r"holds Infinity; numbers must be finite"),
+    Case("file-absurd-units", "units = 10^30 (was: numpy's _ArrayMemoryError)",
+         lambda c: load_model(c.absurd_units), ValueError, r"layer 0: units: expected an integer in \[1, 16,777,216\]"),
+    Case("file-shape-list", "one input shape fewer than layers (was: loaded a shorter model)",
+         lambda c: load_model(c.fewer_shapes), ValueError, r"2 layers but 1 input shapes"),
+    Case("file-layer-list", "one layer fewer than weight groups (was: loaded a shorter model)",
+         lambda c: load_model(c.fewer_layers), ValueError, r"1 layers but weights for 2"),
+    Case("file-state-shape", "saved LSTM state (2, 5) for 4 units (was: failed at predict)",
+         lambda c: load_model(c.bad_state), ValueError, r"states\[0\]: expected shape \(2, 4\)"),
+    Case("model-lr-schedule-nan", "a schedule giving NaN (was: every weight NaN)",
+         lambda c: _schedule_nan(), ValueError, r"^learning_rate: the schedule nan_rate gave nan at step 0",
+         "reliability/test_training_faults.py"),
+    Case("model-lr-negative", "PiecewiseConstantDecay values [0.1, -0.1]",
+         lambda c: __import__("rnnkernels.optimizers").optimizers.PiecewiseConstantDecay([2], [0.1, -0.1]),
+         ValueError, r"^values\[1\]: expected a non-negative finite number, got -0.1"),
+    Case("model-validation-split-empty", "validation_split=0.1 of 4 samples (was: val_loss 0.0)",
+         lambda c: _fit(_model(), *_xy(4), validation_split=0.1), ValueError,
+         r"^validation_split: 0.1 of 4 samples leaves 0 for validation and 4 for training"),
+    Case("model-sparse-last-batch", "a bad sparse label in the last batch (was: found after earlier updates)",
+         lambda c: (lambda m: (m.compile("adam", "sparse_categorical_crossentropy"),
+                               _fit(m, _xy(8)[0], np.array([0, 1] * 3 + [0, 5]), batch_size=2)))(_model()),
+         ValueError, r"^y: expected class ids in \[0, 1\], got 5 for sample 7"),
+    Case("ops-x-changed-after-forward", "x overwritten between lstm_forward and lstm_backward",
+         lambda c: _x_changed_after_forward(),
+         Ok(_check_x_changed, "no gradient changes, at equal lengths and with lengths= alike")),
+    Case("cli-threads-huge", "rnnkernels train --threads 100000 (was: segfault)",
+         lambda c: _cli("train", "--threads", "100000"), Exits(1), r"--threads 100000: expected at most"),
+    Case("cli-resume-units-6000", "rnnkernels train --resume <file declaring units=6000>",
+         lambda c: _cli("train", "--resume", c.units_6000), Exits(1),
+         r"units6000\.rnk: not a valid rnnkernels model: weights of layer 0 .* its config"),
 ]
 
 
