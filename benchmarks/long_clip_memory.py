@@ -5,7 +5,7 @@ Each run is a fresh `python -m rnnkernels train` child; its peak resident memory
 with resource.getrusage(RUSAGE_CHILDREN) after it exits (one child per measuring process,
 so the figure is that run's own).  Usage:
 
-    python benchmarks/long_clip_memory.py [--minutes 10] [--epochs 1] [--extra "--bucket"] [--json out.json]
+    python benchmarks/long_clip_memory.py [--minutes 10] [--epochs 1] [--extra=--bucket] [--json out.json]
 """
 import argparse
 import json
