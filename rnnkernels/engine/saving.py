@@ -103,7 +103,7 @@ def read_archive(path, expected_format, check=None):
                          f"{type(e).__name__}: {e}") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, KeyError, EOFError,
             UnicodeDecodeError, TypeError, AttributeError, OverflowError, RecursionError,
-            MemoryError, OSError) as e:
+            OSError) as e:
         if (isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None
                 and e.errno != errno.EINVAL):  # EINVAL: a seek to an offset the file made up
             raise  # the disk, not the file
@@ -433,7 +433,7 @@ def _plan_model(header, shapes, path, model_class):
                          f"{sorted(groups, key=lambda g: int(g.split('/')[1]))[:8]}); expected "
                          f"weights/0 to weights/{len(specs) - 1}")
     model = model_class(**config)
-    layers, total = [], 0
+    layers, total, previous = [], 0, None
     for i, (layer_spec, shape) in enumerate(zip(specs, input_shapes)):
         _check_sizes(layer_spec, f"layer {i}")
         if shape is not None:
@@ -444,6 +444,14 @@ def _plan_model(header, shapes, path, model_class):
                     _check_size(f"layer {i}: input shape", d)
             shape = tuple(shape)
         layer = layers_module.deserialize(layer_spec)
+        # The shape the model will build the layer with (Sequential.add: the first layer's
+        # declared input shape, then each previous layer's output shape) must be the saved one.
+        built_with = layer.declared_input_shape if i == 0 else previous
+        if built_with is not None and shape is not None and tuple(built_with) != shape:
+            raise ValueError(f"layer {i} ({layer.name}): saved input shape {shape}, but it would be built "
+                             f"for {tuple(built_with)}")
+        shape = shape if shape is not None else built_with
+        previous = None if shape is None else tuple(layer.compute_output_shape(shape))
         want = layer.expected_weight_shapes(shape) if shape is not None else None
         got = [tuple(s) for s in shapes[f"weights/{i}"]]
         if want is not None:

@@ -228,3 +228,20 @@ def test_cli_bad_model_files_are_one_line_errors(good, tmp_path):
         r = run_cli(["evaluate", bad, "--data", str(tmp_path)], timeout=120)
         line = one_error_line(r)
         assert line.startswith("rnnkernels: error: ") and os.path.basename(bad) in line, line
+
+
+def test_the_shape_a_layer_is_built_with_must_be_the_saved_one(good, tmp_path, monkeypatch):
+    """The model builds its first layer from the config's input_shape and each next one from
+    the previous output: a file whose saved shapes disagree is refused before building."""
+    def declared(h):
+        h["model"]["layers"][0]["config"]["input_shape"] = [4, 1 << 24]
+    built = []
+    monkeypatch.setattr(Layer, "build", lambda self, *a, **k: built.append(self.name))
+    _refused(rewrite(good, tmp_path / "declared.rnk", declared),
+             r"layer 0 \(lstm.*\): saved input shape \(4, 2\), but it would be built for \(4, 16777216\)")
+
+    def second(h):
+        h["model"]["built_input_shapes"][1] = [1 << 24]
+    _refused(rewrite(good, tmp_path / "second.rnk", second),
+             r"layer 1 \(dense.*\): saved input shape \(16777216,\), but it would be built for \(3,\)")
+    assert built == []
