@@ -22,6 +22,7 @@ Fairness rules the code follows:
 import argparse
 import json
 import os
+import signal
 import sys
 from .._util.argtypes import non_negative_int, positive_int
 from .cases import CELLS, DTYPES, SIZES, SYSTEMS
@@ -139,9 +140,10 @@ def run(options):
                 path = os.path.join(path, results_name(report))
             write_json(path, report)
             print(f"results: {path}")
-    except KeyboardInterrupt:
-        print("rnnkernels bench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under the command line (Terminated)
+        terminated = getattr(exc, "signum", None) == signal.SIGTERM
+        print(f"rnnkernels bench: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"rnnkernels bench: error: {exc}", file=sys.stderr)
         return 1
