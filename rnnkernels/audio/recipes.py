@@ -37,6 +37,10 @@ DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, cell="gru", hidden=64, layers=1
 _D = DEFAULT_RECIPE
 
 _AUDIO_ENTRY = "audio.json"
+# audio.json's feature settings a loaded classifier may hold (a hostile file could ask the
+# feature extraction for a filterbank of 10^9 bands otherwise)
+_FEATURE_LIMITS = {"sample_rate": 1 << 20, "n_mels": 4096, "n_mfcc": 4096, "n_fft": 1 << 16,
+                   "hop_length": 1 << 20, "win_length": 1 << 16}
 _AUDIO_FORMAT = "rnnkernels.audio_classifier"
 
 
@@ -131,10 +135,24 @@ class AudioClassifier:
             if not isinstance(meta, dict) or meta.get("format") != _AUDIO_FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
             features = FeatureConfig.from_dict(meta["features"])
-            label_names = [str(n) for n in meta["label_names"]]
+            for name, limit in _FEATURE_LIMITS.items():  # what inference would allocate from
+                value = getattr(features, name)
+                if value is not None and value > limit:
+                    raise ValueError(f"features: {name} {value} is above the limit of {limit}")
+            label_names = meta["label_names"]
+            if not isinstance(label_names, list):
+                raise ValueError(f"label_names: expected a list, got {type(label_names).__name__}")
+            label_names = [str(n) for n in label_names]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"model file {path!r}: bad {_AUDIO_ENTRY} ({exc})") from None
         model = load_model(path)
+        inputs, outputs = model.layers[0].input_shape, model.layers[-1].output_shape
+        if not inputs or inputs[-1] != features.n_features:
+            raise ValueError(f"model file {path!r}: the model reads {inputs[-1] if inputs else None} "
+                             f"features per frame, {_AUDIO_ENTRY} describes {features.n_features}")
+        if not outputs or outputs[-1] != len(label_names):
+            raise ValueError(f"model file {path!r}: the model has {outputs[-1] if outputs else None} "
+                             f"outputs, {_AUDIO_ENTRY} names {len(label_names)} classes")
         return cls(model=model, features=features, label_names=label_names)
 
     def probabilities(self, features, batch_size=256):

@@ -245,3 +245,24 @@ def test_the_shape_a_layer_is_built_with_must_be_the_saved_one(good, tmp_path, m
     _refused(rewrite(good, tmp_path / "second.rnk", second),
              r"layer 1 \(dense.*\): saved input shape \(16777216,\), but it would be built for \(3,\)")
     assert built == []
+
+
+def test_audio_settings_are_bounded_and_must_match_the_model(tmp_path):
+    from rnnkernels.audio.recipes import DEFAULT_FEATURES, AudioClassifier, build_model
+    path = tmp_path / "a.rnk"
+    AudioClassifier(build_model(DEFAULT_FEATURES.n_features, 3, hidden=2, bidirectional=False),
+                    DEFAULT_FEATURES, ["a", "b", "c"]).save(path)
+    assert AudioClassifier.load(path).label_names == ["a", "b", "c"]
+
+    def audio(change):
+        meta = json.loads(entries(path)["audio.json"])
+        change(meta)
+        return rewrite(path, tmp_path / "b.rnk", replace={"audio.json": json.dumps(meta).encode()})
+
+    for change, pattern in [
+            (lambda m: m["features"].update(n_mels=10 ** 9), r"bad audio.json \(features: n_mels 1000000000 is above"),
+            (lambda m: m["features"].update(n_mfcc=13), r"the model reads 20 features per frame, audio.json describes 13"),
+            (lambda m: m.update(label_names=["a", "b"]), r"the model has 3 outputs, audio.json names 2 classes"),
+            (lambda m: m.update(label_names="abc"), r"label_names: expected a list")]:
+        with pytest.raises(ValueError, match=pattern):
+            AudioClassifier.load(audio(change))
