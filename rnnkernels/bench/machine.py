@@ -93,6 +93,9 @@ def machine_info():
             info.update(cpu_description(cpuinfo.read()))
     except OSError:
         pass
+    from .._core import isa, tuning
+    info["kernels"] = isa.active()
+    info["plan"] = tuning.describe()
     if importlib.util.find_spec("torch") is not None:
         import torch
         info["torch"] = torch.__version__
