@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rnnkernels
-from helpers.cells import CELLS, PLAIN, assert_close, make_case, run
+from helpers.cells import PLAIN, assert_close, make_case, run
 from helpers.environment import package_env
 from rnnkernels import ops, reference
 from rnnkernels._core import cpu, isa, tuning
