@@ -13,7 +13,7 @@ kernel cell the call needs (``_core.cells.kernel_cell``).
 import numpy as np
 
 from ._core import cells as _cells, threads as _threads, tuning as _tuning
-from ._core.isa import kernels as _kernels
+from ._core.tuning import kernels as _kernels
 from ._core.memory import empty as _aligned_empty, scratch as _scratch, zeros as _aligned_zeros
 from ._core.plan import packed_plan as _packed_plan, plan as _plan
 from ._core.weights import Weights as _Weights

@@ -22,7 +22,7 @@ def config():
         info["cpu"] = {"brand": facts.get("brand"), "vendor": facts.get("vendor"), "level": facts.get("level"),
                        "vector_isa": cpu.vector_isa(), "l1d": facts.get("l1d"), "l2": facts.get("l2"),
                        "l3": facts.get("l3")}
-        info["isa"] = {"built": list(isa.built()), "available": list(isa.available()), "active": isa.active()}
+        info["isa"] = {"built": list(isa.built()), "available": list(isa.available()), "active": tuning.active()}
         info["plan"] = tuning.current().to_dict() | {"source": tuning.current().source}
         info["plan_line"] = tuning.describe()
     except (ImportError, ValueError) as exc:  # unbuilt checkout, or a bad RNNKERNELS_ISA/PLAN: say so

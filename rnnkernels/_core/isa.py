@@ -6,7 +6,9 @@ x86 ``_kernels_generic``; with ``RNNKERNELS_NATIVE=1`` also
 ``_kernels_native``).  At the first kernel call the widest one this CPU runs
 is loaded, as CPUID says (:mod:`.cpu`), the way PyTorch's DispatchStub and
 NumPy's CPU dispatch choose; ``RNNKERNELS_ISA`` forces one (for the tests
-and for measuring), and a tuning plan names one (:mod:`.tuning`).
+and for measuring).  Which build runs is the tuning plan's choice
+(:mod:`.tuning`, whose ``kernels()`` the callers use); this module only says
+which builds exist and which this CPU runs, and loads them.
 
 A build is never imported on a CPU that lacks what it was compiled for: the
 check comes first, so a missing instruction is a clear error, never SIGILL.
@@ -32,7 +34,6 @@ LEVELS = {"avx512": 4, "avx2": 3, "baseline": 2}
 _LEVEL_NEEDS = {4: "AVX-512 F/BW/CD/DQ/VL", 3: "AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE", 2: "SSE4.2, POPCNT"}
 
 _modules = {}
-_active = None  # the name kernels() answers with; None: not chosen yet
 
 
 def built():
@@ -97,31 +98,3 @@ def module(name):
             raise ValueError(f"isa: {problem}")
         mod = _modules[name] = importlib.import_module(f"{__package__}._kernels_{name}")
     return mod
-
-
-def activate(name):
-    """Make ``name`` the build :func:`kernels` returns (checked); returns the previous one."""
-    global _active
-    mod = module(name)
-    previous, _active = _active, name
-    return previous, mod
-
-
-def forget():
-    """No build chosen: the next kernel call asks the plan again."""
-    global _active
-    _active = None
-
-
-def active():
-    """The name of the build that runs (chosen on first use)."""
-    if _active is None:
-        from . import tuning
-        tuning.current()  # the plan chooses (RNNKERNELS_ISA, a tuned plan, or the widest)
-    return _active
-
-
-def kernels():
-    """The compiled kernels module that runs."""
-    name = _active if _active is not None else active()
-    return _modules[name]

@@ -160,6 +160,7 @@ def save(plan, path=None):
 
 
 _plan = None
+_kernels = None  # the plan's kernel build (a module), set with the plan
 
 
 def _resolve():
@@ -191,12 +192,12 @@ def use(plan):
     """Make ``plan`` the process's plan (checked); returns the previous one.
     Call it between kernel calls, not during one (a backward uses the build
     its forward ran on either way)."""
-    global _plan
+    global _plan, _kernels
     plan.check()
     previous = _plan
-    _, module = _isa.activate(plan.isa)
+    module = _isa.module(plan.isa)
     module.configure(plan.gemm_kc, plan.gemm_mr)
-    _plan = plan
+    _plan, _kernels = plan, module
     return previous
 
 
@@ -207,11 +208,22 @@ def current():
     return _plan
 
 
+def kernels():
+    """The compiled kernels module of the plan: what every kernel call runs."""
+    if _kernels is None:
+        current()  # resolving the plan loads its build
+    return _kernels
+
+
+def active():
+    """The name of the kernel build that runs."""
+    return current().isa
+
+
 def reset():
     """Forget the plan in use: the next call resolves it again (tests)."""
-    global _plan
-    _plan = None
-    _isa.forget()
+    global _plan, _kernels
+    _plan = _kernels = None
 
 
 @contextlib.contextmanager

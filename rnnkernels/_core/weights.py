@@ -16,7 +16,8 @@ import numpy as np
 
 from . import threads as _threads
 from . import isa as _isa
-from .isa import kernels as _kernels
+from . import tuning as _tuning
+from .tuning import kernels as _kernels
 from .memory import empty as _aligned_empty
 
 
@@ -60,7 +61,7 @@ def pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
     packed panel layout, one after the other; returns (packed, starts), the
     kernels finding block j at starts[j]."""
     k = w.shape[1] if row_blocks else w.shape[0]
-    starts = _starts(_isa.active(), _dtype_name(w.dtype), k, tuple(int(b) for b in bounds))
+    starts = _starts(_tuning.active(), _dtype_name(w.dtype), k, tuple(int(b) for b in bounds))
     out = _aligned_empty(int(starts[-1]), w.dtype)
     _kernels().pack_blocks(np.ascontiguousarray(w), _NO_ROWS if rows is None else rows, bounds, starts,
                            row_blocks, out, nthreads)

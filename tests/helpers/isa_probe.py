@@ -4,7 +4,7 @@ one LSTM forward and backward against the reference (float64)."""
 import numpy as np
 
 from rnnkernels import ops, reference
-from rnnkernels._core import cpu, isa
+from rnnkernels._core import cpu, isa, tuning
 
 rng = np.random.default_rng(0)
 T, B, I, H = 4, 3, 5, 7
@@ -15,4 +15,4 @@ g = ops.lstm_backward(cache, np.ones_like(y))
 yr, hr, cr, cache_r = reference.lstm_forward(x, *w, lengths=np.array([4, 2, 3]))
 gr = reference.lstm_backward(cache_r, np.ones_like(yr))
 err = max(float(np.abs(y - yr).max()), *(float(np.abs(g[k] - gr[k]).max()) for k in ("x", "w_ih", "w_hh")))
-print(cpu.facts()["level"], isa.active(), ",".join(isa.available()), f"{err:.3e}")
+print(cpu.facts()["level"], tuning.active(), ",".join(isa.available()), f"{err:.3e}")

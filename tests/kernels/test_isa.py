@@ -95,7 +95,7 @@ def test_rnnkernels_isa_names_what_is_wrong(value, message):
 def build(request):
     """Run the test under each kernel build this CPU runs (its default plan)."""
     with tuning.using(tuning.defaults(request.param)):
-        assert isa.active() == request.param
+        assert tuning.active() == request.param
         yield request.param
 
 
@@ -122,7 +122,7 @@ def test_every_build_matches_the_reference(build, cell, dtype):
 def test_gemm_blocking_never_changes_a_bit(build):
     """The plan's k chunk and row block change speed only: every element is
     summed over k in increasing order whatever they are."""
-    kernels = isa.kernels()
+    kernels = tuning.kernels()
     limits = kernels.gemm_limits()
     rng = np.random.default_rng(1)
     for dtype in (np.float32, np.float64):
@@ -217,7 +217,7 @@ def test_a_plan_file_in_the_environment_runs(tmp_path):
             "rng = np.random.default_rng(0); x = rng.standard_normal((5, 3, 4)).astype(np.float32);"
             "w = [rng.standard_normal(s).astype(np.float32) for s in [(40, 4), (40, 10), (40,), (40,)]];"
             "y = ops.lstm_forward(x, *w)[0]; p = tuning.current();"
-            "print(isa.active(), p.gemm_kc, p.gemm_mr, p.source); print(y.tobytes().hex())")
+            "print(tuning.active(), p.gemm_kc, p.gemm_mr, p.source); print(y.tobytes().hex())")
     env = package_env(RNNKERNELS_PLAN=path)
     env.pop("RNNKERNELS_ISA", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
@@ -238,7 +238,7 @@ def test_the_tuned_plan_is_keyed_by_the_cpu_and_version():
 def test_show_config_names_the_build_and_the_plan(capsys):
     rnnkernels.show_config()
     out = capsys.readouterr().out
-    assert f"kernels: {isa.active()} of built" in out
+    assert f"kernels: {tuning.active()} of built" in out
     assert "plan: " in out and tuning.current().source in out
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import rnnkernels
 from rnnkernels import ops, reference
-from rnnkernels._core import isa, plan as plan_module, tuning
+from rnnkernels._core import plan as plan_module, tuning
 
 from helpers.cells import CELLS, PLAIN, assert_close, make_case, output_size, run
 
@@ -191,7 +191,7 @@ def test_kernels_check_the_buffers_and_row_maps_they_write_through(monkeypatch):
     buffers ops allocated: a bad index, size, element type, plan or a
     read-only output must be a ValueError naming it, never a write outside
     an array."""
-    kernels = isa.kernels()
+    kernels = tuning.kernels()
     real, seen = kernels.forward, []
     monkeypatch.setattr(kernels, "forward", lambda a, *args: seen.append((dict(a), args)) or real(a, *args))
     rng = np.random.default_rng(0)
