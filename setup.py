@@ -1,25 +1,77 @@
 """Build the compiled kernels.
 
-Layering: ``src/*.pyx`` hold the kernels (one cell family per file), with
-shared fused-type BLAS wrappers in ``.pxd`` files and C headers for the
-point updates, the GEMM and the vectorisable exp.  They compile to
-``rnnkernels._core.*``; ``rnnkernels/ops.py`` validates and allocates, the
+Layering: ``src/_kernels.pxi`` and the C headers it includes hold the kernels
+(the time-loop skeleton, the cells' point updates, the GEMM kernel, the
+vectorisable activations); ``rnnkernels/ops.py`` validates and allocates, the
 kernels only compute (rnnkernels/_core/__init__.py).
 
+One build for every CPU: the kernels are compiled once per instruction set
+(``ISAS`` below) into ``rnnkernels._core._kernels_<isa>``, and
+``rnnkernels/_core/isa.py`` loads the widest one this CPU runs, as read from
+CPUID by ``_cpu`` (compiled for the baseline, so that it runs everywhere).
+The other modules hold no hot loop and take the compiler's default flags:
+``pip install .`` and ``pip wheel .`` make the same portable binary on any
+x86-64 machine.
+
 Environment variables:
-    RNNKERNELS_DEBUG=1   build with Cython bounds checks, -O0 -g (for tests
-                         under valgrind/ASan and for catching indexing bugs).
+    RNNKERNELS_DEBUG=1      build with Cython bounds checks, -O0 -g (for tests
+                            under valgrind/ASan and for catching indexing bugs).
     RNNKERNELS_NO_OPENMP=1  build serially even if OpenMP is available.
-    RNNKERNELS_PORTABLE=1   no -march=native (for wheels that run on other CPUs).
+    RNNKERNELS_NATIVE=1     also build the kernels for this machine's CPU
+                            (-march=native); they load only on a CPU with every
+                            feature they were compiled for.
 """
 import glob
 import os
+import platform
+import re
+import subprocess
 import sys
 import tempfile
 import warnings
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+# The kernel builds, widest first: name -> (flags, what it needs).  x86-64-v4
+# is AVX-512 F/BW/CD/DQ/VL, v3 AVX2+FMA (Haswell, Zen 1), v2 SSE4.2+POPCNT
+# (Nehalem): the levels the psABI defines, so "needs" is a CPUID check
+# (src/_cpu.h).  -mtune=generic: tuned for no vendor's core.
+X86_ISAS = {
+    "avx512": ["-march=x86-64-v4", "-mtune=generic"],
+    "avx2": ["-march=x86-64-v3", "-mtune=generic"],
+    "baseline": ["-march=x86-64-v2", "-mtune=generic"],
+}
+# Off x86 one build, for what the compiler targets by default.
+OTHER_ISAS = {"generic": []}
+NATIVE_FLAGS = ["-march=native"]
+# The preprocessor macros of -march=native's features, as src/_cpu.h names them.
+FEATURE_MACROS = {
+    "__SSE4_2__": "sse4_2", "__POPCNT__": "popcnt", "__AVX__": "avx", "__AVX2__": "avx2", "__FMA__": "fma",
+    "__F16C__": "f16c", "__BMI__": "bmi1", "__BMI2__": "bmi2", "__LZCNT__": "lzcnt", "__MOVBE__": "movbe",
+    "__AVX512F__": "avx512f", "__AVX512DQ__": "avx512dq", "__AVX512CD__": "avx512cd",
+    "__AVX512BW__": "avx512bw", "__AVX512VL__": "avx512vl", "__AVX512IFMA__": "avx512ifma",
+    "__AVX512VBMI__": "avx512vbmi", "__AVX512VBMI2__": "avx512vbmi2", "__AVX512VNNI__": "avx512vnni",
+    "__AVX512BITALG__": "avx512bitalg", "__AVX512VPOPCNTDQ__": "avx512vpopcntdq",
+    "__AVX512BF16__": "avx512bf16", "__AVX512FP16__": "avx512fp16", "__AVXVNNI__": "avxvnni",
+    "__SSE4A__": "sse4a",
+}
+
+
+def _x86():
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _native():
+    return bool(os.environ.get("RNNKERNELS_NATIVE"))
+
+
+def isas():
+    """The kernel builds of this build: name -> compile flags."""
+    table = dict(X86_ISAS if _x86() else OTHER_ISAS)
+    if _native():
+        table = {"native": NATIVE_FLAGS, **table}
+    return table
 
 
 def _openmp_flags(compiler):
@@ -45,16 +97,16 @@ def _openmp_flags(compiler):
     return flags, flags
 
 
-def _accepts(compiler, flag):
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "flag_probe.c")
-        with open(src, "w") as f:
-            f.write("int main(void){return 0;}\n")
-        try:
-            compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
-        except Exception:
-            return False
-    return True
+def _native_features(compiler):
+    """The features -march=native turns on here (its predefined macros)."""
+    cc = compiler.compiler_so[0] if getattr(compiler, "compiler_so", None) else "cc"
+    try:
+        out = subprocess.run([cc, "-march=native", "-dM", "-E", "-x", "c", os.devnull],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(f"RNNKERNELS_NATIVE=1: {cc} cannot tell what -march=native enables ({exc})") from exc
+    macros = set(re.findall(r"#define (__\w+__) ", out))
+    return sorted(FEATURE_MACROS[m] for m in macros if m in FEATURE_MACROS)
 
 
 class BuildExt(build_ext):
@@ -76,14 +128,37 @@ class BuildExt(build_ext):
             # vector selects; unlike -ffast-math it changes no result (NaN and
             # Inf still propagate), it only drops support for FP traps.
             opt = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
-            if not os.environ.get("RNNKERNELS_PORTABLE") and _accepts(self.compiler, "-march=native"):
-                # Vector width of this CPU (AVX2/AVX-512) for the gate loops.
-                # Set RNNKERNELS_PORTABLE=1 to build a wheel for other machines.
-                opt.append("-march=native")
+        table = isas()
         for ext in self.extensions:
-            ext.extra_compile_args = opt + omp_c
+            isa = ext.name.rsplit("_", 1)[-1] if ext.name.startswith("rnnkernels._core._kernels_") else None
+            ext.extra_compile_args = opt + (table[isa] if isa else []) + omp_c
             ext.extra_link_args = omp_l
+            if ext.name == "rnnkernels._core._cpu" and "native" in table:
+                features = " ".join(_native_features(self.compiler))
+                ext.define_macros = [("RK_NATIVE_FEATURES", f'"{features}"')]
         super().build_extensions()
+
+
+# Each kernel build is a module of its own: a two-line .pyx that includes the
+# one source, generated here (its module name must be the file's).
+SHIM = '''# Generated by setup.py: the kernels compiled for {isa} ({flags}).
+ISA = "{isa}"
+include "_kernels.pxi"
+'''
+
+
+def _kernel_shims(table):
+    folder = os.path.join("build", "isa")
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for isa, flags in table.items():
+        path = os.path.join(folder, f"_kernels_{isa}.pyx")
+        text = SHIM.format(isa=isa, flags=" ".join(flags) or "the compiler's defaults")
+        if not os.path.exists(path) or open(path).read() != text:  # keep its timestamp when unchanged
+            with open(path, "w") as f:
+                f.write(text)
+        paths[isa] = path
+    return paths
 
 
 def _extensions():
@@ -98,19 +173,20 @@ def _extensions():
         "cdivision": True,
         "nonecheck": debug,
     }
-    modules = ("_kernels", "_layout", "_threads")
     # The C headers are the kernels' code too: a change to one must rebuild.
-    headers = sorted(glob.glob(os.path.join("src", "*.h")) + glob.glob(os.path.join("src", "*.pxd")))
-    exts = [
-        Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"], depends=headers)
-        for m in modules
-    ]
-    # A debug build must not reuse C files or objects of a release build, nor a
-    # portable build the objects of a native one (and vice versa): Cython and
-    # build_ext only look at timestamps, not flags.
+    headers = sorted(glob.glob(os.path.join("src", "*.h")) + glob.glob(os.path.join("src", "*.pxd"))
+                     + glob.glob(os.path.join("src", "*.pxi")))
+    table = isas()
+    exts = [Extension(f"rnnkernels._core._kernels_{isa}", [path], include_dirs=["src"], depends=headers)
+            for isa, path in _kernel_shims(table).items()]
+    exts += [Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"], depends=headers)
+             for m in ("_layout", "_threads", "_cpu")]
+    # A debug build must not reuse C files or objects of a release build, nor
+    # a serial build those of an OpenMP one: Cython and build_ext only look at
+    # timestamps, not flags.
     mode_file = os.path.join("src", ".build-mode")
-    mode = (("debug" if debug else "release") + (" portable" if os.environ.get("RNNKERNELS_PORTABLE") else "")
-            + (" serial" if os.environ.get("RNNKERNELS_NO_OPENMP") else ""))
+    mode = " ".join(["debug" if debug else "release", *table]
+                    + (["serial"] if os.environ.get("RNNKERNELS_NO_OPENMP") else []))
     previous = open(mode_file).read() if os.path.exists(mode_file) else None
     force = previous != mode
     with open(mode_file, "w") as f:

@@ -13,7 +13,7 @@ kernel cell the call needs (``_core.cells.kernel_cell``).
 import numpy as np
 
 from ._core import cells as _cells, threads as _threads, tuning as _tuning
-from ._core.isa import kernels as _kernels
+from ._core.tuning import kernels as _kernels
 from ._core.memory import empty as _aligned_empty, scratch as _scratch, zeros as _aligned_zeros
 from ._core.plan import packed_plan as _packed_plan, plan as _plan
 from ._core.weights import Weights as _Weights
@@ -234,10 +234,11 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     cell_name = _cells.kernel_cell(kind, peephole=v.peephole is not None, layer_norm=v.layer_norm is not None,
                                    reset_after=reset_after, nonlinearity=nonlinearity)
     rows_split = cell_name in _cells.ROW_SPLIT
-    ub = H if rows_split else _tuning.unit_tile(H)
+    tuned, kernels = _tuning.current(), _kernels()  # one plan and one build for the call and its backward
+    ub = H if rows_split else _tuning.unit_tile(H, tuned)
     backward = None if not training else "gate_split" if cell_name == "gru_reset_before" else "tiles"
     w = _Weights(w_ih, w_hh, G, ub, backward, split_gru=kind == "gru" and not rows_split, w_hr=w_hr,
-                 pub=_tuning.unit_tile(P) if w_hr is not None else None)
+                 pub=_tuning.unit_tile(P, tuned) if w_hr is not None else None)
     a = {"counts": plan.counts, "offsets": plan.offsets, "tiles": w.tiles, "ptiles": w.ptiles,
          "w_ih_t": w.w_ih_t, "w_fwd": w.w_fwd, "w_fwd_starts": w.w_fwd_starts,
          "w_hr_fwd": w.w_hr_fwd, "w_hr_fwd_starts": w.w_hr_fwd_starts}
@@ -313,7 +314,7 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
         a.update(y=y, y_rows=plan.y_rows, padding=plan.padding)
     if N:
         nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, rows_split)
-        team = _kernels().forward(a, _cells.kernel_index(cell_name), B, I, H, P, nthreads, step_threads,
+        team = kernels.forward(a, _cells.kernel_index(cell_name), B, I, H, P, nthreads, step_threads,
                                   v.zh_rate, v.zc_rate)
         _threads.note_call(f"{kind}_forward", nthreads, team)
     finals = [plan.final(h)] + ([plan.final(c)] if c is not None else [])
@@ -321,7 +322,7 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     if not training:
         return y, finals, None
     y.flags.writeable = False  # may be a view of the state buffer that backward reads
-    cache = _Cache(kind, cell_name=cell_name, plan=plan, weights=w, H=H, I=I, P=P, G=G, dtype=dtype,
+    cache = _Cache(kind, cell_name=cell_name, plan=plan, tuned=tuned, kernels=kernels, weights=w, H=H, I=I, P=P, G=G, dtype=dtype,
                    has_b_ih=b_ih is not None, has_b_hh=b_hh is not None, reset_after=reset_after,
                    rows_split=rows_split, x=xp, h=h, c=c, hm=hm, mask=a.get("mask"), zh=zh, zc=zc,
                    zh_rate=v.zh_rate, zc_rate=v.zc_rate, gates=gates, aux=aux, m=m, ctilde=ctilde,
@@ -384,8 +385,9 @@ def _backward(kind, cache, dy, dstates):
             a["d" + name] = np.zeros(cache.layer_norm[name].shape[0], dtype)
     if N:
         nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, cache.rows_split)
-        team = _kernels().backward(a, _cells.kernel_index(cache.cell_name), B, I, H, P, nthreads, step_threads,
-                                   _tuning.wgrad_pieces(N), cache.zh_rate, cache.zc_rate)
+        team = cache.kernels.backward(a, _cells.kernel_index(cache.cell_name), B, I, H, P, nthreads,
+                                      step_threads, _tuning.wgrad_pieces(N, cache.tuned), cache.zh_rate,
+                                      cache.zc_rate)
         _threads.note_call(f"{kind}_backward", nthreads, team)
     unperm = (lambda v: v) if cache.rows_split else w.unpermute
     dw_hh = unperm(a["dw_hh"])

@@ -18,7 +18,7 @@
  * of tiles per thread and step also came in from L3 in that order.  Packed,
  * the strip is 16 KB read in order (docs/design.md, "GEMM").
  *
- * k is taken in chunks of RK_KC; later chunks start their accumulators from
+ * k is taken in chunks of rk_gemm_kc; later chunks start their accumulators from
  * C, so every element of C is still summed over k in increasing order, one
  * term at a time, whatever the shapes: the result never depends on how the
  * work is split.
@@ -39,16 +39,40 @@
  * into halves that gcc spills; 16-byte vectors fill the 16 xmm registers. */
 #define RK_VBYTES 16
 #endif
-/* Rows per register block: 8 x 2 vectors of accumulators with AVX-512's 32
- * vector registers (the per-step products at B = 32 or 64 rows split into
- * whole blocks), 6 x 2 with AVX2's 16. */
+/* Rows per register block.  RK_MR is the block of the weight gradients'
+ * packing (fixed: it is the layout of NAME##_pack_at) and the default of the
+ * products; RK_MR_MAX the most the products' block may take at run time
+ * (rk_gemm_mr): 12 x 2 vectors of accumulators fit AVX-512's 32 registers,
+ * 6 x 2 AVX2's 16 (more spills). */
 #if defined(__AVX512F__)
 #define RK_MR 8
+#define RK_MR_MAX 12
 #else
 #define RK_MR 6
+#define RK_MR_MAX 6
 #endif
 #define RK_KC 256
 #define RK_WG_NC 128  /* weight gradients: gradient columns per packed panel group */
+
+/* The products' k chunk and row block, set from the tuning plan
+ * (rnnkernels/_core/tuning.py) through the module's configure().  Neither
+ * changes a result: every element of C is summed over k in increasing order,
+ * one term at a time, whatever the chunk, and each row's sum is its own
+ * whatever the block.  One copy per kernel build (a static of this module). */
+static ptrdiff_t rk_gemm_kc = RK_KC;
+static ptrdiff_t rk_gemm_mr = RK_MR;
+
+#if RK_MR_MAX > 6
+#define RK_WIDE_BLOCKS(NAME)                                                             \
+    case 12: NAME##_block(12, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
+    case 11: NAME##_block(11, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
+    case 10: NAME##_block(10, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
+    case 9: NAME##_block(9, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
+    case 8: NAME##_block(8, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 7: NAME##_block(7, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;
+#else  /* no row block wider than RK_MR_MAX: its accumulators would not fit */
+#define RK_WIDE_BLOCKS(NAME)
+#endif
 
 #define RK_DEFINE_SMALL_GEMM(NAME, T)                                                   \
 typedef T NAME##_vec __attribute__((vector_size(RK_VBYTES), aligned(sizeof(T))));       \
@@ -58,11 +82,11 @@ static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptr
                                 ptrdiff_t ars, ptrdiff_t aks,                            \
                                 const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc,        \
                                 int accumulate)                                          \
-{   /* mr (<= RK_MR) rows x NR columns; A's element (r, p) at a[r * ars + p * aks] */    \
-    NAME##_vec acc0[RK_MR], acc1[RK_MR];                                                 \
+{   /* mr (<= RK_MR_MAX) rows x NR columns; A's element (r, p) at a[r * ars + p * aks] */    \
+    NAME##_vec acc0[RK_MR_MAX], acc1[RK_MR_MAX];                                         \
     ptrdiff_t r, p;                                                                      \
-    for (r = 0; r < RK_MR; r++) {                                                        \
-        if (accumulate && r < mr) {  /* continue C's sum term by term */                 \
+    for (r = 0; r < mr; r++) {                                                           \
+        if (accumulate) {  /* continue C's sum term by term */                           \
             acc0[r] = *(const NAME##_vec*)(c + r * ldc);                                 \
             acc1[r] = *(const NAME##_vec*)(c + r * ldc + NAME##_VL);                     \
         } else {                                                                         \
@@ -70,25 +94,15 @@ static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptr
             acc1[r] = (NAME##_vec){0};                                                   \
         }                                                                                \
     }                                                                                    \
-    if (mr == RK_MR) {                                                                   \
-        for (p = 0; p < k; p++) {                                                        \
-            NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                           \
-            NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);               \
-            for (r = 0; r < RK_MR; r++) {                                                \
-                T av = a[r * ars + p * aks];                                                   \
-                acc0[r] += av * b0;                                                      \
-                acc1[r] += av * b1;                                                      \
-            }                                                                            \
-        }                                                                                \
-    } else {                                                                             \
-        for (p = 0; p < k; p++) {                                                        \
-            NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                           \
-            NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);               \
-            for (r = 0; r < mr; r++) {                                                   \
-                T av = a[r * ars + p * aks];                                                   \
-                acc0[r] += av * b0;                                                      \
-                acc1[r] += av * b1;                                                      \
-            }                                                                            \
+    /* mr is a constant wherever this is inlined (NAME##_rows_any), so the    \
+       loop over rows unrolls and the accumulators live in registers */       \
+    for (p = 0; p < k; p++) {                                                            \
+        NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                               \
+        NAME##_vec b1 = *(const NAME##_vec*)(b + p * ldb + NAME##_VL);                   \
+        for (r = 0; r < mr; r++) {                                                       \
+            T av = a[r * ars + p * aks];                                                 \
+            acc0[r] += av * b0;                                                          \
+            acc1[r] += av * b1;                                                          \
         }                                                                                \
     }                                                                                    \
     for (r = 0; r < mr; r++) {                                                           \
@@ -108,8 +122,7 @@ static inline __attribute__((always_inline)) void NAME##_rows_any(ptrdiff_t mr, 
                         const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
 {                                                                                        \
     switch (mr) {                                                                        \
-    case 8: NAME##_block(8, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    case 7: NAME##_block(7, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    RK_WIDE_BLOCKS(NAME)                                                                 \
     case 6: NAME##_block(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
     case 5: NAME##_block(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
     case 4: NAME##_block(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
@@ -142,7 +155,7 @@ static inline __attribute__((always_inline)) void NAME##_panel(ptrdiff_t mr, ptr
                           const T* a, ptrdiff_t ars, ptrdiff_t aks, const T* bp,        \
                           T* c, ptrdiff_t ldc, int accumulate)                           \
 {                                                                                        \
-    T tmp[RK_MR * NAME##_NR] __attribute__((aligned(64)));                               \
+    T tmp[RK_MR_MAX * NAME##_NR] __attribute__((aligned(64)));                           \
     ptrdiff_t r, q;                                                                      \
     if (w == NAME##_NR) {                                                                \
         NAME##_rows_any(mr, kc, a, ars, aks, bp, NAME##_NR, c, ldc, accumulate);         \
@@ -162,6 +175,7 @@ static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptr
                           const T* bp, T* c, ptrdiff_t ldc, int accumulate)              \
 {                                                                                        \
     ptrdiff_t i0, j0, k0, kc, r, w;                                                      \
+    const ptrdiff_t KC = rk_gemm_kc, MR = rk_gemm_mr;  /* read once: a whole call agrees */ \
     if (k <= 0) {                                                                        \
         if (!accumulate)                                                                 \
             for (r = 0; r < m; r++)                                                      \
@@ -170,10 +184,10 @@ static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptr
     }                                                                                    \
     for (j0 = 0; j0 < n; j0 += NAME##_NR, bp += NAME##_NR * k) {                         \
         w = n - j0 < NAME##_NR ? n - j0 : NAME##_NR;                                     \
-        for (k0 = 0; k0 < k; k0 += RK_KC) {                                              \
-            kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                        \
-            for (i0 = 0; i0 < m; i0 += RK_MR)                                            \
-                NAME##_panel(m - i0 < RK_MR ? m - i0 : RK_MR, w, kc, a + i0 * lda + k0, lda, 1, \
+        for (k0 = 0; k0 < k; k0 += KC) {                                                 \
+            kc = k - k0 < KC ? k - k0 : KC;                                              \
+            for (i0 = 0; i0 < m; i0 += MR)                                               \
+                NAME##_panel(m - i0 < MR ? m - i0 : MR, w, kc, a + i0 * lda + k0, lda, 1, \
                              bp + k0 * NAME##_NR, c + i0 * ldc + j0, ldc, accumulate || k0 > 0); \
         }                                                                                \
     }                                                                                    \

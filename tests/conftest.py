@@ -4,8 +4,15 @@ The suites import the installed package (pyproject.toml puts only tests/ on
 sys.path, for tests/helpers).  ``CI=true`` (set by CI and by .ci/run) makes
 checks that a user's own build may legitimately skip, such as OpenMP being
 compiled in, fail instead of skipping.
+
+The tests run under a fixed tuning plan, the CPUID defaults
+(``RNNKERNELS_PLAN=default``), so that a plan ``rnnkernels tune`` saved on
+this machine changes nothing here; ``RNNKERNELS_ISA`` still picks the kernel
+build (CI runs the kernel tests once per build this CPU runs).
 """
 import os
+
+os.environ.setdefault("RNNKERNELS_PLAN", "default")  # before anything asks for the plan
 
 import pytest
 

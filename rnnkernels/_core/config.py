@@ -16,6 +16,18 @@ def config():
     except ImportError as exc:  # a source checkout that was never built
         info["openmp"] = None
         info["build_error"] = str(exc)
+    try:
+        from . import cpu, isa, tuning
+        facts = cpu.facts()
+        info["cpu"] = {"brand": facts.get("brand"), "vendor": facts.get("vendor"), "level": facts.get("level"),
+                       "vector_isa": cpu.vector_isa(), "l1d": facts.get("l1d"), "l2": facts.get("l2"),
+                       "l3": facts.get("l3")}
+        info["isa"] = {"built": list(isa.built()), "available": list(isa.available()), "active": tuning.active()}
+        info["plan"] = tuning.current().to_dict() | {"source": tuning.current().source}
+        info["plan_line"] = tuning.describe()
+    except (ImportError, ValueError) as exc:  # unbuilt checkout, or a bad RNNKERNELS_ISA/PLAN: say so
+        info["isa"] = None
+        info["isa_error"] = str(exc)
     info["cpus"] = os.cpu_count()
     info["num_threads"] = threads.get_num_threads()
     info["usage"] = threads.usage()
@@ -37,6 +49,12 @@ def show_config(file=None):
              f"build: OpenMP {'yes' if info['openmp'] else 'no' if info['openmp'] is False else 'unknown'}"
              + (f" (default team {info['openmp_max_threads']})" if info.get('openmp') else "")
              + (f"; not built: {info['build_error']}" if "build_error" in info else ""),
+             (f"CPU: {info['cpu']['brand'] or info['cpu']['vendor']} ({info['cpu']['vector_isa']}, "
+              f"x86-64-v{info['cpu']['level']}, L1d {info['cpu']['l1d'] // 1024} KB, L2 {info['cpu']['l2'] // 1024} KB)"
+              if info.get("isa") else f"CPU: unknown ({info.get('isa_error')})"),
+             (f"kernels: {info['isa']['active']} of built {', '.join(info['isa']['built'])} "
+              f"(this CPU runs {', '.join(info['isa']['available'])})" if info.get("isa") else "kernels: unknown"),
+             (f"plan: {info['plan_line']}" if info.get("isa") else "plan: unknown"),
              f"threads: {info['num_threads']} (CPUs: {info['cpus']})",
              f"kernel calls: {usage['calls']}, most threads in a time loop: {usage['max_time_loop_threads']}"
              + (f"; last: {last['kernel']} on {last['time_loop_threads']} of {last['threads']} threads"

@@ -15,7 +15,9 @@ import functools
 import numpy as np
 
 from . import threads as _threads
-from .isa import kernels as _kernels
+from . import isa as _isa
+from . import tuning as _tuning
+from .tuning import kernels as _kernels
 from .memory import empty as _aligned_empty
 
 
@@ -48,8 +50,9 @@ def _dtype_name(dtype):
 
 
 @functools.lru_cache(maxsize=256)
-def _starts(dtype_name, k, bounds_key):
-    return _kernels().block_starts(dtype_name, k, np.array(bounds_key, dtype=np.intp))
+def _starts(isa_name, dtype_name, k, bounds_key):
+    # isa_name keys the cache: the panel width follows the build's vectors
+    return _isa.module(isa_name).block_starts(dtype_name, k, np.array(bounds_key, dtype=np.intp))
 
 
 def pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
@@ -58,7 +61,7 @@ def pack_blocks(w, bounds, row_blocks, rows=None, nthreads=1):
     packed panel layout, one after the other; returns (packed, starts), the
     kernels finding block j at starts[j]."""
     k = w.shape[1] if row_blocks else w.shape[0]
-    starts = _starts(_dtype_name(w.dtype), k, tuple(int(b) for b in bounds))
+    starts = _starts(_tuning.active(), _dtype_name(w.dtype), k, tuple(int(b) for b in bounds))
     out = _aligned_empty(int(starts[-1]), w.dtype)
     _kernels().pack_blocks(np.ascontiguousarray(w), _NO_ROWS if rows is None else rows, bounds, starts,
                            row_blocks, out, nthreads)

@@ -15,7 +15,7 @@ def measure_gemm_peak(dtype, threads, n, repeats):
     that does not know a new CPU falls back to older kernels, and elsewhere a
     tuned BLAS may beat ours.  The percentages of peak are of the better one."""
     from threadpoolctl import threadpool_limits
-    from .._core.isa import kernels
+    from .._core.tuning import kernels
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
@@ -93,6 +93,9 @@ def machine_info():
             info.update(cpu_description(cpuinfo.read()))
     except OSError:
         pass
+    from .._core import tuning
+    info["kernels"] = tuning.active()
+    info["plan"] = tuning.describe()
     if importlib.util.find_spec("torch") is not None:
         import torch
         info["torch"] = torch.__version__

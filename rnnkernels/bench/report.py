@@ -37,6 +37,8 @@ def render(report):
     out.append(f"rnnkernels bench  {report['created']}  impl={report['options']['impl']}")
     out.append(f"machine: {_cpu_line(m)}, {m['cpus']} CPUs; python {m['python']}, "
                f"numpy {m['numpy']}, torch {m.get('torch', '-')}, tensorflow {m.get('tensorflow', '-')}")
+    if m.get("plan"):
+        out.append(f"kernels: {m['plan']}")
     out.append("sizes: " + "; ".join(f"{n} = {Size(**s)}" for n, s in report["sizes"].items()))
     for g in report["gemm_peak"]:
         both = (f"; best of {g['gflops_start']:.1f} before and {g['gflops_end']:.1f} after the cases"

@@ -1,6 +1,6 @@
-"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers; bench.
+"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers; bench; tune.
 
-One module per command (``train``, ``evaluate``, ``predict``, ``bench``), each
+One module per command (``train``, ``evaluate``, ``predict``, ``bench``, ``tune``), each
 with ``add_parser(sub)`` and ``run(args)``; ``common`` holds what they share
 and ``plots`` the figures.
 
@@ -18,11 +18,11 @@ import sys
 import warnings
 
 from .._version import __version__
-from . import bench, evaluate, predict, train
+from . import bench, evaluate, predict, train, tune
 from ..engine.interrupts import terminate_gracefully
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Parser, one_line
 
-COMMANDS = (train, evaluate, predict, bench)
+COMMANDS = (train, evaluate, predict, bench, tune)
 
 
 def build_parser():
@@ -53,7 +53,7 @@ def main(argv=None):
     """Entry point of the ``rnnkernels`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] != "bench":
+        if argv and argv[0] not in ("bench", "tune"):
             _passive_openmp_waits()
         args = build_parser().parse_args(argv)
         # SIGTERM (a scheduler, docker stop) raises like Ctrl-C: clean-up runs, training

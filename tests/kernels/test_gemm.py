@@ -3,7 +3,7 @@ merged input projections and dX take, and the benchmark's measure of peak."""
 import numpy as np
 import pytest
 
-from rnnkernels._core.isa import kernels as _kernels
+from rnnkernels._core.tuning import kernels as _kernels
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])

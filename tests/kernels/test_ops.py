@@ -6,7 +6,7 @@ import pytest
 
 import rnnkernels
 from rnnkernels import ops, reference
-from rnnkernels._core import isa, plan as plan_module, tuning
+from rnnkernels._core import plan as plan_module, tuning
 
 from helpers.cells import CELLS, PLAIN, assert_close, make_case, output_size, run
 
@@ -58,30 +58,32 @@ def test_bitwise_identical_for_any_thread_count(cell, varlen):
                 assert np.array_equal(v, other[k]), k
 
 
-def test_unit_tile_follows_the_size_and_the_machine(monkeypatch):
-    """64-unit tiles unless that leaves fewer tiles than CPUs (up to H = 256);
-    never a function of a call's thread count; the environment overrides."""
+def _plan(**changes):
+    return tuning.current().replace(**changes)
+
+
+def test_unit_tile_follows_the_size_and_the_plan(monkeypatch):
+    """64-unit tiles unless that leaves fewer tiles than the plan's CPUs (up
+    to H = 256); never a function of a call's thread count; the environment
+    overrides."""
     monkeypatch.delenv("RNNKERNELS_UNIT_TILE", raising=False)
-    monkeypatch.setattr(tuning, "CPUS", 2)
-    assert [tuning.unit_tile(H) for H in (1, 64, 127, 128, 256, 512)] == [32, 32, 32, 64, 64, 64]
-    monkeypatch.setattr(tuning, "CPUS", 16)
-    assert [tuning.unit_tile(H) for H in (128, 256, 257, 1024)] == [32, 32, 64, 64]
+    two, sixteen = _plan(cpus=2), _plan(cpus=16)
+    assert [tuning.unit_tile(H, two) for H in (1, 64, 127, 128, 256, 512)] == [32, 32, 32, 64, 64, 64]
+    assert [tuning.unit_tile(H, sixteen) for H in (128, 256, 257, 1024)] == [32, 32, 64, 64]
+    assert tuning.unit_tile(128, _plan(cpus=4, tile_wide=48, tile_narrow=16, tile_narrow_max_h=512)) == 16
     monkeypatch.setenv("RNNKERNELS_UNIT_TILE", "16")
-    assert tuning.unit_tile(512) == 16
+    assert tuning.unit_tile(512, two) == 16
 
 
-def test_weight_gradient_pieces_follow_the_shape_and_the_machine(monkeypatch):
+def test_weight_gradient_pieces_follow_the_shape_and_the_plan():
     """The rows of each weight-gradient reduction are split into one piece per
-    CPU of the machine, each at least 256 rows, at most 16: never a function
-    of a call's thread count."""
-    monkeypatch.setattr(tuning, "CPUS", 2)
-    assert [tuning.wgrad_pieces(k) for k in (0, 1, 255, 256, 511, 512, 3200)] == [1, 1, 1, 1, 1, 2, 2]
-    monkeypatch.setattr(tuning, "CPUS", 16)
-    assert [tuning.wgrad_pieces(k) for k in (255, 1024, 1279, 4096, 10 ** 6)] == [1, 4, 4, 16, 16]
-    monkeypatch.setattr(tuning, "CPUS", 3)
-    assert tuning.wgrad_pieces(3200) == 3
-    monkeypatch.setattr(tuning, "CPUS", 1)
-    assert [tuning.wgrad_pieces(k) for k in (128, 12800)] == [1, 1]
+    CPU of the plan, each at least 256 rows, at most 16: never a function of
+    a call's thread count."""
+    two, sixteen = _plan(cpus=2), _plan(cpus=16)
+    assert [tuning.wgrad_pieces(k, two) for k in (0, 1, 255, 256, 511, 512, 3200)] == [1, 1, 1, 1, 1, 2, 2]
+    assert [tuning.wgrad_pieces(k, sixteen) for k in (255, 1024, 1279, 4096, 10 ** 6)] == [1, 4, 4, 16, 16]
+    assert tuning.wgrad_pieces(3200, _plan(cpus=3)) == 3
+    assert [tuning.wgrad_pieces(k, _plan(cpus=1)) for k in (128, 12800)] == [1, 1]
 
 
 @pytest.mark.parametrize("cell, T, B, H, pieces", [("lstm", 40, 26, 13, 4), ("gru", 37, 29, 7, 4),
@@ -94,13 +96,13 @@ def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, T, B, H,
     identical over thread counts."""
     case = make_case(cell, T, B, 3, H, dtype=np.float64, seed=4)
     expected = run(reference, cell, case)
-    monkeypatch.setattr(tuning, "CPUS", 16)
-    assert tuning.wgrad_pieces(T * B) == pieces
     results = []
-    for n in (1, 2, 3):
-        with rnnkernels.num_threads(n):
-            results.append(run(ops, cell, case))
-        assert_close(results[-1], expected, np.float64, cell)
+    with tuning.using(_plan(cpus=16)):
+        assert tuning.wgrad_pieces(T * B) == pieces
+        for n in (1, 2, 3):
+            with rnnkernels.num_threads(n):
+                results.append(run(ops, cell, case))
+            assert_close(results[-1], expected, np.float64, cell)
     for other in results[1:]:
         for k, v in results[0].items():
             if k != "cache" and v is not None:
@@ -109,7 +111,7 @@ def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, T, B, H,
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_kernels_refuse_zero_weight_gradient_pieces(cell, monkeypatch):
-    monkeypatch.setattr(tuning, "wgrad_pieces", lambda m: 0)
+    monkeypatch.setattr(tuning, "wgrad_pieces", lambda *args: 0)
     case = make_case(cell, 3, 2, 2, 5, seed=1)
     with pytest.raises(ValueError, match="wgrad_pieces: expected at least 1, got 0"):
         run(ops, cell, case)
@@ -189,7 +191,7 @@ def test_kernels_check_the_buffers_and_row_maps_they_write_through(monkeypatch):
     buffers ops allocated: a bad index, size, element type, plan or a
     read-only output must be a ValueError naming it, never a write outside
     an array."""
-    kernels = isa.kernels()
+    kernels = tuning.kernels()
     real, seen = kernels.forward, []
     monkeypatch.setattr(kernels, "forward", lambda a, *args: seen.append((dict(a), args)) or real(a, *args))
     rng = np.random.default_rng(0)

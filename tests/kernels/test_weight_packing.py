@@ -3,7 +3,7 @@ pack_blocks, block_starts, permute_input_weights), against NumPy."""
 import numpy as np
 import pytest
 
-from rnnkernels._core.isa import kernels as _kernels
+from rnnkernels._core.tuning import kernels as _kernels
 
 kernels = _kernels()
 

@@ -86,7 +86,7 @@ def test_dataset_trains_exactly_as_the_same_arrays():
 
 def test_shuffle_visits_each_batch_once_in_a_new_seeded_order_and_hooks_wrap_each_epoch():
     x, y, _, _ = _data()
-    ds, events = Batches(x, y, hooks=True), []
+    ds = Batches(x, y, hooks=True)
 
     class Spy(cbs.Callback):
         def on_epoch_begin(self, epoch, logs=None):

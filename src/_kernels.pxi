@@ -1,18 +1,20 @@
-"""The compiled kernels: every cell's forward and backward through time (one
-skeleton, src/_recurrent_t.h), the weights' packing into the GEMM kernel's
-panels, and the GEMM itself as a plain product.
+# The compiled kernels: every cell's forward and backward through time (one
+# skeleton, src/_recurrent_t.h), the weights' packing into the GEMM kernel's
+# panels, and the GEMM itself as a plain product.
+#
+# Layering: rnnkernels/ops.py validates the caller's arguments and allocates
+# every buffer; rnnkernels/_core plans the packed layout and permutes the
+# weights (with pack_blocks and permute_input_weights below); this module
+# checks every buffer it is handed against the call's sizes (a wrong buffer is
+# a ValueError here, never a write out of bounds) and fills the call
+# description (rk_forward / rk_backward) that the C skeleton runs, without the
+# GIL; the skeleton computes, calling the cells' point updates (src/_cells.h).
+#
+# Everything here depends on the CPU's vector width (the GEMM kernel's panels),
+# so this source is compiled once per instruction set: setup.py generates a
+# module _kernels_<isa> that includes it, and rnnkernels/_core/isa.py loads
+# the widest one the CPU runs.  (Hence a .pxi: an included file, not a module.)
 
-Layering: rnnkernels/ops.py validates the caller's arguments and allocates
-every buffer; rnnkernels/_core plans the packed layout and permutes the
-weights (with pack_blocks and permute_input_weights below); this module
-checks every buffer it is handed against the call's sizes (a wrong buffer is
-a ValueError here, never a write out of bounds) and fills the call
-description (rk_forward / rk_backward) that the C skeleton runs, without the
-GIL; the skeleton computes, calling the cells' point updates (src/_cells.h).
-
-Everything here depends on the CPU's vector width (the GEMM kernel's panels),
-so this module is what a build compiles once per instruction set.
-"""
 from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 from cython cimport floating
@@ -499,6 +501,31 @@ def backward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssiz
 
 
 # ----------------------------------------------------------------- GEMM
+cdef extern from "_smallgemm.h" nogil:
+    Py_ssize_t rk_gemm_kc, rk_gemm_mr
+    enum: RK_KC, RK_MR, RK_MR_MAX, RK_VBYTES
+
+
+def gemm_limits():
+    """What this build's GEMM allows: its vector bytes, the default k chunk
+    and row block, and the widest row block it was compiled for."""
+    return {"vector_bytes": RK_VBYTES, "kc": RK_KC, "mr": RK_MR, "mr_max": RK_MR_MAX}
+
+
+def configure(Py_ssize_t kc, Py_ssize_t mr):
+    """Set the products' k chunk and row block (the tuning plan's; neither
+    changes a result, see _smallgemm.h).  Returns the previous pair."""
+    global rk_gemm_kc, rk_gemm_mr
+    if kc < 16 or kc > 4096:
+        raise ValueError(f"kc: expected 16 to 4096, got {kc}")
+    if mr < 1 or mr > RK_MR_MAX:
+        raise ValueError(f"mr: expected 1 to {RK_MR_MAX} (this build's widest row block), got {mr}")
+    previous = (rk_gemm_kc, rk_gemm_mr)
+    rk_gemm_kc = kc
+    rk_gemm_mr = mr
+    return previous
+
+
 def matmul(const floating[:, ::1] a,      # IN  (m, k)
            const floating[:, ::1] b,      # IN  (k, n)
            floating[:, ::1] out,          # OUT (m, n)
