@@ -1,0 +1,243 @@
+"""The strategies fit runs under, and the hooks its loop calls.
+
+``fit`` asks :func:`active` which strategy applies: the one of an enclosing
+``with strategy.scope():`` if any (as Keras's ``tf.distribute``), else
+:class:`MPIStrategy` when an MPI launcher started more than one rank (as
+Horovod, but without a line of user code), else none: one process, the
+plain loop.  :class:`OneProcess` opts a launched process out.
+
+What an :class:`MPIStrategy` does to a fit (docs/distributed.md):
+
+- broadcasts rank 0's weights, optimizer state, seed and epoch count
+  (state.py); every rank draws the same permutation from ``(seed, epoch)``;
+- gives each rank its rows of every global batch (partition.py); dropout masks
+  are keyed by each sample's global index (rnnkernels/_util/keyed_random.py),
+  so they are those of the one-process run;
+- divides each rank's loss by the *global* batch's count, so the ranks'
+  gradients add up to the one-process gradient, summed in buckets during
+  backward (gradients.py); BatchNormalization's sums are reduced over the ranks;
+- reduces metrics (and agrees on stopping) at every batch end, checks the
+  weights are bitwise the same on every rank after every epoch;
+- keeps progress bars, ModelCheckpoint and CSVLogger to rank 0;
+- watches the peers and the signals (watchdog.py).
+"""
+import contextlib
+
+import numpy as np
+
+from .._core import threads as _threads
+from .comm import Comm, DistributedError
+from .gradients import DEFAULT_BUCKET_BYTES, GradientSync
+from .launch import default_threads, launched_rank, launched_size
+from .partition import LaunchError, check_launch, part
+from .state import broadcast_state, check_same_weights
+from .watchdog import SignalFlags, Watchdog
+
+__all__ = ["MPIStrategy", "OneProcess", "active", "rank", "size", "is_chief"]
+
+_scopes = []       # strategies of enclosing scope() blocks, innermost last
+_launched = None   # the MPIStrategy made for a launched process
+
+
+class OneProcess:
+    """Train in this process alone, even when launched as one of several MPI ranks."""
+    rank, size, is_chief = 0, 1, True
+
+    @contextlib.contextmanager
+    def scope(self):
+        _scopes.append(self)
+        try:
+            yield self
+        finally:
+            _scopes.remove(self)
+
+
+def _rank_zero_only(callback):
+    """Whether a callback writes files (only rank 0's may)."""
+    from ..callbacks import CSVLogger, ModelCheckpoint
+    return isinstance(callback, (ModelCheckpoint, CSVLogger)) or getattr(callback, "rank_zero_only", False)
+
+
+class MPIStrategy(OneProcess):
+    """Synchronous data parallelism over MPI's ``COMM_WORLD`` (see the module docstring).
+
+    ``bucket_bytes``: gradient bytes per all-reduce bucket; ``threads``: kernel threads of
+    this rank (default: the node's usable cores divided by its ranks, unless
+    ``OMP_NUM_THREADS`` or ``set_num_threads`` chose already); ``watchdog``: watch the
+    peers while fit runs."""
+
+    def __init__(self, bucket_bytes=DEFAULT_BUCKET_BYTES, threads=None, watchdog=True):
+        if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, (int, np.integer)) \
+                or bucket_bytes < 1:
+            raise ValueError(f"bucket_bytes: expected a positive integer, got {bucket_bytes!r}")
+        self.comm = Comm()
+        self.rank, self.size = self.comm.rank, self.comm.size
+        self.is_chief = self.rank == 0
+        self.bucket_bytes = int(bucket_bytes)
+        self.use_watchdog = bool(watchdog)
+        if threads is not None:
+            _threads.set_num_threads(threads)
+        elif _threads._num_threads is None and not _threads.os.environ.get("OMP_NUM_THREADS"):
+            _threads.set_num_threads(default_threads(self.comm.local_size))
+        self._gradients = GradientSync(self.comm, self.bucket_bytes)
+        self._signals = None
+        self._watchdog = None
+
+    # fit's hooks ---------------------------------------------------------------
+    def check_fit(self, model, n_samples, batch_size, n_batches):
+        """Bad launches fail on every rank alike, before training."""
+        check_launch(self.size, n_samples, batch_size, n_batches)
+        if n_samples is not None and batch_size and 0 < n_samples % batch_size < self.size \
+                and _has_batch_norm(model):
+            raise LaunchError(f"mpiexec -n {self.size}: the last batch has {n_samples % batch_size} "
+                              f"samples, fewer than the ranks, and BatchNormalization needs every "
+                              f"rank to have samples; choose a batch size or sample count for which "
+                              f"n % batch_size is 0 or at least {self.size}")
+
+    def verbose(self, verbose):
+        return verbose if self.is_chief else 0
+
+    def callbacks(self, callbacks):
+        return callbacks if self.is_chief else [c for c in callbacks if not _rank_zero_only(c)]
+
+    @contextlib.contextmanager
+    def training(self, model):
+        """Around fit's epochs: same state everywhere, the peers watched, signals agreed on."""
+        model._dist = self
+        batch_norms = _batch_norms(model)
+        try:
+            broadcast_state(self.comm, model)
+            if self.use_watchdog and self._watchdog is None:
+                self._watchdog = Watchdog(self.comm).start()
+                self.comm.watchdog = self._watchdog
+            self._signals = SignalFlags().install()
+            for layer in batch_norms:
+                layer._reduce = self.sum_arrays
+            yield self
+            self.comm.barrier("the end of training")
+        finally:
+            for layer in batch_norms:
+                layer._reduce = None
+            if self._signals is not None:
+                self._signals.restore()
+                self._signals = None
+            self.close()
+            model._dist = None
+
+    def share(self, n, *arrays):
+        """This rank's rows of a global batch of ``n`` rows (None arrays stay None)."""
+        start, stop = part(n, self.rank, self.size)
+        return tuple(None if a is None else a[start:stop] for a in arrays)
+
+    def global_count(self, local_count):
+        """The loss divisor of the whole batch (its positions, or its real ones)."""
+        buf = np.array([float(local_count)])
+        return float(self.comm.allreduce(buf, what="the loss count")[0])
+
+    def local_count(self, out, weights):
+        if weights is None:
+            return int(np.prod(out.shape[:-1]))
+        return int(np.count_nonzero(np.broadcast_to(weights, out.shape[:-1])))
+
+    def gradient_sync(self):
+        self._gradients.begin()
+        return self._gradients
+
+    def idle_train_step(self, model):
+        """A rank without rows in this batch joins the step's collectives with zeros."""
+        self.global_count(0)
+        sync = self.gradient_sync()
+        for layer in reversed(model.layers):
+            _zero_grads(layer)
+            sync.ready(layer)
+        value = float(sync.finish([0.0])[0])
+        model.optimizer.apply_gradients(model.trainable_params(), model._trainable_grads())
+        return value
+
+    def sum_scalar(self, value):
+        return float(self.comm.allreduce(np.array([float(value)]), what="the loss")[0])
+
+    def sum_arrays(self, *arrays):
+        """Sums over the ranks of float arrays (one reduction); returns new arrays."""
+        flat = np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays])
+        self.comm.allreduce(flat, what="the BatchNormalization statistics")
+        out, offset = [], 0
+        for a in arrays:
+            a = np.asarray(a)
+            out.append(flat[offset:offset + a.size].reshape(a.shape).astype(a.dtype))
+            offset += a.size
+        return out
+
+    def metric_results(self, model):
+        """The metrics over every rank's rows so far; also where the ranks agree on a stop
+        (a signal to any rank sets ``model._interrupted`` on all)."""
+        state = [v for m in model.metrics for v in (m._total, m._count)]
+        state.append(1.0 if self._signals is not None and self._signals.requested else 0.0)
+        buf = self.comm.allreduce(np.array(state, np.float64), what="the metrics")
+        if buf[-1] > 0:
+            model._interrupted = True
+        return [buf[2 * i] / buf[2 * i + 1] if buf[2 * i + 1] else 0.0
+                for i in range(len(model.metrics))]
+
+    def epoch_end(self, model, epoch):
+        check_same_weights(self.comm, model, epoch)
+
+    def close(self):
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+            self.comm.watchdog = None
+
+
+def _inner_layers(layer):
+    if hasattr(layer, "forward_layer"):
+        return [layer.forward_layer, layer.backward_layer]
+    return [layer]
+
+
+def _batch_norms(model):
+    from ..layers.core import BatchNormalization
+    return [l for l in model.layers if isinstance(l, BatchNormalization)]
+
+
+def _has_batch_norm(model):
+    return bool(_batch_norms(model))
+
+
+def _zero_grads(layer):
+    if not layer.trainable:
+        return
+    for inner in _inner_layers(layer):
+        inner.grads = {k: np.zeros_like(v) for k, v in inner.params.items()}
+
+
+def active():
+    """The strategy fit trains under now, or None for the plain one-process loop."""
+    global _launched
+    if _scopes:
+        s = _scopes[-1]
+        return s if s.size > 1 else None
+    if launched_size() > 1:
+        if _launched is None:
+            _launched = MPIStrategy()
+        return _launched
+    return None
+
+
+def rank():
+    """This process's rank (0 when not launched by MPI); no MPI call needed."""
+    s = _scopes[-1] if _scopes else _launched
+    return s.rank if s is not None else launched_rank()
+
+
+def size():
+    s = _scopes[-1] if _scopes else _launched
+    return s.size if s is not None else launched_size()
+
+
+def is_chief():
+    """Whether this rank writes files and prints (rank 0)."""
+    return rank() == 0
+
+
+__all__ += ["DistributedError", "LaunchError"]

@@ -1,0 +1,75 @@
+"""The script the distributed tests launch with ``mpiexec -n N`` (and run alone for N = 1):
+trains a small model with fit, unchanged, and writes what the tests compare.
+
+Usage: python worker.py OUT.npz [options as key=value]: model=gru|lstm|bn, epochs, batch,
+n (samples), dropout, kill_rank, kill_at (batch), sleep (seconds per batch)."""
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from rnnkernels import callbacks, distributed
+from rnnkernels.layers import GRU, LSTM, BatchNormalization, Bidirectional, Dense, Dropout, \
+    GlobalAveragePooling1D
+from rnnkernels.models import Sequential, load_model
+
+
+def main(out, **opts):
+    n, T, F, C = int(opts.get("n", 45)), 7, 3, 3
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, C, n)
+    x = rng.normal(size=(n, T, F)).astype(opts.get("dtype", "float32"))
+    x[:, :, 0] += y[:, None]
+    lengths = rng.integers(1, T + 1, n)
+    kind = opts.get("model", "gru")
+    drop = float(opts.get("dropout", 0.3))
+    if kind == "bn":
+        layers = [LSTM(5, return_sequences=True, input_shape=(None, F), recurrent_dropout=0.2),
+                  GlobalAveragePooling1D(), BatchNormalization(), Dropout(drop),
+                  Dense(C, activation="softmax")]
+    elif kind == "lstm":
+        layers = [LSTM(6, return_sequences=True, input_shape=(None, F), dropout=0.1, zoneout=0.1),
+                  GlobalAveragePooling1D(), Dense(8, activation="relu"), Dropout(drop),
+                  Dense(C, activation="softmax")]
+    else:
+        layers = [Bidirectional(GRU(4, return_sequences=True, recurrent_dropout=0.2), input_shape=(None, F)),
+                  GlobalAveragePooling1D(), Dropout(drop), Dense(C, activation="softmax")]
+    resume = opts.get("resume")
+    if resume:
+        model = load_model(resume)
+    else:
+        model = Sequential(layers, seed=7 + distributed.rank(), dtype=opts.get("dtype", "float32"))
+        model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    cbs = []
+    if opts.get("checkpoint"):
+        cbs.append(callbacks.ModelCheckpoint(opts["checkpoint"]))
+    if opts.get("csv"):
+        cbs.append(callbacks.CSVLogger(opts["csv"]))
+    kill_rank, kill_at = int(opts.get("kill_rank", -1)), int(opts.get("kill_at", -1))
+    pause = float(opts.get("sleep", 0))
+
+    class Faults(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if pause:
+                time.sleep(pause)
+            if distributed.rank() == kill_rank and self.model.optimizer.iterations == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL if opts.get("signal", "kill") == "kill"
+                        else signal.SIGTERM)
+
+    cbs.append(Faults())
+    history = model.fit(x, y, lengths=lengths, batch_size=int(opts.get("batch", 8)),
+                        epochs=int(opts.get("epochs", 2)), verbose=int(opts.get("verbose", 0)),
+                        validation_data=(x[:10], y[:10]), callbacks=cbs,
+                        initial_epoch=model.epochs_trained)
+    weights = model.get_weights()
+    np.savez(f"{out}.rank{distributed.rank()}.npz", *weights,
+             history=np.array([history.history[k] for k in sorted(history.history)]))
+    if distributed.rank() == 0 and opts.get("save"):
+        model.save(opts["save"])
+    print(f"rank {distributed.rank()} of {distributed.size()} done", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], **dict(a.split("=", 1) for a in sys.argv[2:]))
