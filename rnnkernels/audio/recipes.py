@@ -170,57 +170,61 @@ class _AugmentedBatches:
     """The training set as a Keras-style dataset for ``Sequential.fit``: ``len()`` batches,
     ``[i]`` -> ``(features, labels)``, ``on_epoch_end()`` moving on to the next epoch.
 
-    An epoch's data is drawn at its first batch, from one generator seeded with the recipe's
-    seed and drawn epoch after epoch: a frequency warp of every utterance, then SpecAugment
-    masks (warp, then masks, over the whole set).  Each epoch also has its own order of the
-    utterances, from ``(seed, 5, epoch)``, cut into batches of ``batch_size``.  A batch's
-    features are a list of ``(T_i, F)`` arrays, each utterance's real frames, so fit pads
-    them (per batch) and keeps their lengths.
+    Each epoch has its own order of the utterances, from ``(seed, 5, epoch)``, cut into
+    batches of ``batch_size``.  Each utterance's augmentation is drawn from its own
+    generator, seeded by ``(seed, 6, epoch, utterance)``: a frequency warp, then SpecAugment
+    masks.  So an utterance's draws depend on the epoch and on the utterance alone, not on
+    the batch it lands in nor on how many ranks share the batch: under ``mpiexec`` each
+    rank augments only its own rows of the batch (those rnnkernels.distributed.part gives
+    it; fit drops the others, served unaugmented), and the result is the one-process one.
+    ``batch_size`` also keys each row's dropout masks by its place in the epoch's order.
 
-    ``fit(initial_epoch=k)`` starts at epoch k: :meth:`seek` (called by :class:`_EpochHooks`
-    at each epoch's start) says which epoch is being trained; the draws of epochs before
-    it are made and dropped, so epoch k trains on what it would have in an uninterrupted run.
+    A batch's features are a list of ``(T_i, F)`` arrays, each utterance's real frames, so
+    fit pads them (per batch) and keeps their lengths.  ``fit(initial_epoch=k)`` starts at
+    epoch k: :meth:`seek` (called by :class:`_EpochHooks` at each epoch's start) says which
+    epoch is being trained, and its draws are those of an uninterrupted run.
     """
 
     def __init__(self, x, lengths, labels, batch_size, seed, config, masking, warp):
         self.x_clean, self.lengths, self.labels = x, np.asarray(lengths), np.asarray(labels)
         self.batch_size, self.seed = int(batch_size), seed
         self.config, self.masking, self.warp = config, masking, warp
-        self.rng = np.random.default_rng(seed)  # the augmentation draws, epoch after epoch
         self.epoch = 0  # the epoch [i] serves
-        self._drawn, self._drawn_x = -1, None  # the last epoch drawn from self.rng, and its data
-        self._x = self._order = None
+        self._order = None
 
     def __len__(self):
         return -(-len(self.labels) // self.batch_size)
 
     def seek(self, epoch):
-        """Serve ``epoch`` from now on (its draws are made at its first batch)."""
-        if epoch < self._drawn:
-            raise ValueError(f"epoch: the augmentation of epoch {self._drawn} is drawn already, "
-                             f"cannot go back to epoch {epoch}")
+        """Serve ``epoch`` from now on."""
         if epoch != self.epoch:
-            self.epoch, self._x = epoch, None
+            self.epoch, self._order = epoch, None
 
     def on_epoch_end(self):
-        self.epoch, self._x = self.epoch + 1, None
+        self.epoch, self._order = self.epoch + 1, None
 
-    def _draw(self):
-        while self._drawn < self.epoch:
-            x = self.x_clean
+    def _augmented(self, j):
+        """Utterance ``j``'s real frames, augmented with this epoch's draws for it."""
+        length = int(self.lengths[j])
+        x = self.x_clean[j:j + 1, :length]
+        if self.warp or self.masking:
+            rng = np.random.default_rng([self.seed, 6, self.epoch, int(j)])
             if self.warp:
-                x = frequency_warp(x, self.lengths, self.rng, self.config, self.warp)
+                x = frequency_warp(x, self.lengths[j:j + 1], rng, self.config, self.warp)
             if self.masking:
-                x = spec_augment(x, self.lengths, self.rng)
-            self._drawn, self._drawn_x = self._drawn + 1, x
-        self._x = self._drawn_x
-        self._order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
+                x = spec_augment(x, self.lengths[j:j + 1], rng)
+        return x[0]
 
     def __getitem__(self, i):
-        if self._x is None:
-            self._draw()
+        from .. import distributed
+
+        if self._order is None:
+            self._order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
         idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
-        return [self._x[j, :self.lengths[j]] for j in idx], self.labels[idx]
+        start, stop = distributed.part(len(idx), distributed.rank(), distributed.size()) \
+            if distributed.active() is not None else (0, len(idx))
+        return ([self._augmented(j) if start <= r < stop else self.x_clean[j, :self.lengths[j]]
+                 for r, j in enumerate(idx)], self.labels[idx])
 
 
 class _EpochHooks(Callback):
@@ -236,8 +240,10 @@ class _EpochHooks(Callback):
         self.data.seek(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
+        from .. import distributed
+
         self.completed = epoch + 1
-        if self.save:
+        if self.save and distributed.is_chief():  # one writer: rank 0
             self.classifier.save(self.save)
             self.saved_epoch = epoch + 1
 
@@ -284,6 +290,7 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
     result is the uninterrupted run's. ``resumed_from``: the file ``model`` came from
     (when ``save`` is that file, an interruption before the next epoch ends keeps it).
     """
+    from .. import distributed
     from .._core.threads import get_num_threads
 
     if list(train_set.label_names) != list(test_set.label_names):
@@ -341,6 +348,7 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         feature_seconds=round(feature_seconds, 3),
         train_samples_per_second=round((epochs - initial_epoch) * len(train_set) / train_seconds, 1),
         threads=get_num_threads(),
+        ranks=distributed.size(),  # MPI ranks that trained (1: this process alone)
         test_accuracy=test["accuracy"],
         test_loss=test["loss"],
         test_errors=int(wrong.size),

@@ -10,6 +10,10 @@ While fit runs in parallel, a daemon thread on every rank watches its peers:
 - notices: the rank that sees a failure first tells every other rank, so
   they all stop at once rather than one neighbour after another.
 
+- the launcher's word: with ``-disable-auto-cleanup`` MPICH's ``mpiexec`` sends
+  SIGUSR1 to the survivors of a failed rank (whose default action would kill
+  them without a word); the watchdog takes it as a failure notice.
+
 The rank that sees a failure prints one line, ``rnnkernels: error: ...``,
 and exits with status 1 (MPI's launcher may then print its own banner).
 MPICH's ``mpiexec`` kills the remaining ranks itself as soon as one exits
@@ -70,16 +74,26 @@ class Watchdog:
         self.failure = None
         self._stop = threading.Event()
         self._thread = None
+        self._notice = False   # the launcher said a rank failed (SIGUSR1)
+        self._previous_usr1 = None
 
     def start(self):
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_usr1)
         self._thread = threading.Thread(target=self._run, name="rnnkernels-mpi-watchdog", daemon=True)
         self._thread.start()
         return self
+
+    def _on_usr1(self, signum, frame):
+        self._notice = True
 
     def stop(self):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        if self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
 
     def check(self):
         """Raise when a failure was seen (the main thread's waits call this)."""
@@ -94,6 +108,7 @@ class Watchdog:
         seen = {r: now for r in self.remote}
         sends, last_beat = [], 0.0
         status = MPI.Status()
+        notice_at = None
         try:
             while not self._stop.wait(self.interval):
                 now = time.monotonic()
@@ -101,6 +116,11 @@ class Watchdog:
                     if not _alive(pid) and not self._stop.is_set():
                         return self._fail(f"rank {r} of {self.size} (pid {pid}) is gone: it died or "
                                           f"was killed; rank {self.rank} stops too")
+                if self._notice:  # give the checks a moment to name the rank
+                    notice_at = notice_at or now
+                    if now - notice_at >= 2 * self.interval and not self._stop.is_set():
+                        return self._fail(f"the MPI launcher reports that a rank of {self.size} "
+                                          f"failed; rank {self.rank} stops too")
                 if self.remote and now - last_beat >= self.heartbeat:
                     last_beat = now
                     sends = [s for s in sends if not s.Test()]
@@ -134,9 +154,9 @@ class Watchdog:
                     for r in range(self.size):
                         if r != self.rank:
                             self.hb.isend(short, dest=r, tag=_NOTICE)
-                    time.sleep(0.2)  # let the notices leave
                 except Exception:
                     pass
+            time.sleep(0.3)  # let the notices leave and the launcher forward the line
             os._exit(EXIT_PEER_LOST)
 
 
