@@ -23,6 +23,10 @@ def _default_num_threads():
                 return n
         except ValueError:
             pass
+    from ..distributed.launch import default_threads, local_size
+    ranks = local_size()  # launched by mpiexec: this node's cores are shared by its ranks
+    if ranks and ranks > 1:
+        return default_threads(ranks)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -30,7 +34,8 @@ def _default_num_threads():
 
 
 def get_num_threads():
-    """Number of threads the kernels use (default: ``OMP_NUM_THREADS`` or the usable cores)."""
+    """Number of threads the kernels use (default: ``OMP_NUM_THREADS``, else the usable cores,
+    divided by the ranks on this node when an MPI launcher started several)."""
     global _num_threads
     share = getattr(_local, "threads", None)
     if share is not None:

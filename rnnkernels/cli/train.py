@@ -103,6 +103,9 @@ def run(args):
     # under mpiexec -n N: N ranks train together; rank 0 alone prints and writes files
     strategy = distributed.active()
     chief = strategy is None or strategy.is_chief
+    if strategy is not None:  # a bad launch fails before the data loads
+        from ..distributed.partition import check_launch
+        check_launch(strategy.size, batch_size=args.batch_size)
 
     if args.test_data and not args.data:
         raise CommandError("--test-data needs --data (the training folder)")

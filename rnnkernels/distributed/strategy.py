@@ -78,6 +78,7 @@ class MPIStrategy(OneProcess):
         if threads is not None:
             _threads.set_num_threads(threads)
         elif _threads._num_threads is None and not _threads.os.environ.get("OMP_NUM_THREADS"):
+            # the launcher may not have said how many ranks share the node; MPI knows
             _threads.set_num_threads(default_threads(self.comm.local_size))
         self._gradients = GradientSync(self.comm, self.bucket_bytes)
         self._signals = None

@@ -59,10 +59,22 @@ def main(out, **opts):
                         else signal.SIGTERM)
 
     cbs.append(Faults())
-    history = model.fit(x, y, lengths=lengths, batch_size=int(opts.get("batch", 8)),
-                        epochs=int(opts.get("epochs", 2)), verbose=int(opts.get("verbose", 0)),
-                        validation_data=(x[:10], y[:10]), callbacks=cbs,
-                        initial_epoch=model.epochs_trained)
+    if opts.get("per_rank_paths"):  # only rank 0's may appear
+        for cb in cbs:
+            for attr in ("filepath", "filename"):
+                if hasattr(cb, attr):
+                    setattr(cb, attr, f"{getattr(cb, attr)}.rank{distributed.rank()}")
+    from rnnkernels._core.threads import get_num_threads
+    print(f"rank {distributed.rank()} threads {get_num_threads()}", flush=True)
+    try:
+        history = model.fit(x, y, lengths=lengths, batch_size=int(opts.get("batch", 8)),
+                            epochs=int(opts.get("epochs", 2)), verbose=int(opts.get("verbose", 0)),
+                            validation_data=(x[:10], y[:10]), callbacks=cbs,
+                            initial_epoch=model.epochs_trained)
+    except KeyboardInterrupt:
+        print(f"rank {distributed.rank()} interrupted after step {model.optimizer.iterations}",
+              flush=True)
+        sys.exit(130)
     weights = model.get_weights()
     np.savez(f"{out}.rank{distributed.rank()}.npz", *weights,
              history=np.array([history.history[k] for k in sorted(history.history)]))
