@@ -83,6 +83,8 @@ class MPIStrategy(OneProcess):
         self._gradients = GradientSync(self.comm, self.bucket_bytes)
         self._signals = None
         self._watchdog = None
+        self._batch_rows = 0
+        self._fresh, self._results = False, []
 
     # fit's hooks ---------------------------------------------------------------
     def check_fit(self, model, n_samples, batch_size, n_batches):
@@ -128,32 +130,61 @@ class MPIStrategy(OneProcess):
     def share(self, n, *arrays):
         """This rank's rows of a global batch of ``n`` rows (None arrays stay None)."""
         start, stop = part(n, self.rank, self.size)
+        self._batch_rows = n
         return tuple(None if a is None else a[start:stop] for a in arrays)
 
+    def loss_count(self, out, weights):
+        """The loss divisor of the whole batch: for one output per sample its rows (known
+        to every rank, no message); for sequence outputs its positions, or its real ones
+        under a padding mask, summed over the ranks (every rank makes this call alike:
+        whether a mask comes depends on the model, not on the rank)."""
+        if out.ndim == 2:
+            return float(self._batch_rows)
+        if weights is None:
+            return self.global_count(int(np.prod(out.shape[:-1], dtype=np.int64)))
+        return self.global_count(np.count_nonzero(np.broadcast_to(weights, out.shape[:-1])))
+
     def global_count(self, local_count):
-        """The loss divisor of the whole batch (its positions, or its real ones)."""
         buf = np.array([float(local_count)])
         return float(self.comm.allreduce(buf, what="the loss count")[0])
-
-    def local_count(self, out, weights):
-        if weights is None:
-            return int(np.prod(out.shape[:-1]))
-        return int(np.count_nonzero(np.broadcast_to(weights, out.shape[:-1])))
 
     def gradient_sync(self):
         self._gradients.begin()
         return self._gradients
 
-    def idle_train_step(self, model):
-        """A rank without rows in this batch joins the step's collectives with zeros."""
-        self.global_count(0)
+    def idle_train_step(self, model, sequences):
+        """A rank without rows in this batch joins the step's collectives with zeros
+        (``sequences``: whether the model outputs sequences, so the count is summed)."""
+        if sequences:
+            self.global_count(0)
         sync = self.gradient_sync()
         for layer in reversed(model.layers):
             _zero_grads(layer)
             sync.ready(layer)
-        value = float(sync.finish([0.0])[0])
+        value = self.finish_step(model, sync, 0.0)
         model.optimizer.apply_gradients(model.trainable_params(), model._trainable_grads())
         return value
+
+    def finish_step(self, model, sync, value):
+        """Wait for the step's gradient buckets; the last one carries the loss share, the
+        metrics' running sums (updated before, on this rank's rows) and the stop flag, so a
+        step costs one wait.  Returns the global batch's loss."""
+        state = self._metric_state(model)
+        out = sync.finish(np.concatenate([[float(value)], state]))
+        self._use_metrics(model, out[1:])
+        self._fresh = True  # the next batch-end logs use these sums
+        return float(out[0])
+
+    def _metric_state(self, model):
+        state = [v for m in model.metrics for v in (m._total, m._count)]
+        state.append(1.0 if self._signals is not None and self._signals.requested else 0.0)
+        return np.array(state, np.float64)
+
+    def _use_metrics(self, model, buf):
+        if buf[-1] > 0:  # a signal reached some rank: every rank stops after this batch
+            model._interrupted = True
+        self._results = [buf[2 * i] / buf[2 * i + 1] if buf[2 * i + 1] else 0.0
+                         for i in range(len(model.metrics))]
 
     def sum_scalar(self, value):
         return float(self.comm.allreduce(np.array([float(value)]), what="the loss")[0])
@@ -170,15 +201,13 @@ class MPIStrategy(OneProcess):
         return out
 
     def metric_results(self, model):
-        """The metrics over every rank's rows so far; also where the ranks agree on a stop
-        (a signal to any rank sets ``model._interrupted`` on all)."""
-        state = [v for m in model.metrics for v in (m._total, m._count)]
-        state.append(1.0 if self._signals is not None and self._signals.requested else 0.0)
-        buf = self.comm.allreduce(np.array(state, np.float64), what="the metrics")
-        if buf[-1] > 0:
-            model._interrupted = True
-        return [buf[2 * i] / buf[2 * i + 1] if buf[2 * i + 1] else 0.0
-                for i in range(len(model.metrics))]
+        """The metrics over every rank's rows so far (from the step's reduction after a
+        training batch, else reduced now); also where the ranks agree on a stop (a signal
+        to any rank sets ``model._interrupted`` on all)."""
+        if not self._fresh:
+            self._use_metrics(model, self.comm.allreduce(self._metric_state(model), what="the metrics"))
+        self._fresh = False
+        return self._results
 
     def epoch_end(self, model, epoch):
         check_same_weights(self.comm, model, epoch)

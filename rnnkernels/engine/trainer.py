@@ -162,7 +162,7 @@ class Trainer(DataAdapter):
         weights = self._position_weights(out, lengths)
         kw = {}
         if self._dist is not None:  # this rank's share of the global batch's loss
-            kw["count"] = self._dist.global_count(self._dist.local_count(out, weights))
+            kw["count"] = self._dist.loss_count(out, weights)
         if self._fused():
             value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights,
                                                                sample_weight=sample_weight, **kw)
@@ -172,7 +172,7 @@ class Trainer(DataAdapter):
 
     def _train_step(self, x, y, lengths, rng, sample_weight=None):
         if self._dist is not None and x.shape[0] == 0:  # this rank has no rows of the batch
-            return self._dist.idle_train_step(self)
+            return self._dist.idle_train_step(self, self._sequence_output())
         out, out_lengths = self._forward(x, True, lengths, rng)
         value, grad, weights = self._loss(y, out, out_lengths, True, sample_weight)
         sync = None if self._dist is None else self._dist.gradient_sync()
@@ -186,11 +186,17 @@ class Trainer(DataAdapter):
             grad = layer.backward(grad)
             if sync is not None:  # its gradients start their all-reduce now
                 sync.ready(layer)
-        if sync is not None:
-            value = float(sync.finish([value])[0])
+        if sync is not None:  # metrics first: their sums travel with the last bucket
+            self._update_metrics(y, out, weights, sample_weight)
+            value = self._dist.finish_step(self, sync, value)
         self.optimizer.apply_gradients(self.trainable_params(), self._trainable_grads())
-        self._update_metrics(y, out, weights, sample_weight)
+        if sync is None:
+            self._update_metrics(y, out, weights, sample_weight)
         return value
+
+    def _sequence_output(self):
+        """Whether the model's output keeps the time axis (one loss term per step)."""
+        return len(self.layers[-1].output_shape) >= 2
 
     def _epoch_rng(self, epoch):
         return np.random.default_rng([self.seed, 1, epoch])
@@ -384,7 +390,8 @@ class Trainer(DataAdapter):
         if self._dist is not None:  # this rank's rows; the loss shares are summed
             x, y, lengths, sample_weight = self._dist.share(n, x, y, lengths, sample_weight)
             if x.shape[0] == 0:
-                self._dist.global_count(0)
+                if self._sequence_output():
+                    self._dist.global_count(0)
                 tracker.update(self._dist.sum_scalar(0.0), n)
                 return n
         out, out_lengths = self._forward(x, False, lengths)

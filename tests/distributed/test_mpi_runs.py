@@ -71,6 +71,7 @@ def _check_ok(proc):
     ("gru", 2, "float32", 2e-5),     # Bidirectional GRU, recurrent dropout, Dropout
     ("bn", 3, "float32", 2e-5),      # LSTM + BatchNormalization (statistics over the ranks)
     ("lstm", 2, "float64", 1e-12),   # LSTM with input dropout and zoneout
+    ("seq", 6, "float64", 1e-12),    # sequence outputs, padding mask; last batch of 5: rank 5 idle
 ])
 def test_n_ranks_reach_the_one_process_weights_and_agree_bitwise(tmp_path, model, ranks, dtype, bound):
     opts = (f"model={model}", f"dtype={dtype}", "epochs=2", "batch=8", "n=45")  # last batch: 5 rows

@@ -29,6 +29,10 @@ def main(out, **opts):
         layers = [LSTM(5, return_sequences=True, input_shape=(None, F), recurrent_dropout=0.2),
                   GlobalAveragePooling1D(), BatchNormalization(), Dropout(drop),
                   Dense(C, activation="softmax")]
+    elif kind == "seq":  # one loss term per real step: the padding mask's count over the ranks
+        layers = [GRU(5, return_sequences=True, input_shape=(None, F), dropout=0.2),
+                  Dropout(drop), Dense(C, activation="softmax")]
+        y = np.repeat(y[:, None], T, axis=1)
     elif kind == "lstm":
         layers = [LSTM(6, return_sequences=True, input_shape=(None, F), dropout=0.1, zoneout=0.1),
                   GlobalAveragePooling1D(), Dense(8, activation="relu"), Dropout(drop),
