@@ -33,6 +33,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:  # run from a checkout: the package beside benchmarks/
+    sys.path.insert(1, ROOT)
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
@@ -177,6 +179,11 @@ def train(args):
           f"test accuracy {[acc for _, acc, _, _ in rows[2]]}, report ranks {rows[2][0][2]}")
     print(f"  speed-up {t1 / t2:.2f}x (target >= 1.8); weights max |a-b|/max|a| per array: "
           f"{worst:.2e} (target <= 1e-3)")
+    if args.keep:  # the first repeat's reports, for the record
+        os.makedirs(args.keep, exist_ok=True)
+        for ranks in (1, 2):
+            shutil.copy(os.path.join(tmp, f"r{ranks}.0.json"),
+                        os.path.join(args.keep, f"train-{ranks}-rank{'s' if ranks > 1 else ''}.json"))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -244,6 +251,7 @@ def main():
     t = sub.add_parser("train")
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--repeats", type=int, default=2)
+    t.add_argument("--keep", metavar="DIR", help="copy the first repeat's two reports here")
     m = sub.add_parser("model")
     m.add_argument("--json")
     args = p.parse_args()

@@ -21,7 +21,10 @@ What an :class:`MPIStrategy` does to a fit (docs/distributed.md):
 - keeps progress bars, ModelCheckpoint and CSVLogger to rank 0;
 - watches the peers and the signals (watchdog.py).
 """
+import atexit
 import contextlib
+import os
+import sys
 
 import numpy as np
 
@@ -85,6 +88,21 @@ class MPIStrategy(OneProcess):
         self._watchdog = None
         self._batch_rows = 0
         self._fresh, self._results = False, []
+        atexit.register(self._exit_without_finalize)  # runs before mpi4py's MPI_Finalize
+
+    _abnormal_exit = None  # exit status when fit left this rank in a failed parallel run
+
+    def _exit_without_finalize(self):
+        """After a failed parallel fit the peers may never reach MPI_Finalize (dead, hung,
+        or still waiting in a collective for this rank), and Finalize would wait for them:
+        leave without it.  The launcher then sees this rank's failure and ends the job."""
+        if self._abnormal_exit is not None:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(self._abnormal_exit)
 
     # fit's hooks ---------------------------------------------------------------
     def check_fit(self, model, n_samples, batch_size, n_batches):
@@ -118,6 +136,13 @@ class MPIStrategy(OneProcess):
                 layer._reduce = self.sum_arrays
             yield self
             self.comm.barrier("the end of training")
+        except KeyboardInterrupt:
+            if not getattr(model, "_interrupted", False):  # not the ranks' agreed stop
+                self._abnormal_exit = 130
+            raise
+        except BaseException:
+            self._abnormal_exit = 1
+            raise
         finally:
             for layer in batch_norms:
                 layer._reduce = None

@@ -3,7 +3,7 @@
 While fit runs in parallel, a daemon thread on every rank watches its peers:
 
 - ranks on the same node by their process ids (``/proc``): a rank that died,
-  was killed or crashed is seen within ``interval`` (0.25 s);
+  was killed or crashed is seen within ``interval`` (0.05 s);
 - ranks on other nodes by heartbeats: each rank sends a one-byte message to
   its two neighbours in rank order every second, and one silent for
   ``silence`` seconds (8) counts as gone;
@@ -29,6 +29,7 @@ the same batch, as one process would (engine/interrupts.py).  A second
 signal to the same rank stops it at once (the others then follow, as above).
 """
 import os
+import select
 import signal
 import socket
 import sys
@@ -62,7 +63,7 @@ def _alive(pid):
 class Watchdog:
     """Watches the peers of ``comm``'s rank from a daemon thread (see the module docstring)."""
 
-    def __init__(self, comm, interval=0.25, heartbeat=1.0, silence=8.0):
+    def __init__(self, comm, interval=0.05, heartbeat=1.0, silence=8.0):
         self.comm, self.interval, self.heartbeat, self.silence = comm, interval, heartbeat, silence
         self.rank, self.size = comm.rank, comm.size
         self.hb = comm.comm.Dup()
@@ -78,8 +79,20 @@ class Watchdog:
         self._previous_usr1 = None
 
     def start(self):
+        self._wake = None
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
             self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_usr1)
+            # the C-level handler writes each signal's number here at once, whichever thread
+            # it lands on: the watchdog hears SIGUSR1 while the main thread is in a kernel
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            os.set_blocking(r, False)
+            try:
+                self._previous_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+                self._wake = (r, w)
+            except (ValueError, OSError):
+                os.close(r)
+                os.close(w)
         self._thread = threading.Thread(target=self._run, name="rnnkernels-mpi-watchdog", daemon=True)
         self._thread.start()
         return self
@@ -91,9 +104,17 @@ class Watchdog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+            if not self._thread.is_alive():
+                self.hb.Free()
+            self._thread = None
         if self._previous_usr1 is not None:
             signal.signal(signal.SIGUSR1, self._previous_usr1)
             self._previous_usr1 = None
+        if self._wake is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
 
     def check(self):
         """Raise when a failure was seen (the main thread's waits call this)."""
@@ -108,19 +129,29 @@ class Watchdog:
         seen = {r: now for r in self.remote}
         sends, last_beat = [], 0.0
         status = MPI.Status()
-        notice_at = None
         try:
-            while not self._stop.wait(self.interval):
+            while not self._stop.is_set():
+                if self._wake is not None:
+                    readable = select.select([self._wake[0]], [], [], self.interval)[0]
+                    if readable:
+                        try:
+                            got = os.read(self._wake[0], 64)
+                        except (BlockingIOError, OSError):
+                            got = b""
+                        if bytes([signal.SIGUSR1]) in got:
+                            self._notice = True
+                else:
+                    self._stop.wait(self.interval)
+                if self._stop.is_set():
+                    break
                 now = time.monotonic()
                 for r, pid in self.local.items():
                     if not _alive(pid) and not self._stop.is_set():
                         return self._fail(f"rank {r} of {self.size} (pid {pid}) is gone: it died or "
                                           f"was killed; rank {self.rank} stops too")
-                if self._notice:  # give the checks a moment to name the rank
-                    notice_at = notice_at or now
-                    if now - notice_at >= 2 * self.interval and not self._stop.is_set():
-                        return self._fail(f"the MPI launcher reports that a rank of {self.size} "
-                                          f"failed; rank {self.rank} stops too")
+                if self._notice and not self._stop.is_set():  # at once: mpiexec kills soon
+                    return self._fail(f"the MPI launcher reports that a rank of {self.size} failed; "
+                                      f"rank {self.rank} stops too")
                 if self.remote and now - last_beat >= self.heartbeat:
                     last_beat = now
                     sends = [s for s in sends if not s.Test()]

@@ -43,13 +43,14 @@ def _env(threads="1"):
     return env
 
 
-def _run(n, out, *opts, mpi_args=(), timeout=120, threads="1", python_args=()):
+def _run(n, out, *opts, mpi_args=(), timeout=120, threads="1", python_args=(), env=None):
     """Run the worker on ``n`` ranks (n=None: plain python, no launcher)."""
     cmd = [sys.executable, *python_args, WORKER, str(out), *opts]
     if n is not None:
         cmd = [MPIEXEC, *mpi_args, "-n", str(n)] + cmd
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=dict(_env(threads), **(env or {})))
     return proc, time.monotonic() - started
 
 
@@ -88,6 +89,17 @@ def test_n_ranks_reach_the_one_process_weights_and_agree_bitwise(tmp_path, model
     np.testing.assert_allclose(per_rank[0][1], h1, rtol=1e-5, atol=1e-6)  # losses and accuracies
 
 
+def test_a_dataset_of_ragged_batches_trains_as_in_one_process(tmp_path):
+    one, _ = _run(None, tmp_path / "one", "dataset=1", "dtype=float64")
+    many, _ = _run(3, tmp_path / "many", "dataset=1", "dtype=float64")
+    _check_ok(one)
+    _check_ok(many)
+    w1, _ = _weights(tmp_path / "one.rank0.npz")
+    ws = [_weights(tmp_path / f"many.rank{r}.npz")[0] for r in range(3)]
+    assert all(np.array_equal(a, b) for w in ws[1:] for a, b in zip(ws[0], w))
+    assert _worst(w1, ws[0]) < 1e-12
+
+
 def test_eight_ranks_oversubscribed_match_one_process(tmp_path):
     opts = ("dtype=float64", "epochs=1", "batch=10", "n=43")  # batches of 10 over 8 ranks: 2,2,1,...
     one, _ = _run(None, tmp_path / "one", *opts)
@@ -114,13 +126,36 @@ def test_a_killed_rank_stops_the_others_within_ten_seconds(tmp_path):
     assert proc.returncode != 0 and took < 10 + 8, (took, proc.stdout + proc.stderr)
     from rnnkernels.models import load_model
     assert load_model(str(ckpt)).epochs_trained >= 1  # the last complete checkpoint loads
-    # without the launcher's cleanup our watchdog stops them, with our line
+    # without the launcher's cleanup our watchdog stops them, with our line.  Each rank's
+    # stderr goes to its own file: mpiexec may drop the last lines of a rank it is tearing
+    # down, and the test is of what the survivors say, not of the launcher's forwarding.
+    err = tmp_path / "err"
     proc, took = _run(3, tmp_path / "k2", "epochs=50", "kill_rank=1", "kill_at=3", "sleep=0.02",
-                      mpi_args=("-disable-auto-cleanup",))
+                      f"errfile={err}", mpi_args=("-disable-auto-cleanup",))
     assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "rnnkernels: error: rank 1 of 3 (pid " in proc.stderr, proc.stderr
-    assert "is gone: it died or was killed" in proc.stderr
     assert took < 10 + 8, took  # 8 s: start-up of three interpreters on a loaded 2-core machine
+    # MPICH 5's mpiexec still kills the survivors within tens of milliseconds; whoever of
+    # them speaks first says it our way (the hung-rank test below checks the line for sure)
+    said = [open(f"{err}.rank{r}").read() for r in (0, 2)]
+    ours = [l for text in said for l in text.splitlines() if l.startswith("rnnkernels:")]
+    assert "Traceback" not in "".join(said)
+    for line in ours:
+        assert line.startswith(("rnnkernels: error: rank 1 of 3 (pid ",
+                                "rnnkernels: error: the MPI launcher reports that a rank of 3 failed",
+                                "rnnkernels: error: rank 0 of 3 reported", "rnnkernels: error: rank 2 of 3 reported")), line
+
+
+def test_a_hung_rank_makes_the_others_fail_with_our_error_not_hang(tmp_path):
+    """A rank stopped (SIGSTOP: alive, so the launcher sees nothing) mid-training: the others'
+    collective deadline fires and they exit with our error; mpiexec then ends the job."""
+    err = tmp_path / "err"
+    proc, took = _run(2, tmp_path / "h", "epochs=50", "kill_rank=1", "kill_at=3", "signal=stop",
+                      f"errfile={err}", env={"RNNKERNELS_MPI_TIMEOUT": "3"})
+    assert proc.returncode != 0
+    assert took < 3 + 10, took
+    text = open(f"{err}.rank0").read()
+    assert "DistributedError: rank 0 of 2: no progress in " in text and "for 3 s (a rank is stuck " \
+        "or gone; RNNKERNELS_MPI_TIMEOUT sets the limit)" in text, text
 
 
 def test_sigterm_to_one_rank_stops_every_rank_after_the_same_batch(tmp_path):

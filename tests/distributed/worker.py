@@ -17,6 +17,9 @@ from rnnkernels.models import Sequential, load_model
 
 
 def main(out, **opts):
+    if opts.get("errfile"):  # this rank's stderr straight to a file (no launcher forwarding)
+        fd = os.open(f"{opts['errfile']}.rank{distributed.launched_rank()}", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.dup2(fd, 2)
     n, T, F, C = int(opts.get("n", 45)), 7, 3, 3
     rng = np.random.default_rng(0)
     y = rng.integers(0, C, n)
@@ -59,8 +62,8 @@ def main(out, **opts):
             if pause:
                 time.sleep(pause)
             if distributed.rank() == kill_rank and self.model.optimizer.iterations == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL if opts.get("signal", "kill") == "kill"
-                        else signal.SIGTERM)
+                how = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "stop": signal.SIGSTOP}
+                os.kill(os.getpid(), how[opts.get("signal", "kill")])
 
     cbs.append(Faults())
     if opts.get("per_rank_paths"):  # only rank 0's may appear
@@ -70,9 +73,21 @@ def main(out, **opts):
                     setattr(cb, attr, f"{getattr(cb, attr)}.rank{distributed.rank()}")
     from rnnkernels._core.threads import get_num_threads
     print(f"rank {distributed.rank()} threads {get_num_threads()}", flush=True)
+    batch = int(opts.get("batch", 8))
+
+    class Batches:  # a Keras-style dataset of ragged batches (fit pads them, keeps lengths)
+        batch_size = batch
+
+        def __len__(self):
+            return -(-n // batch)
+
+        def __getitem__(self, i):
+            sl = slice(i * batch, (i + 1) * batch)
+            return [x[j, :lengths[j]] for j in range(n)[sl]], y[sl]
+
+    data = dict(x=Batches()) if opts.get("dataset") else dict(x=x, y=y, lengths=lengths, batch_size=batch)
     try:
-        history = model.fit(x, y, lengths=lengths, batch_size=int(opts.get("batch", 8)),
-                            epochs=int(opts.get("epochs", 2)), verbose=int(opts.get("verbose", 0)),
+        history = model.fit(**data, epochs=int(opts.get("epochs", 2)), verbose=int(opts.get("verbose", 0)),
                             validation_data=(x[:10], y[:10]), callbacks=cbs,
                             initial_epoch=model.epochs_trained)
     except KeyboardInterrupt:
