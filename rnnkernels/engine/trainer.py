@@ -53,14 +53,13 @@ from a checkpoint.  The previous SIGINT handler is back when fit returns or
 raises.  A second Ctrl-C raises ``KeyboardInterrupt`` at once, wherever it
 lands (possibly inside a batch's update).
 """
+import contextlib
 import copy
 import math
 import sys
 import time
 
 import numpy as np
-
-import contextlib
 
 from .. import distributed, losses, metrics as metrics_module, optimizers
 from .._core.blas import pin_blas

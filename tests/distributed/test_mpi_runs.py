@@ -211,3 +211,46 @@ def test_progress_bars_checkpoints_and_logs_come_from_rank_zero_only(tmp_path):
     assert [l.split(" - ")[0] for l in epochs] == ["Epoch 1/2", "Epoch 2/2"], proc.stdout  # one rank's
     rows = open(f"{csv}.rank0").read().splitlines()
     assert len(rows) == 3  # header and two epochs, written once
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    """A small FSDD-style folder: 2 speakers x 10 digits x 3 takes (60 recordings)."""
+    soundfile = pytest.importorskip("soundfile")
+    pytest.importorskip("librosa")
+    from rnnkernels.audio.datasets import load_spoken_digits
+
+    folder = tmp_path_factory.mktemp("digits")
+    ds = load_spoken_digits()
+    speakers = sorted(set(ds.speakers))[:2]
+    for i in range(len(ds)):
+        if ds.speakers[i] in speakers and ds.takes[i] < 3:
+            name = ds.sources[i].rsplit(":", 1)[1]
+            soundfile.write(folder / f"{name}.wav", ds.waveforms[i], 8000, subtype="PCM_16")
+    return folder
+
+
+def test_cli_train_on_two_ranks_reports_them_and_matches_one_process(tmp_path, small_digits):
+    import json
+
+    from rnnkernels.audio.recipes import AudioClassifier
+
+    def train(ranks, tag):
+        cmd = [sys.executable, "-m", "rnnkernels", "train", "--data", str(small_digits), "--split",
+               "random", "--hidden", "8", "--epochs", "2", "--batch-size", "8", "--threads", "1",
+               "--report", str(tmp_path / f"{tag}.json"), "--save", str(tmp_path / f"{tag}.rnk")]
+        if ranks > 1:
+            cmd = [MPIEXEC, "-n", str(ranks)] + cmd
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc, json.loads((tmp_path / f"{tag}.json").read_text())
+
+    one, r1 = train(1, "one")
+    two, r2 = train(2, "two")
+    assert r1["ranks"] == 1 and r2["ranks"] == 2
+    assert two.stdout.count("test accuracy") == 1  # the summary: rank 0's alone
+    assert "2 MPI ranks x 1 threads" in two.stdout and "1 per rank, 2 MPI ranks" in two.stdout
+    assert r1["test_accuracy"] == r2["test_accuracy"]
+    a = AudioClassifier.load(str(tmp_path / "one.rnk")).model.get_weights()
+    b = AudioClassifier.load(str(tmp_path / "two.rnk")).model.get_weights()
+    assert _worst(a, b) < 1e-4
