@@ -89,6 +89,22 @@ def test_n_ranks_reach_the_one_process_weights_and_agree_bitwise(tmp_path, model
     np.testing.assert_allclose(per_rank[0][1], h1, rtol=1e-5, atol=1e-6)  # losses and accuracies
 
 
+def test_one_bucket_per_layer_launched_as_backward_goes_gives_the_same_result(tmp_path):
+    """bucket_bytes=1 launches each layer's gradients the moment its backward returns (two
+    layers with weights: the Dense head, then the Bidirectional GRU)."""
+    opts = ("dtype=float64", "epochs=1")
+    one, _ = _run(None, tmp_path / "one", *opts)
+    many, _ = _run(2, tmp_path / "many", *opts, "bucket=1")
+    _check_ok(one)
+    _check_ok(many)
+    assert sorted(l for l in many.stdout.splitlines() if "buckets" in l) == \
+        ["rank 0 buckets 2", "rank 1 buckets 2"]  # Dense, then Bidirectional(GRU)
+    w1, _ = _weights(tmp_path / "one.rank0.npz")
+    ws = [_weights(tmp_path / f"many.rank{r}.npz")[0] for r in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*ws))
+    assert _worst(w1, ws[0]) < 1e-12
+
+
 def test_a_dataset_of_ragged_batches_trains_as_in_one_process(tmp_path):
     one, _ = _run(None, tmp_path / "one", "dataset=1", "dtype=float64")
     many, _ = _run(3, tmp_path / "many", "dataset=1", "dtype=float64")

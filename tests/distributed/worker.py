@@ -3,6 +3,7 @@ trains a small model with fit, unchanged, and writes what the tests compare.
 
 Usage: python worker.py OUT.npz [options as key=value]: model=gru|lstm|bn, epochs, batch,
 n (samples), dropout, kill_rank, kill_at (batch), sleep (seconds per batch)."""
+import contextlib
 import os
 import signal
 import sys
@@ -86,10 +87,16 @@ def main(out, **opts):
             return [x[j, :lengths[j]] for j in range(n)[sl]], y[sl]
 
     data = dict(x=Batches()) if opts.get("dataset") else dict(x=x, y=y, lengths=lengths, batch_size=batch)
+    scope = distributed.MPIStrategy(bucket_bytes=int(opts["bucket"])).scope() \
+        if opts.get("bucket") and distributed.launched_size() > 1 else contextlib.nullcontext()
     try:
-        history = model.fit(**data, epochs=int(opts.get("epochs", 2)), verbose=int(opts.get("verbose", 0)),
-                            validation_data=(x[:10], y[:10]), callbacks=cbs,
-                            initial_epoch=model.epochs_trained)
+        with scope as strategy:
+            history = model.fit(**data, epochs=int(opts.get("epochs", 2)),
+                                verbose=int(opts.get("verbose", 0)),
+                                validation_data=(x[:10], y[:10]), callbacks=cbs,
+                                initial_epoch=model.epochs_trained)
+        if strategy is not None:
+            print(f"rank {distributed.rank()} buckets {strategy._gradients.buckets_launched}", flush=True)
     except KeyboardInterrupt:
         print(f"rank {distributed.rank()} interrupted after step {model.optimizer.iterations}",
               flush=True)
