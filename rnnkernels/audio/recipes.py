@@ -175,8 +175,9 @@ class _AugmentedBatches:
     generator, seeded by ``(seed, 6, epoch, utterance)``: a frequency warp, then SpecAugment
     masks.  So an utterance's draws depend on the epoch and on the utterance alone, not on
     the batch it lands in nor on how many ranks share the batch: under ``mpiexec`` each
-    rank augments only its own rows of the batch (those rnnkernels.distributed.part gives
-    it; fit drops the others, served unaugmented), and the result is the one-process one.
+    rank augments only its own rows of the batch (those rnnkernels.distributed.rows gives
+    it by their lengths, as fit shares them; fit drops the others, served unaugmented),
+    and the result is the one-process one.
     ``batch_size`` also keys each row's dropout masks by its place in the epoch's order.
 
     A batch's features are a list of ``(T_i, F)`` arrays, each utterance's real frames, so
@@ -221,9 +222,11 @@ class _AugmentedBatches:
         if self._order is None:
             self._order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
         idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
-        start, stop = distributed.part(len(idx), distributed.rank(), distributed.size()) \
-            if distributed.active() is not None else (0, len(idx))
-        return ([self._augmented(j) if start <= r < stop else self.x_clean[j, :self.lengths[j]]
+        mine = set(range(len(idx)))
+        if distributed.active() is not None:  # the rows fit gives this rank (by their lengths)
+            mine = set(distributed.rows(len(idx), distributed.rank(), distributed.size(),
+                                        self.lengths[idx]).tolist())
+        return ([self._augmented(j) if r in mine else self.x_clean[j, :self.lengths[j]]
                  for r, j in enumerate(idx)], self.labels[idx])
 
 

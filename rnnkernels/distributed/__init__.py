@@ -17,8 +17,8 @@ signals), ``strategy`` (the hooks fit calls).
 """
 from .comm import DistributedError
 from .launch import is_launched, launched_rank, launched_size
-from .partition import LaunchError, part
+from .partition import LaunchError, part, rows
 from .strategy import MPIStrategy, OneProcess, active, is_chief, rank, size
 
 __all__ = ["MPIStrategy", "OneProcess", "active", "rank", "size", "is_chief", "is_launched",
-           "launched_rank", "launched_size", "part", "DistributedError", "LaunchError"]
+           "launched_rank", "launched_size", "part", "rows", "DistributedError", "LaunchError"]

@@ -32,7 +32,7 @@ from .._core import threads as _threads
 from .comm import Comm, DistributedError
 from .gradients import DEFAULT_BUCKET_BYTES, GradientSync
 from .launch import default_threads, launched_rank, launched_size
-from .partition import LaunchError, check_launch, part
+from .partition import LaunchError, check_launch, rows
 from .state import broadcast_state, check_same_weights
 from .watchdog import SignalFlags, Watchdog
 
@@ -152,11 +152,14 @@ class MPIStrategy(OneProcess):
             self.close()
             model._dist = None
 
-    def share(self, n, *arrays):
-        """This rank's rows of a global batch of ``n`` rows (None arrays stay None)."""
-        start, stop = part(n, self.rank, self.size)
+    def share(self, n, *arrays, cost=None):
+        """This rank's rows of a global batch of ``n`` rows (None arrays stay None);
+        ``cost``: the rows' lengths, to even the ranks' work (partition.rows)."""
+        idx = rows(n, self.rank, self.size, cost)
         self._batch_rows = n
-        return tuple(None if a is None else a[start:stop] for a in arrays)
+        if cost is None and idx.size:  # contiguous: views, no copies
+            idx = slice(int(idx[0]), int(idx[-1]) + 1)
+        return tuple(None if a is None else a[idx] for a in arrays)
 
     def loss_count(self, out, weights):
         """The loss divisor of the whole batch: for one output per sample its rows (known

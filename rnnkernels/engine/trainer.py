@@ -343,7 +343,7 @@ class Trainer(DataAdapter):
                             wb = None if sample_weight is None else sample_weight[sl]
                         nb = xb.shape[0]  # the global batch's size
                         if dist is not None:
-                            xb, yb, lb, wb, ids = dist.share(nb, xb, yb, lb, wb, ids)
+                            xb, yb, lb, wb, ids = dist.share(nb, xb, yb, lb, wb, ids, cost=lb)
                         masks = KeyedRandom((self.seed, 1, epoch), ids, batch_key=batch)
                         value = self._train_step(xb, yb, lb, masks, wb)
                         tracker.update(value, nb)
@@ -387,7 +387,7 @@ class Trainer(DataAdapter):
     def _evaluate_batch(self, tracker, x, y, lengths, sample_weight):
         n = x.shape[0]
         if self._dist is not None:  # this rank's rows; the loss shares are summed
-            x, y, lengths, sample_weight = self._dist.share(n, x, y, lengths, sample_weight)
+            x, y, lengths, sample_weight = self._dist.share(n, x, y, lengths, sample_weight, cost=lengths)
             if x.shape[0] == 0:
                 if self._sequence_output():
                     self._dist.global_count(0)

@@ -6,7 +6,7 @@ import pytest
 
 from rnnkernels import losses
 from rnnkernels._util.keyed_random import KeyedRandom, dataset_sample_ids
-from rnnkernels.distributed import LaunchError, active, part
+from rnnkernels.distributed import LaunchError, active, part, rows
 from rnnkernels.distributed.launch import default_threads, launched_rank, launched_size, local_size
 from rnnkernels.distributed.partition import check_launch
 from rnnkernels.layers import GRU, LSTM, Dense, Dropout, GlobalAveragePooling1D
@@ -25,6 +25,32 @@ def test_parts_cover_the_batch_in_rank_order_as_evenly_as_possible(n, size):
 
 def test_part_sizes_of_a_ten_row_batch_on_four_ranks():
     assert [part(10, r, 4) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+
+
+@pytest.mark.parametrize("n", [1, 5, 32, 33])
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_rows_by_length_cover_the_batch_once_and_even_the_work(n, size):
+    lengths = np.random.default_rng(n).integers(9, 84, n)
+    got = [rows(n, r, size, lengths) for r in range(size)]
+    assert sorted(np.concatenate(got).tolist()) == list(range(n))
+    assert all(np.all(np.diff(g) > 0) for g in got)  # ascending
+    counts = [len(g) for g in got]
+    assert max(counts) - min(counts) <= 1
+    if n >= 4 * size:
+        work = [lengths[g].sum() for g in got]
+        contiguous = [lengths[a:b].sum() for a, b in (part(n, r, size) for r in range(size))]
+        assert max(work) - min(work) <= max(contiguous) - min(contiguous) + lengths.max()
+        assert max(work) / np.mean(work) < 1.06
+    np.testing.assert_array_equal(rows(n, 0, size), np.arange(*part(n, 0, size)))  # no cost
+
+
+def test_rows_deal_longest_first_in_snake_order():
+    lengths = np.array([5, 9, 1, 7, 3, 8])  # by length: 1(9) 5(8) 3(7) 0(5) 4(3) 2(1)
+    # lanes 0, 1, 1, 0, 0, 1 down that order
+    assert rows(6, 0, 2, lengths).tolist() == [0, 1, 4]      # 9 + 5 + 3 = 17 frames
+    assert rows(6, 1, 2, lengths).tolist() == [2, 3, 5]      # 8 + 7 + 1 = 16
+    with pytest.raises(ValueError, match="cost: expected 6 entries"):
+        rows(6, 0, 2, lengths[:5])
 
 
 def test_bad_launches_name_the_fix():
