@@ -17,7 +17,9 @@ compute of the default recipe and of a large LSTM here and predicts the efficien
 step at 2 to 256 nodes with a ring all-reduce on named networks (docs/distributed.md).
 
 Timings on a shared machine are noisy: compare the ratios of one run, never absolute
-times across runs.
+times across runs.  ``steps`` and ``train`` first measure the machine's own ceiling: a
+fixed single-thread computation alone and as two processes at once (no messages), so
+the best two ranks can do on this machine, now, is printed beside what they did.
 """
 import argparse
 import json
@@ -87,7 +89,7 @@ def step_worker(batch, steps, model_name="recipe", T=50):
     model.fit(x, y, lengths=lengths, batch_size=batch, epochs=1, verbose=0, shuffle=False,
               callbacks=[Clock()])
     times, waits, cpus = times[2:], waits[2:], cpus[2:]  # the first steps warm the buffers
-    if distributed.rank() == 0:
+    if distributed.rank() == 0 or os.environ.get("BENCH_ALL_RANKS"):
         s = distributed.active()
         print(json.dumps({"ranks": distributed.size(), "batch": batch,
                           "step_s": statistics.median(times), "wait_s": statistics.median(waits),
@@ -107,7 +109,40 @@ def _launch_steps(ranks, batch, steps, model_name="recipe"):
     return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
 
 
+def _ceiling_worker():
+    """A fixed amount of single-thread compute (BLAS on one thread); prints its wall time."""
+    from threadpoolctl import threadpool_limits
+    a = np.random.default_rng(0).random((300, 300))
+    with threadpool_limits(1):
+        a @ a
+        t = time.perf_counter()
+        for _ in range(300):
+            a @ a
+    print(json.dumps({"wall_s": time.perf_counter() - t}), flush=True)
+
+
+def ceiling(repeats=5):
+    """The machine's own limit: one process of fixed compute alone, then two at once (no
+    messages).  Two ranks cannot gain more than ``2 * alone / together`` here."""
+    def run(n):
+        cmd = [sys.executable, os.path.abspath(__file__), "_ceiling"]
+        if n > 1:
+            cmd = [MPIEXEC, "-n", str(n)] + cmd
+        out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+        return max(json.loads(l)["wall_s"] for l in out.stdout.splitlines() if l.startswith("{"))
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(run(1))
+        together.append(run(2))
+    a, b = statistics.median(alone), statistics.median(together)
+    print(f"Machine check: fixed single-thread compute, 1 process alone {1e3 * a:.0f} ms, 2 at once "
+          f"(no messages) {1e3 * b:.0f} ms (medians of {repeats}): two ranks can gain at most "
+          f"{2 * a / b:.2f}x on this machine now")
+    return 2 * a / b
+
+
 def steps(args):
+    ceiling()
     B = args.batch
     cases = [("1 process, B/2", 1, B // 2), ("2 ranks, B", 2, B), ("1 process, B", 1, B)]
     got = {name: [] for name, _, _ in cases}
@@ -151,6 +186,7 @@ def _weights(path):
 
 
 def train(args):
+    ceiling()
     tmp = tempfile.mkdtemp()
     rows = {1: [], 2: []}
     for rep in range(args.repeats):
@@ -242,6 +278,8 @@ def model(args):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "_step":
         return step_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    if len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
+        return _ceiling_worker()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("steps")

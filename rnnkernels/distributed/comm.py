@@ -1,11 +1,14 @@
 """The MPI communicator the training loop talks through (mpi4py underneath).
 
-Every collective is started nonblocking and finished by :meth:`Comm.wait`,
-which polls.  With no more ranks on the node than cores it polls between
-``sched_yield`` calls (the lowest latency that still lets another runnable
-process in); on an oversubscribed node (more ranks than cores, as the 8-rank
-tests on 2 cores) it sleeps between polls, from 20 us doubling to 1 ms, so a
-waiting rank gives its core to the rank it waits for instead of starving it.  The wait has a deadline (``RNNKERNELS_MPI_TIMEOUT`` seconds,
+Every collective is started nonblocking and finished by :meth:`Comm.wait`.
+With a core per rank it is MPI's blocking wait, which keeps the transfer
+moving (a nonblocking collective progresses only while a rank is inside MPI;
+polling with sleeps in between stretched the step's 168 KB all-reduce from
+0.1 ms to several), and the watchdog thread enforces the deadline.  On an
+oversubscribed node (more ranks than cores, as the 8-rank tests on 2 cores),
+where a spinning wait would starve the rank it waits for, it polls: busily
+for 200 us (``RNNKERNELS_MPI_SPIN_US``), then sleeping between polls from
+20 us doubling to 250 us, checking the deadline itself.  The wait has a deadline (``RNNKERNELS_MPI_TIMEOUT`` seconds,
 default 600: longer than any step or checkpoint of a sane run) and asks the
 watchdog (watchdog.py) whether a peer died, so no rank blocks for ever.
 
@@ -43,6 +46,17 @@ def import_mpi():
     return MPI
 
 
+def _seconds(name, default):
+    text = os.environ.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise ValueError(f"{name}: expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {text!r}")
+    return value
+
+
 def _timeout():
     text = os.environ.get("RNNKERNELS_MPI_TIMEOUT", "")
     try:
@@ -69,9 +83,11 @@ class Comm:
         self.timeout = _timeout()
         from .launch import usable_cores
         self.oversubscribed = self.local_size > usable_cores()
+        self.spin = _seconds("RNNKERNELS_MPI_SPIN_US", 200.0) * 1e-6  # busy polling before sleeps
         self.watchdog = None  # set by the strategy: .check() raises if a peer is gone
         self.waited = 0.0     # seconds spent waiting on collectives (benchmarks read it)
         self.waited_cpu = 0.0  # CPU seconds of this process while waiting (polling)
+        self.waiting = None    # (what, since) while the main thread blocks in MPI's wait
 
     # waiting ---------------------------------------------------------------
     def wait(self, requests, what="a collective"):
@@ -81,14 +97,24 @@ class Comm:
         try:
             if MPI.Request.Testall(requests):
                 return
+            if not self.oversubscribed:
+                # a core each: MPI's own blocking wait, which keeps progressing the transfer
+                # (a nonblocking collective moves only while some rank tests it, so sleeping
+                # between tests stretched a 168 KB all-reduce from 0.1 ms to several); the
+                # watchdog thread enforces the deadline meanwhile (the GIL is released)
+                self.waiting = (what, time.monotonic())
+                try:
+                    MPI.Request.Waitall(requests)
+                finally:
+                    self.waiting = None
+                return
             nap, checked = 20e-6, started
+            spin_until = started + (0.0 if self.oversubscribed else self.spin)
             while not MPI.Request.Testall(requests):
-                if self.oversubscribed:
-                    time.sleep(nap)
-                    nap = min(nap * 2, 1e-3)
-                else:
-                    os.sched_yield()
                 now = time.perf_counter()
+                if now >= spin_until:
+                    time.sleep(nap)
+                    nap = min(nap * 2, 250e-6)
                 if now - checked > 0.2:
                     checked = now
                     if self.watchdog is not None:

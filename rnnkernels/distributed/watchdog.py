@@ -8,7 +8,9 @@ While fit runs in parallel, a daemon thread on every rank watches its peers:
   its two neighbours in rank order every second, and one silent for
   ``silence`` seconds (8) counts as gone;
 - notices: the rank that sees a failure first tells every other rank, so
-  they all stop at once rather than one neighbour after another.
+  they all stop at once rather than one neighbour after another;
+- the deadline: a main thread blocked in MPI's wait for longer than
+  ``RNNKERNELS_MPI_TIMEOUT`` seconds (a peer alive but stuck) is a failure too.
 
 - the launcher's word: with ``-disable-auto-cleanup`` MPICH's ``mpiexec`` sends
   SIGUSR1 to the survivors of a failed rank (whose default action would kill
@@ -149,6 +151,12 @@ class Watchdog:
                     if not _alive(pid) and not self._stop.is_set():
                         return self._fail(f"rank {r} of {self.size} (pid {pid}) is gone: it died or "
                                           f"was killed; rank {self.rank} stops too")
+                waiting = self.comm.waiting  # the main thread blocked in MPI's wait
+                if waiting is not None and time.monotonic() - waiting[1] > self.comm.timeout \
+                        and not self._stop.is_set():
+                    return self._fail(f"rank {self.rank} of {self.size}: no progress in {waiting[0]} "
+                                      f"for {self.comm.timeout:g} s (a rank is stuck or gone; "
+                                      "RNNKERNELS_MPI_TIMEOUT sets the limit)")
                 if self._notice and not self._stop.is_set():  # at once: mpiexec kills soon
                     return self._fail(f"the MPI launcher reports that a rank of {self.size} failed; "
                                       f"rank {self.rank} stops too")
