@@ -9,6 +9,9 @@ weight > 0, as Keras 3 does with masks.  ``sample_weight`` of shape ``(B,)`` or
 ``sum(sample_weight * mask * loss) / count``, with ``count`` the number of
 positions (or of real positions with a mask), Keras 3's default
 ``"sum_over_batch_size"`` reduction; a sample of weight 0 still counts.
+``count=`` overrides that divisor: data-parallel training computes each rank's
+share of a global batch as ``sum(...) / count`` of the *whole* batch, so that the
+shares add up to the one-process loss and gradient (rnnkernels.distributed).
 
 Cross-entropies can be *fused* with the activation in front of them
 (softmax / sigmoid): :meth:`from_logits_value_and_grad` takes the logits ``z``
@@ -27,21 +30,24 @@ __all__ = ["Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
 EPSILON = 1e-7
 
 
-def _weighted_mean(per_position, weights, sample_weight=None):
+def _weighted_mean(per_position, weights, sample_weight=None, count=None):
     """``(value, d value / d per_position)`` of per-position losses ``(B, ...)``.
 
     Without weights: the mean (the derivative is None, meaning a uniform ``1 / size``).
     ``weights`` (padding mask): ``sum(w * l) / count(w > 0)``.  ``sample_weight`` ``(B,)`` or
     ``(B, ...)``: ``sum(s * w * l) / count``, count being every position (no mask) or the
-    real ones (Keras 3's "sum_over_batch_size" reduction with its mask rule)."""
+    real ones (Keras 3's "sum_over_batch_size" reduction with its mask rule).  ``count``
+    given: the divisor instead of this batch's count (a share of a larger batch)."""
     if weights is None and sample_weight is None:
+        if count is not None:  # a share: its sum over the whole batch's size (the same 1 / size)
+            return float(np.sum(per_position) / count) if count else 0.0, None
         return float(np.mean(per_position)) if per_position.size else 0.0, None
     if weights is None:
         w = np.ones(per_position.shape, per_position.dtype)
-        count = float(per_position.size)
+        count = float(per_position.size) if count is None else count
     else:
         w = np.broadcast_to(weights, per_position.shape).astype(per_position.dtype)
-        count = float(np.count_nonzero(w))
+        count = float(np.count_nonzero(w)) if count is None else count
     if sample_weight is not None:
         s = np.asarray(sample_weight, dtype=per_position.dtype)
         s = s.reshape(s.shape + (1,) * (per_position.ndim - s.ndim))
@@ -75,26 +81,28 @@ class Loss:
         """The loss value (a float)."""
         return self.value_and_grad(y_true, y_pred, weights, sample_weight)[0]
 
-    def value_and_grad(self, y_true, y_pred, weights=None, sample_weight=None):
+    def value_and_grad(self, y_true, y_pred, weights=None, sample_weight=None, count=None):
         """``(loss, dloss/dy_pred)``; when ``from_logits`` ``y_pred`` is the logits.
-        ``weights``: padding mask ``(B, ...)``; ``sample_weight``: ``(B,)`` or ``(B, ...)``."""
+        ``weights``: padding mask ``(B, ...)``; ``sample_weight``: ``(B,)`` or ``(B, ...)``;
+        ``count``: the divisor, when this batch is a share of a larger one."""
         y_true, y_pred = self._check(y_true, y_pred)
         if self.from_logits:
             return self.from_logits_value_and_grad(y_true, y_pred, weights, checked=True,
-                                                   sample_weight=sample_weight)
+                                                   sample_weight=sample_weight, count=count)
         per, dper = self._per_position(y_true, y_pred)
-        value, scale = _weighted_mean(per, weights, sample_weight)
-        return value, self._scale(dper, scale, per)
+        value, scale = _weighted_mean(per, weights, sample_weight, count)
+        return value, self._scale(dper, scale, per, count)
 
-    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False, sample_weight=None):
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False, sample_weight=None,
+                                   count=None):
         """Loss and gradient with respect to the logits ``z`` of the fused activation."""
         raise ValueError(f"loss '{self.name}' cannot be computed from logits")
 
     @staticmethod
-    def _scale(dper, scale, per):
+    def _scale(dper, scale, per, count=None):
         """Chain rule through the mean: per-position gradient times d(mean)/d(per-position)."""
         if scale is None:
-            n = per.size
+            n = per.size if count is None else count
             return dper / n if n else dper
         return dper * scale.reshape(scale.shape + (1,) * (dper.ndim - scale.ndim))
 
@@ -115,15 +123,15 @@ class CategoricalCrossentropy(Loss):
         return per, dp
 
     def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False,
-                                   sample_weight=None):
+                                   sample_weight=None, count=None):
         if not checked:
             y_true, z = self._check(y_true, z)
         logp = _log_softmax(z)
         per = -np.sum(y_true * logp, axis=-1)
-        value, scale = _weighted_mean(per, weights, sample_weight)
+        value, scale = _weighted_mean(per, weights, sample_weight, count)
         # d/dz of -sum(y log softmax(z)) = p * sum(y) - y  (= p - y for one-hot rows)
         dz = np.exp(logp) * y_true.sum(axis=-1, keepdims=True) - y_true
-        return value, self._scale(dz, scale, per)
+        return value, self._scale(dz, scale, per, count)
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -166,14 +174,14 @@ class BinaryCrossentropy(Loss):
         return per, dp
 
     def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False,
-                                   sample_weight=None):
+                                   sample_weight=None, count=None):
         if not checked:
             y_true, z = self._check(y_true, z)
         # log(1 + exp(-|z|)) + max(z, 0) - z*y: the stable form of the logistic loss
         per = np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))), axis=-1)
-        value, scale = _weighted_mean(per, weights, sample_weight)
+        value, scale = _weighted_mean(per, weights, sample_weight, count)
         dz = (_sigmoid(z) - y_true) / z.shape[-1]
-        return value, self._scale(dz, scale, per)
+        return value, self._scale(dz, scale, per, count)
 
 
 class MeanSquaredError(Loss):

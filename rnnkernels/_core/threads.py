@@ -64,12 +64,17 @@ def _default_num_threads():
                 return min(n, max_threads())
         except ValueError:
             pass
+    from ..distributed.launch import default_threads, local_size
+    ranks = local_size()  # launched by mpiexec: this node's cores are shared by its ranks
+    if ranks and ranks > 1:
+        return min(default_threads(ranks), max_threads())
     return min(_usable_cpus(), max_threads())
 
 
 def get_num_threads():
-    """Number of threads the kernels use (default: ``OMP_NUM_THREADS`` or the usable cores;
-    1 in a process forked after the kernels ran on several threads, see the module notes)."""
+    """Number of threads the kernels use (default: ``OMP_NUM_THREADS``, else the usable cores,
+    divided by the ranks on this node when an MPI launcher started several; 1 in a process
+    forked after the kernels ran on several threads, see the module notes)."""
     global _num_threads
     if _forked_after_threads:
         return 1

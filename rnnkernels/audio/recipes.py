@@ -25,7 +25,7 @@ from .._version import __version__
 from .._util.atomic import replacing
 from .._util.padding import pad_sequences
 from ..callbacks import Callback
-from .augment import frequency_warp_sequences, spec_augment_sequences
+from .augment import frequency_warp, spec_augment
 from .batching import BatchPlan, inference_batches
 from .features import FeatureConfig, compute_features
 
@@ -200,19 +200,22 @@ class _AugmentedBatches:
     ``[i]`` -> ``(features, labels)``, ``on_epoch_end()`` moving on to the next epoch.
 
     The utterances are kept as a list of ``(T_i, F)`` arrays, never padded to the longest
-    (memory follows the sum of the lengths).  An epoch's data is drawn at its first batch,
-    from one generator seeded with the recipe's seed and drawn epoch after epoch: a
-    frequency warp of every utterance, then SpecAugment masks (warp, then masks, over the
-    whole set).  Each epoch also has its own order of the utterances, from ``(seed, 5,
-    epoch)``, cut into batches by :class:`~rnnkernels.audio.batching.BatchPlan` (plain
-    batches of ``batch_size``; long recordings in batches of their own; with ``bucket``,
-    batches of similar lengths; the batch order then from ``(seed, 6, epoch)``).  A batch's
-    features are a list of ``(T_i, F)`` arrays, so fit pads them (per batch) and keeps
-    their lengths.
-
-    ``fit(initial_epoch=k)`` starts at epoch k: :meth:`seek` (called by :class:`_EpochHooks`
-    at each epoch's start) says which epoch is being trained; the draws of epochs before
-    it are made and dropped, so epoch k trains on what it would have in an uninterrupted run.
+    (memory follows the sum of the lengths).  Each epoch has its own order of the
+    utterances, from ``(seed, 5, epoch)``, cut into batches by
+    :class:`~rnnkernels.audio.batching.BatchPlan` (plain batches of ``batch_size``; long
+    recordings in batches of their own; with ``bucket``, batches of similar lengths; the
+    batch order then from ``(seed, 6, epoch)``).  Each utterance's augmentation is drawn
+    from its own generator, seeded by ``(seed, 6, epoch, utterance)``: a frequency warp,
+    then SpecAugment masks.  So an utterance's draws depend on the epoch and on the
+    utterance alone, not on the batch it lands in nor on how many ranks share the batch:
+    under ``mpiexec`` each rank augments only its own rows of the batch (those
+    rnnkernels.distributed.rows gives it by their lengths, as fit shares them; fit drops
+    the others, served unaugmented), and the result is the one-process one.
+    ``batch_size`` also keys each row's dropout masks by its place in the epoch's batches.
+    A batch's features are a list of ``(T_i, F)`` arrays, each utterance's real frames, so
+    fit pads them (per batch) and keeps their lengths.  ``fit(initial_epoch=k)`` starts at
+    epoch k: :meth:`seek` (called by :class:`_EpochHooks` at each epoch's start) says which
+    epoch is being trained, and its draws are those of an uninterrupted run.
     """
 
     def __init__(self, sequences, labels, batch_size, seed, config, masking, warp, bucket=False):
@@ -221,42 +224,44 @@ class _AugmentedBatches:
         self.batch_size, self.seed = int(batch_size), seed
         self.config, self.masking, self.warp = config, masking, warp
         self.plan = BatchPlan(self.lengths, self.batch_size, bucket)
-        self.rng = np.random.default_rng(seed)  # the augmentation draws, epoch after epoch
         self.epoch = 0  # the epoch [i] serves
-        self._drawn, self._drawn_x = -1, None  # the last epoch drawn from self.rng, and its data
-        self._x = self._batches = None
+        self._batches = None
 
     def __len__(self):
         return len(self.plan)
 
     def seek(self, epoch):
-        """Serve ``epoch`` from now on (its draws are made at its first batch)."""
-        if epoch < self._drawn:
-            raise ValueError(f"epoch: the augmentation of epoch {self._drawn} is drawn already, "
-                             f"cannot go back to epoch {epoch}")
+        """Serve ``epoch`` from now on."""
         if epoch != self.epoch:
-            self.epoch, self._x = epoch, None
+            self.epoch, self._batches = epoch, None
 
     def on_epoch_end(self):
-        self.epoch, self._x = self.epoch + 1, None
+        self.epoch, self._batches = self.epoch + 1, None
 
-    def _draw(self):
-        while self._drawn < self.epoch:
-            x = self.x_clean
+    def _augmented(self, j):
+        """Utterance ``j``'s real frames, augmented with this epoch's draws for it."""
+        x = self.x_clean[j][None]  # (1, T_j, F): the padded functions' layout, nothing padded
+        if self.warp or self.masking:
+            rng = np.random.default_rng([self.seed, 6, self.epoch, int(j)])
             if self.warp:
-                x = frequency_warp_sequences(x, self.rng, self.config, self.warp)
+                x = frequency_warp(x, self.lengths[j:j + 1], rng, self.config, self.warp)
             if self.masking:
-                x = spec_augment_sequences(x, self.rng)
-            self._drawn, self._drawn_x = self._drawn + 1, x
-        self._x = self._drawn_x
-        order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
-        self._batches = self.plan.epoch(order, np.random.default_rng([self.seed, 6, self.epoch]))
+                x = spec_augment(x, self.lengths[j:j + 1], rng)
+        return x[0]
 
     def __getitem__(self, i):
-        if self._x is None:
-            self._draw()
+        from .. import distributed
+
+        if self._batches is None:
+            order = np.random.default_rng([self.seed, 5, self.epoch]).permutation(len(self.labels))
+            self._batches = self.plan.epoch(order, np.random.default_rng([self.seed, 6, self.epoch]))
         idx = self._batches[i]
-        return [self._x[j] for j in idx], self.labels[idx]
+        mine = set(range(len(idx)))
+        if distributed.active() is not None:  # the rows fit gives this rank (by their lengths)
+            mine = set(distributed.rows(len(idx), distributed.rank(), distributed.size(),
+                                        self.lengths[idx]).tolist())
+        return ([self._augmented(j) if r in mine else self.x_clean[j] for r, j in enumerate(idx)],
+                self.labels[idx])
 
 
 class _InferenceBatches:
@@ -289,8 +294,10 @@ class _EpochHooks(Callback):
         self.data.seek(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
+        from .. import distributed
+
         self.completed = epoch + 1
-        if self.save:
+        if self.save and distributed.is_chief():  # one writer: rank 0
             self.classifier.save(self.save)
             self.saved_epoch = epoch + 1
 
@@ -344,6 +351,7 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
     result is the uninterrupted run's. ``resumed_from``: the file ``model`` came from
     (when ``save`` is that file, an interruption before the next epoch ends keeps it).
     """
+    from .. import distributed
     from .._core.threads import get_num_threads
 
     if list(train_set.label_names) != list(test_set.label_names):
@@ -403,6 +411,7 @@ def train_classifier(train_set, test_set, features=DEFAULT_FEATURES, cell=_D["ce
         feature_seconds=round(feature_seconds, 3),
         train_samples_per_second=round((epochs - initial_epoch) * len(train_set) / train_seconds, 1),
         threads=get_num_threads(),
+        ranks=distributed.size(),  # MPI ranks that trained (1: this process alone)
         test_accuracy=test["accuracy"],
         test_loss=test["loss"],
         test_errors=int(wrong.size),

@@ -63,13 +63,43 @@ def main(argv=None):
             return args.run(args) or 0
     except KeyboardInterrupt as exc:
         # TrainingInterrupted says which checkpoint was kept; a bare Ctrl-C says nothing more.
-        print(f"rnnkernels: {one_line(exc) if str(exc) else 'interrupted'}", file=sys.stderr)
+        # Under mpiexec every rank stops after the same batch: rank 0 says so.
+        if _rank() == 0:
+            print(f"rnnkernels: {one_line(exc) if str(exc) else 'interrupted'}", file=sys.stderr)
         return EXIT_TERMINATED if getattr(exc, "signum", None) == signal.SIGTERM else EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse --help / errors
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    except (CommandError, ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"rnnkernels: error: {one_line(exc)}", file=sys.stderr)
+    except (CommandError, ValueError, TypeError, OSError, ImportError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _is_distributed_error(exc):
+            raise
+        rank = _rank()
+        if _is_launch_error(exc):  # every rank raised it alike: one line, from rank 0
+            if rank == 0:
+                print(f"rnnkernels: error: {one_line(exc)}", file=sys.stderr)
+        else:
+            where = f"rank {rank}: " if _size() > 1 and not _is_distributed_error(exc) else ""
+            print(f"rnnkernels: error: {where}{one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _rank():
+    from ..distributed.launch import launched_rank
+    return launched_rank()
+
+
+def _size():
+    from ..distributed.launch import launched_size
+    return launched_size()
+
+
+def _is_launch_error(exc):
+    from ..distributed import LaunchError
+    return isinstance(exc, LaunchError)
+
+
+def _is_distributed_error(exc):
+    from ..distributed import DistributedError
+    return isinstance(exc, DistributedError)
 
 
 

@@ -100,9 +100,17 @@ def add_parser(sub):
 
 
 def run(args):
+    from .. import distributed
     from .._core.threads import get_num_threads
     from ..audio import recipes
     from ..audio.features import FeatureConfig
+
+    # under mpiexec -n N: N ranks train together; rank 0 alone prints and writes files
+    strategy = distributed.active()
+    chief = strategy is None or strategy.is_chief
+    if strategy is not None:  # a bad launch fails before the data loads
+        from ..distributed.partition import check_launch
+        check_launch(strategy.size, batch_size=args.batch_size)
 
     if args.test_data and not args.data:
         raise CommandError("--test-data needs --data (the training folder)")
@@ -122,9 +130,10 @@ def run(args):
         done = resume.model.epochs_trained
         _continue_with_options(resume.model, args)
         describe["resumed_from"] = {"path": args.resume, "epochs_trained": done}
-    if not args.quiet:
+    ranks = "" if strategy is None else f"{strategy.size} MPI ranks x "
+    if not args.quiet and chief:
         print(f"rnnkernels {__version__}: {len(train_set)} training and {len(test_set)} test files "
-              f"({split_desc}), {get_num_threads()} threads"
+              f"({split_desc}), {ranks}{get_num_threads()} threads"
               + (f"; resuming {args.resume!r} after epoch {done}" if resume is not None else ""))
     result = recipes.train_classifier(
         train_set, test_set, features, cell=args.cell, hidden=args.hidden, layers=args.layers,
@@ -134,6 +143,8 @@ def run(args):
         describe=describe, model=None if resume is None else resume.model, initial_epoch=done,
         resumed_from=args.resume)
     result.report["command_options"] = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    if not chief:
+        return 0
     _print_summary(result, sys.stdout)
     if args.report:
         write_json(args.report, result.report, indent=2)
@@ -321,7 +332,8 @@ def _print_summary(result, out):
         ("features", r["features_summary"]),
         ("train / test files", f"{r['n_train']} / {r['n_test']}"),
         ("epochs", _epochs_row(r)),
-        ("threads", str(r["threads"])),
+        ("threads", str(r["threads"]) if r.get("ranks", 1) == 1
+         else f"{r['threads']} per rank, {r['ranks']} MPI ranks (global batch split over them)"),
         ("train time", f"{r['train_seconds']:.1f} s ({r['train_samples_per_second']:.0f} samples/s)"),
         ("final train accuracy", f"{r['history']['accuracy'][-1]:.4f}"),
         ("test loss", f"{r['test_loss']:.4f}"),

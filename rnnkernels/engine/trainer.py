@@ -24,11 +24,18 @@ not weighted; those given as ``weighted_metrics=`` are, ``sum(weight * score) /
 sum(weight)`` (as in Keras 3, which also names them ``weighted_<name>`` when an
 unweighted metric has the same name).
 
-Reproducibility: ``Sequential(seed=...)`` fixes the initial weights, and each
-epoch's shuffling and dropout masks come from a generator seeded by
-``(seed, epoch)``; every computation has a fixed order, so a seed gives
+Reproducibility: ``Sequential(seed=...)`` fixes the initial weights, each
+epoch's shuffling comes from a generator seeded by ``(seed, epoch)`` and each
+sample's dropout masks from ``(seed, epoch, the sample's index)`` (for a
+dataset, its batch and row: rnnkernels/_util/keyed_random.py), so they do not
+depend on the batch a sample lands in nor on how many processes share it;
+every computation has a fixed order, so a seed gives
 bitwise-identical training for any thread count, and resuming from a
 checkpoint at epoch ``k`` continues exactly as the uninterrupted run.
+
+Launched by ``mpiexec -n N`` (N > 1), fit trains data-parallel over the N
+ranks (rnnkernels.distributed: each rank takes its rows of every global batch of
+``batch_size``); the hooks below that read ``self._dist`` are all it takes.
 
 Ctrl-C during :meth:`Sequential.fit` (called in the main thread, with Python's
 default SIGINT handler in place) is deferred to the end of the current training
@@ -46,6 +53,7 @@ from a checkpoint.  The previous SIGINT handler is back when fit returns or
 raises.  A second Ctrl-C raises ``KeyboardInterrupt`` at once, wherever it
 lands (possibly inside a batch's update).
 """
+import contextlib
 import copy
 import math
 import sys
@@ -53,8 +61,9 @@ import time
 
 import numpy as np
 
-from .. import losses, metrics as metrics_module, optimizers
+from .. import distributed, losses, metrics as metrics_module, optimizers
 from .._core.blas import pin_blas
+from .._util.keyed_random import KeyedRandom, dataset_sample_ids
 from ..callbacks import Callback, History
 from ..layers.core import time_mask
 from .data_adapter import DataAdapter, dataset_hook, dataset_length, is_dataset
@@ -73,6 +82,7 @@ def _metric_list(metrics):
 
 class Trainer(DataAdapter):
     """Training, evaluation and prediction over the model's ``layers``."""
+    _dist = None  # the distributed strategy while fit runs on several ranks
 
     # compiling ------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, weighted_metrics=None):
@@ -134,8 +144,8 @@ class Trainer(DataAdapter):
 
     # running --------------------------------------------------------------
     def _forward(self, x, training, lengths, rng=None):
-        for layer in self.layers:
-            layer.rng = rng
+        for i, layer in enumerate(self.layers):
+            layer.rng = rng.child(i) if isinstance(rng, KeyedRandom) else rng
             out = layer.forward(x, training=training, lengths=lengths)
             lengths = layer.output_lengths(lengths)
             x = out
@@ -149,25 +159,43 @@ class Trainer(DataAdapter):
 
     def _loss(self, y, out, lengths, with_grad, sample_weight=None):
         weights = self._position_weights(out, lengths)
+        kw = {}
+        if self._dist is not None:  # this rank's share of the global batch's loss
+            kw["count"] = self._dist.loss_count(out, weights)
         if self._fused():
             value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights,
-                                                               sample_weight=sample_weight)
+                                                               sample_weight=sample_weight, **kw)
         else:
-            value, grad = self.loss.value_and_grad(y, out, weights, sample_weight)
+            value, grad = self.loss.value_and_grad(y, out, weights, sample_weight, **kw)
         return value, grad, weights
 
     def _train_step(self, x, y, lengths, rng, sample_weight=None):
+        if self._dist is not None and x.shape[0] == 0:  # this rank has no rows of the batch
+            return self._dist.idle_train_step(self, self._sequence_output())
         out, out_lengths = self._forward(x, True, lengths, rng)
         value, grad, weights = self._loss(y, out, out_lengths, True, sample_weight)
+        sync = None if self._dist is None else self._dist.gradient_sync()
         layers = self.layers
         if self._fused():
             grad = layers[-1].backward_from_logits(grad)
             layers = layers[:-1]
+            if sync is not None:
+                sync.ready(self.layers[-1])
         for layer in reversed(layers):
             grad = layer.backward(grad)
+            if sync is not None:  # its gradients start their all-reduce now
+                sync.ready(layer)
+        if sync is not None:  # metrics first: their sums travel with the last bucket
+            self._update_metrics(y, out, weights, sample_weight)
+            value = self._dist.finish_step(self, sync, value)
         self.optimizer.apply_gradients(self.trainable_params(), self._trainable_grads())
-        self._update_metrics(y, out, weights, sample_weight)
+        if sync is None:
+            self._update_metrics(y, out, weights, sample_weight)
         return value
+
+    def _sequence_output(self):
+        """Whether the model's output keeps the time axis (one loss term per step)."""
+        return len(self.layers[-1].output_shape) >= 2
 
     def _epoch_rng(self, epoch):
         return np.random.default_rng([self.seed, 1, epoch])
@@ -175,8 +203,10 @@ class Trainer(DataAdapter):
 
     def _logs(self, loss_tracker, prefix=""):
         logs = {prefix + "loss": loss_tracker.result()}
-        for m in self.metrics:
-            logs[prefix + m.name] = m.result()
+        results = ([m.result() for m in self.metrics] if self._dist is None
+                   else self._dist.metric_results(self))  # over every rank's rows
+        for m, r in zip(self.metrics, results):
+            logs[prefix + m.name] = r
         return logs
 
     @staticmethod
@@ -258,12 +288,18 @@ class Trainer(DataAdapter):
             if n == 0:
                 raise ValueError("x: expected at least one training sample, got 0")
             n_batches = -(-n // batch_size)
+        dist = distributed.active()  # None: this process alone
+        if dist is not None:
+            dist.check_fit(self, None if dataset else n, None if dataset else batch_size, n_batches)
+            verbose = dist.verbose(verbose)
         history = History()
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks: expected Callback instances, got {type(cb).__name__}")
         callbacks.append(history)
+        if dist is not None:
+            callbacks = dist.callbacks(callbacks)  # files are written by rank 0
         for cb in callbacks:
             cb.set_model(self)
         self.history = history
@@ -271,7 +307,8 @@ class Trainer(DataAdapter):
         from tqdm.auto import tqdm
 
         dataset_samples = None  # samples per epoch of a dataset, known after its first epoch
-        with pin_blas(1), deferred_interrupts(self):
+        with pin_blas(1), (dist.training(self) if dist else contextlib.nullcontext()), \
+                deferred_interrupts(self):
             for cb in callbacks:
                 cb.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
@@ -299,20 +336,26 @@ class Trainer(DataAdapter):
                             xb, yb, lb, wb = self._dataset_batch(x, int(order[batch]), class_weight, "x")
                             if bar.total is None:  # until the first epoch ends: an estimate
                                 bar.total = n_batches * xb.shape[0]
+                            ids = dataset_sample_ids(x, int(order[batch]), xb.shape[0])
                         else:
                             sl = slice(batch * batch_size, (batch + 1) * batch_size)
+                            ids = np.arange(sl.start, min(sl.stop, n))
                             if order is not None:
-                                sl = order[sl]
+                                sl = ids = order[sl]
                             xb, yb = x[sl], y[sl]
                             lb = None if lengths is None else lengths[sl]
                             wb = None if sample_weight is None else sample_weight[sl]
-                        value = self._train_step(xb, yb, lb, rng, wb)
-                        tracker.update(value, xb.shape[0])
-                        seen += xb.shape[0]
+                        nb = xb.shape[0]  # the global batch's size
+                        if dist is not None:
+                            xb, yb, lb, wb, ids = dist.share(nb, xb, yb, lb, wb, ids, cost=lb)
+                        masks = KeyedRandom((self.seed, 1, epoch), ids, batch_key=batch)
+                        value = self._train_step(xb, yb, lb, masks, wb)
+                        tracker.update(value, nb)
+                        seen += nb
                         logs = self._logs(tracker)
                         for cb in callbacks:
                             cb.on_train_batch_end(batch, logs)
-                        bar.update(xb.shape[0])
+                        bar.update(nb)
                         bar.set_postfix_str(self._format_logs(logs), refresh=False)
                         if self._interrupted:
                             raise KeyboardInterrupt
@@ -332,6 +375,8 @@ class Trainer(DataAdapter):
                     print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - started:.1f}s - "
                           f"{self._format_logs(logs)}", flush=True)
                 self.epochs_trained = epoch + 1
+                if dist is not None:
+                    dist.epoch_end(self, epoch)  # the ranks' weights are bitwise the same
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
                 if self._interrupted:
@@ -344,10 +389,19 @@ class Trainer(DataAdapter):
 
 
     def _evaluate_batch(self, tracker, x, y, lengths, sample_weight):
+        n = x.shape[0]
+        if self._dist is not None:  # this rank's rows; the loss shares are summed
+            x, y, lengths, sample_weight = self._dist.share(n, x, y, lengths, sample_weight, cost=lengths)
+            if x.shape[0] == 0:
+                if self._sequence_output():
+                    self._dist.global_count(0)
+                tracker.update(self._dist.sum_scalar(0.0), n)
+                return n
         out, out_lengths = self._forward(x, False, lengths)
-        tracker.update(self._loss(y, out, out_lengths, False, sample_weight)[0], out.shape[0])
+        value = self._loss(y, out, out_lengths, False, sample_weight)[0]
+        tracker.update(value if self._dist is None else self._dist.sum_scalar(value), n)
         self._update_metrics(y, out, self._position_weights(out, out_lengths), sample_weight)
-        return out.shape[0]
+        return n
 
     def _evaluate_data(self, data, batch_size, prefix="", verbose=0, argument="validation_data"):
         """Logs (loss and metrics, keys prefixed) over arrays ``(x, y, lengths, sample_weight)``
@@ -444,7 +498,7 @@ class Trainer(DataAdapter):
     def __call__(self, x, training=False, lengths=None):
         x, lengths = self._prepare_x(x, lengths)
         self._ensure_built(x.shape[1:])
-        return self._forward(x, training, lengths, np.random.default_rng([self.seed, 3]))[0]
+        return self._forward(x, training, lengths, KeyedRandom((self.seed, 3), np.arange(x.shape[0])))[0]
 
     def train_on_batch(self, x, y, lengths=None, sample_weight=None, class_weight=None):
         """One optimizer step on this batch; returns the loss (and metrics, as a list), computed
@@ -460,8 +514,8 @@ class Trainer(DataAdapter):
             m.reset()
         with pin_blas(1):
             value = self._train_step(x, y, lengths,
-                                     np.random.default_rng([self.seed, 2, self.optimizer.iterations]),
-                                     sample_weight)
+                                     KeyedRandom((self.seed, 2, self.optimizer.iterations),
+                                                 np.arange(x.shape[0])), sample_weight)
         return value if not self.metrics else [value] + [m.result() for m in self.metrics]
 
     def test_on_batch(self, x, y, lengths=None, sample_weight=None):

@@ -18,6 +18,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .._util.keyed_random import KeyedRandom
+
 _counters = defaultdict(itertools.count)
 _default_rng = np.random.default_rng()
 
@@ -91,6 +93,18 @@ class Layer:
 
     def _random(self):
         return self.rng if self.rng is not None else _default_rng
+
+    def _uniform(self, shape, batch_axis=0):
+        """Uniforms in [0, 1) of ``shape`` for this training call's masks.  Under fit the
+        layer's generator is a :class:`~rnnkernels._util.keyed_random.KeyedRandom`: each
+        sample's values (``batch_axis`` runs over the samples; None: one draw shared by
+        the batch) depend on the sample, not on its batch or position, so training gives
+        the same masks in one process or split over many; a numpy Generator draws in
+        call order."""
+        rng = self._random()
+        if isinstance(rng, KeyedRandom):
+            return rng.random(shape, batch_axis)
+        return rng.random(shape)
 
     def _check_input(self, x, ndim=None):
         if not isinstance(x, np.ndarray):

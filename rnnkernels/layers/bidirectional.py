@@ -3,6 +3,7 @@ backward over each sequence's valid span, the outputs merged."""
 import numpy as np
 
 from .._core.pair import run_pair
+from .._util.keyed_random import KeyedRandom
 from .base import Layer
 from .recurrent import _RECURRENT, _Recurrent
 
@@ -195,7 +196,10 @@ class Bidirectional(Layer):
                 layer.states = [np.array(f) for f in finals]
             return y_tm, finals
 
-        fwd.rng = bwd.rng = self.rng
+        if isinstance(self.rng, KeyedRandom):  # a stream per direction: they may run at once
+            fwd.rng, bwd.rng = self.rng.child(0), self.rng.child(1)
+        else:
+            fwd.rng = bwd.rng = self.rng
         outs, finals_all = [], []
         for y_tm, finals in self._both_directions(
                 lambda: direction(fwd, False, starts[0]), lambda: direction(bwd, True, starts[1]),
@@ -256,7 +260,8 @@ class Bidirectional(Layer):
     def _both_directions(self, forward_task, backward_task, training):
         """``[forward_task(), backward_task()]``, at the same time when neither
         direction draws dropout masks (they come from one generator, in a fixed order)."""
-        draws = training and any(l.draws_masks() for l in (self.forward_layer, self.backward_layer))
+        draws = training and not isinstance(self.rng, KeyedRandom) and any(
+            l.draws_masks() for l in (self.forward_layer, self.backward_layer))
         return run_pair(forward_task, backward_task, concurrent_ok=not draws)
 
     def output_lengths(self, lengths):

@@ -157,7 +157,8 @@ class Dropout(Layer):
             return x
         shape = x.shape if self.noise_shape is None else tuple(
             s if n is None else n for s, n in zip(x.shape, self.noise_shape))
-        keep = self._random().random(shape) >= self.rate
+        shared = self.noise_shape is not None and self.noise_shape[0] == 1  # one mask for the batch
+        keep = self._uniform(shape, None if shared else 0) >= self.rate
         self._mask = keep.astype(self.dtype) * self.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
@@ -344,7 +345,10 @@ class BatchNormalization(_AffineMixin, Layer):
     """Batch normalization over the last axis (Keras semantics: batch statistics in training,
     moving averages at inference, ``moving = momentum * moving + (1 - momentum) * batch``).
     For ``(B, T, F)`` input with lengths, statistics use the valid steps only.
-    Weights: ``[gamma, beta, moving_mean, moving_variance]`` (the last two are not trained)."""
+    Weights: ``[gamma, beta, moving_mean, moving_variance]`` (the last two are not trained).
+    In data-parallel training the statistics are those of the global batch: the sums are
+    reduced over the ranks (``_reduce``, set by rnnkernels.distributed), forward and backward."""
+    _reduce = None
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, **kwargs):
         super().__init__(**kwargs)
@@ -384,9 +388,16 @@ class BatchNormalization(_AffineMixin, Layer):
                 w = time_mask(lengths, x.shape[1], self.dtype).reshape(-1, 1)
             else:
                 w = np.ones((flat.shape[0], 1), self.dtype)
-            n = max(float(w.sum()), 1.0)
-            mean = (flat * w).sum(axis=0) / n
-            var = (((flat - mean) ** 2) * w).sum(axis=0) / n
+            count, total = float(w.sum()), (flat * w).sum(axis=0)
+            if self._reduce is not None:  # data-parallel: the statistics of the global batch
+                count, total = self._reduce(np.array([count]), total)
+                count = float(count[0])
+            n = max(count, 1.0)
+            mean = total / n
+            squares = (((flat - mean) ** 2) * w).sum(axis=0)
+            if self._reduce is not None:
+                squares, = self._reduce(squares)
+            var = squares / n
             m = self.dtype.type(self.momentum)
             self.moving_mean[...] = self.moving_mean * m + mean * (1 - m)
             self.moving_variance[...] = self.moving_variance * m + var * (1 - m)
@@ -406,8 +417,11 @@ class BatchNormalization(_AffineMixin, Layer):
         # the statistics come from the valid positions (weight w) but every output uses them
         w, n, xhat = self._w, self._n, self._xhat
         axes = tuple(range(dy.ndim - 1))
-        mean_dy = dy.sum(axis=axes) / n
-        mean_dy_xhat = (dy * xhat).sum(axis=axes) / n
+        sum_dy, sum_dy_xhat = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+        if self._reduce is not None:
+            sum_dy, sum_dy_xhat = self._reduce(sum_dy, sum_dy_xhat)
+        mean_dy = sum_dy / n
+        mean_dy_xhat = sum_dy_xhat / n
         return self._inv * (dy - w * (mean_dy + xhat * mean_dy_xhat))
 
     def get_config(self):

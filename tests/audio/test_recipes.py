@@ -44,28 +44,30 @@ def test_each_epoch_serves_every_utterance_once_with_its_real_frames():
     assert orders == [list(np.random.default_rng([3, 5, e]).permutation(10)) for e in range(3)]
 
 
-def test_epoch_draws_are_the_seeded_sequence_and_seek_skips_to_the_same_data():
+def test_each_utterance_draws_from_its_own_seeded_generator_and_seek_goes_anywhere():
     pytest.importorskip("librosa")  # frequency_warp
     x, lengths, labels = _padded()
-    reference, rng = [], np.random.default_rng(7)  # what _EpochHooks drew before each epoch
-    for _ in range(3):
-        reference.append(spec_augment(frequency_warp(x, lengths, rng, CONFIG, 0.1), lengths, rng))
+
+    def reference(epoch, j):  # an utterance's draws: (seed, 6, epoch, utterance), nothing else
+        rng = np.random.default_rng([7, 6, epoch, j])
+        one = frequency_warp(x[j:j + 1, :lengths[j]], lengths[j:j + 1], rng, CONFIG, 0.1)
+        return spec_augment(one, lengths[j:j + 1], rng)[0]
+
     data = recipes._AugmentedBatches([x[i, :n] for i, n in enumerate(lengths)], labels, 4, seed=7, config=CONFIG, masking=True, warp=0.1)
+    served = []
     for epoch in range(3):
         order, feats, _ = _epoch(data)
         for j, f in zip(order, feats):
-            np.testing.assert_array_equal(f, reference[epoch][j, :lengths[j]])
-        assert not np.array_equal(reference[epoch], x)
+            np.testing.assert_array_equal(f, reference(epoch, j))
+        assert not all(np.array_equal(f, x[j, :lengths[j]]) for j, f in zip(order, feats))
+        served.append(feats)
         data.on_epoch_end()
     resumed = recipes._AugmentedBatches([x[i, :n] for i, n in enumerate(lengths)], labels, 4, seed=7, config=CONFIG, masking=True, warp=0.1)
-    resumed.seek(2)  # fit(initial_epoch=2)
-    order, feats, _ = _epoch(resumed)
-    for j, f in zip(order, feats):
-        np.testing.assert_array_equal(f, reference[2][j, :lengths[j]])
-    with pytest.raises(ValueError, match="epoch 2 is drawn already, cannot go back to epoch 1"):
-        resumed.seek(1)
-    resumed.seek(2)  # the same epoch again is fine
-    np.testing.assert_array_equal(_epoch(resumed)[1][0], feats[0])
+    for epoch in (2, 1, 2):  # fit(initial_epoch=2), and back: nothing is drawn ahead
+        resumed.seek(epoch)
+        feats = _epoch(resumed)[1]
+        for a, b in zip(feats, served[epoch]):
+            np.testing.assert_array_equal(a, b)
 
 
 def _tones(n_per_class=6, seed=0):
@@ -87,25 +89,28 @@ def test_train_classifier_is_reproducible_from_its_seed_with_fresh_augmentation_
     pytest.importorskip("librosa")
     train, test = _tones(), _tones(2, seed=1)
     masks = []
-    real = recipes.spec_augment_sequences
+    real = recipes.spec_augment
 
-    def spy(sequences, rng, *args, **kwargs):
-        out = real(sequences, rng, *args, **kwargs)
-        masks.append(np.concatenate(out))
+    def spy(batch, lengths, rng, *args, **kwargs):
+        out = real(batch, lengths, rng, *args, **kwargs)
+        masks.append(out)
         return out
 
-    monkeypatch.setattr(recipes, "spec_augment_sequences", spy)
+    monkeypatch.setattr(recipes, "spec_augment", spy)
 
     def run(seed):
         result = recipes.train_classifier(train, test, CONFIG, hidden=4, epochs=3, batch_size=5, seed=seed,
                                           verbose=0)
         return result.history, result.classifier.model.get_weights()
 
+    n = len(train)  # each utterance is augmented on its own (its own seeded draws)
     h1, w1 = run(3)
-    assert len(masks) == 3 and not np.array_equal(masks[0], masks[1])  # new masks every epoch
+    assert len(masks) == 3 * n
+    epoch_sums = [sum(float(m.sum()) for m in masks[e * n:(e + 1) * n]) for e in range(3)]
+    assert len(set(epoch_sums)) == 3  # new masks every epoch
     h2, w2 = run(3)
     assert h1 == h2 and all(np.array_equal(a, b) for a, b in zip(w1, w2))
-    np.testing.assert_array_equal(masks[0], masks[3])
+    np.testing.assert_array_equal(masks[0], masks[3 * n])
     h3, w3 = run(4)
     assert h3 != h1
     assert len(h1["loss"]) == 3 and set(h1) == {"loss", "accuracy", "val_loss", "val_accuracy"}

@@ -31,7 +31,9 @@ def _model(seed=1, input_shape=(None, F)):
 
 
 class Batches:
-    """Fixed batches of the arrays; records what fit asks for."""
+    """Fixed batches of the arrays; records what fit asks for.  ``batch_size`` keys each
+    row's dropout masks by its index in the arrays (keyed_random.dataset_sample_ids)."""
+    batch_size = BS
 
     def __init__(self, x, y, weights=None, lengths=None, ragged=False, hooks=True):
         self.x, self.y, self.weights, self.lengths, self.ragged = x, y, weights, lengths, ragged
@@ -207,6 +209,8 @@ def test_a_keras_py_dataset_trains_as_the_same_arrays():
     x, y, _, w = _data()
 
     class KerasBatches(keras.utils.PyDataset):
+        batch_size = BS  # rows keyed by their index in the arrays, as Batches
+
         def __init__(self):
             super().__init__()
             self.ends = 0
