@@ -244,13 +244,13 @@ def test_warp_and_pooling_reach_the_recipe(capsys, tmp_path, digit_folder, monke
     from rnnkernels.models import load_model
 
     warps = []
-    real_warp = recipes.frequency_warp_sequences
+    real_warp = recipes.frequency_warp
 
-    def spy(sequences, rng, config, max_warp=0.1):
+    def spy(batch, lengths, rng, config, max_warp=0.1):
         warps.append(max_warp)
-        return real_warp(sequences, rng, config, max_warp)
+        return real_warp(batch, lengths, rng, config, max_warp)
 
-    monkeypatch.setattr(recipes, "frequency_warp_sequences", spy)
+    monkeypatch.setattr(recipes, "frequency_warp", spy)
     report, model = tmp_path / "r.json", tmp_path / "m.rnk"
     code, out, err = run_cli(capsys, *_tiny(digit_folder, "--epochs", "2", "--warp", "0.05",
                                             "--pooling", "last", "--report", str(report),
