@@ -203,3 +203,19 @@ def test_stateful_carries_states_between_calls():
     theirs.reset_state()
     x = rng.standard_normal(x_shape)
     np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_results_do_not_depend_on_the_thread_count(cell):
+    import rnnkernels
+    ours_cls, theirs_cls, base = CELLS[cell]
+    rng = np.random.default_rng(9)
+    _, ours = pair(keras, ours_cls, theirs_cls, (6, 9, 5), "float32", rng, units=13, return_sequences=True, **base)
+    x = rng.standard_normal((6, 9, 5)).astype("float32")
+    runs = []
+    for n in (1, 2):
+        with rnnkernels.num_threads(n):
+            outs, grads = run(ours, x, lambda layer: layer.trainable_weights)
+        runs.append(outs + grads)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
