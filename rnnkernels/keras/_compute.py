@@ -36,8 +36,7 @@ _BACKWARD = {"lstm": ops.lstm_backward, "gru": ops.gru_backward, "rnn": ops.rnn_
 
 
 class Spec:
-    """What one layer computes: the cell and the options that shape the arrays.
-    Hashable, so the adapters may key compiled functions on it."""
+    """What one layer computes: the cell and the options that shape the arrays."""
     __slots__ = ("kind", "units", "use_bias", "reset_after", "nonlinearity", "go_backwards",
                  "return_sequences", "zero_output_for_mask")
 
@@ -49,15 +48,6 @@ class Spec:
         self.go_backwards, self.return_sequences = bool(go_backwards), bool(return_sequences)
         self.reset_after, self.nonlinearity = bool(reset_after), nonlinearity
         self.zero_output_for_mask = bool(zero_output_for_mask)
-
-    def _key(self):
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __eq__(self, other):
-        return isinstance(other, Spec) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
 
     @property
     def n_states(self):

@@ -5,7 +5,8 @@ Kept in this one file on purpose: ``rnnkernels.torch`` registers the kernels as 
 in one tree this adapter can call that op instead, and nothing else in
 :mod:`rnnkernels.keras` changes.  Tensors cross as NumPy views (``Tensor.numpy()``, no
 copy for CPU float32/float64); the kernels' cache lives on the autograd context, so it
-goes when the graph does.  Double backward is refused.
+goes when the graph does, and is kept only when a gradient can come (grad mode on and an
+input that requires one).  Double backward (``create_graph=True``) raises a RuntimeError that says so.
 """
 import numpy as np
 import torch
@@ -32,19 +33,20 @@ class _KerasRNN(torch.autograd.Function):
         last, outputs, finals, cache = _compute.forward(
             spec, _numpy(x), [_numpy(s) for s in states], _numpy(kernel), _numpy(recurrent_kernel),
             _numpy(bias), lengths, recurrent_mask, training)
-        ctx.cache, ctx.spec, ctx.n_states = cache, spec, n_states
-        ctx.forward_inputs = (x, states, kernel, recurrent_kernel, bias, lengths, recurrent_mask)
+        ctx.cache, ctx.spec = cache, spec
+        if last is finals[0]:  # two outputs, two tensors (no shared storage between them)
+            last = last.copy()
         outs = [_tensor(last)] + ([_tensor(outputs)] if spec.return_sequences else [])
         return tuple(outs + [_tensor(s) for s in finals])
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, *upstream):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise RuntimeError("rnnkernels.keras: double backward (create_graph=True through the "
+                               "recurrent layer) is not supported; the kernels compute first derivatives")
         spec, cache = ctx.spec, ctx.cache
-        if cache is None:  # forward ran with gradients off: recompute
-            x, states, kernel, recurrent_kernel, bias, lengths, mask = ctx.forward_inputs
-            cache = _compute.forward(spec, _numpy(x), [_numpy(s) for s in states], _numpy(kernel),
-                                     _numpy(recurrent_kernel), _numpy(bias), lengths, mask, True)[3]
+        if cache is None:  # not reachable: apply() records no graph when nothing needs a gradient
+            raise RuntimeError("rnnkernels.keras: no forward cache for this backward")
         ups = [_numpy(g) for g in upstream]
         d_last, d_out = ups[0], (ups[1] if spec.return_sequences else None)
         d_states = ups[1 + spec.return_sequences:]

@@ -90,4 +90,13 @@ m_theirs.set_weights(m_ours.get_weights())
 h_ours = m_ours.fit(xs, ys, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
 h_theirs = m_theirs.fit(xs, ys, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
 results["fit losses"] = [h_ours, h_theirs, m_ours.layers[0].last_path]
+# double backward is refused with a clear error
+layer = LSTM(3, dtype="float64")
+xd = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+try:
+    (g,) = torch.autograd.grad(layer(xd).sum(), xd, create_graph=True)
+    g.sum().backward()
+    results["double backward"] = "allowed"
+except RuntimeError as exc:
+    results["double backward"] = str(exc)
 print(json.dumps(results))
