@@ -26,7 +26,7 @@ from keras import activations, ops as kops
 
 from . import _compute
 
-__all__ = ["LSTM", "GRU", "SimpleRNN", "Bidirectional"]
+__all__ = ["LSTM", "GRU", "SimpleRNN", "Bidirectional", "convert"]
 
 _BACKENDS = ("tensorflow", "torch")
 _FLOATS = ("float32", "float64")
@@ -238,3 +238,27 @@ class Bidirectional(keras.layers.Bidirectional):
             backward_layer = _on_kernels(backward_layer)  # (a built one is used as it is, as Keras does)
         super().__init__(layer, merge_mode=merge_mode, weights=weights, backward_layer=backward_layer,
                          **kwargs)
+
+
+def convert(model):
+    """A copy of a Sequential or functional Keras ``model`` in which every
+    ``keras.layers.LSTM``, ``GRU``, ``SimpleRNN`` and ``Bidirectional`` is ours, with the same
+    weights (``keras.models.clone_model``: the copy is not compiled; compile it as the original
+    was).  Also how a ``.keras`` file saved with Keras's layers moves onto the kernels:
+    ``convert(keras.saving.load_model(path))``."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model: expected a keras.Model (Sequential or functional), got {type(model).__name__}")
+
+    def clone(layer):
+        cls = _OURS.get(type(layer))
+        if cls is None and type(layer) is keras.layers.Bidirectional:
+            cls = Bidirectional
+        cls = cls or type(layer)
+        new = cls.from_config(layer.get_config())
+        if hasattr(layer, "use_cudnn") and hasattr(new, "use_cudnn"):
+            new.use_cudnn = layer.use_cudnn
+        return new
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    new.set_weights(model.get_weights())
+    return new

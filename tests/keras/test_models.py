@@ -9,6 +9,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+import rnnkernels.keras as rk  # noqa: E402
 from rnnkernels.keras import _tf, GRU, LSTM, Bidirectional, SimpleRNN  # noqa: E402
 
 
@@ -147,3 +148,31 @@ def test_inference_keeps_no_cache_and_gradients_of_it_recompute():
         _tf.STORE_ENTRIES = old
         while len(_tf.store):
             _tf.store.pop(next(iter(_tf.store._items)))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_convert_swaps_keras_layers_and_keeps_weights(tmp_path, functional):
+    x, y = data()
+    keras.utils.set_random_seed(3)
+    if functional:
+        inputs = keras.Input((9, 4))
+        h = keras.layers.Masking(0.0)(inputs)
+        h = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(h)
+        h = keras.layers.SimpleRNN(4)(h)
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    else:
+        model = keras.Sequential([keras.Input((9, 4)), keras.layers.LSTM(6, return_sequences=True),
+                                  keras.layers.GRU(5), keras.layers.Dense(3, activation="softmax")])
+    path = str(tmp_path / "keras.keras")
+    model.save(path)
+    converted = rk.convert(keras.saving.load_model(path))
+    kinds = {type(l) for l in converted.layers}
+    assert not kinds & {keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN, keras.layers.Bidirectional}
+    assert kinds & {LSTM, GRU, SimpleRNN, Bidirectional}
+    np.testing.assert_allclose(converted.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    rnn = [l for l in converted.layers if isinstance(l, (LSTM, GRU, SimpleRNN))]
+    assert all(l.last_path.startswith("rnnkernels") for l in rnn)
+    converted.compile(optimizer="adam", loss="categorical_crossentropy")
+    converted.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    with pytest.raises(TypeError, match="model: expected a keras.Model"):
+        rk.convert(keras.layers.LSTM(3))
