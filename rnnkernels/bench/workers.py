@@ -23,7 +23,9 @@ def _worker_env(extra=None):
     """Environment for a child ``python -m rnnkernels.bench``: it must import
     this very rnnkernels (a source tree is not necessarily installed)."""
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the folder holding the rnnkernels package (not the package itself: on sys.path its
+    # subpackages rnnkernels/keras and rnnkernels/torch would shadow keras and torch)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.update(extra or {})
     return env
