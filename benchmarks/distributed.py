@@ -24,6 +24,7 @@ the best two ranks can do on this machine, now, is printed beside what they did.
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -129,7 +130,8 @@ def ceiling(repeats=5):
         if n > 1:
             cmd = [MPIEXEC, "-n", str(n)] + cmd
         out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
-        return max(json.loads(l)["wall_s"] for l in out.stdout.splitlines() if l.startswith("{"))
+        # two ranks' lines may interleave on the shared stdout: read the numbers alone
+        return max(float(v) for v in re.findall(r'"wall_s": ([0-9.eE+-]+)', out.stdout))
     alone, together = [], []
     for _ in range(repeats):
         alone.append(run(1))

@@ -10,7 +10,7 @@ opts out.  Install with ``pip install 'rnnkernels[mpi]'`` (mpi4py and MPICH).
 docs/distributed.md has the design, the exactness bound and the fault rules.
 
 One module per concern: ``launch`` (was this process launched, how many ranks
-on the node), ``comm`` (mpi4py, polled waits with deadlines), ``partition``
+on the node), ``comm`` (mpi4py, waits with deadlines), ``partition``
 (which rows a rank trains on), ``gradients`` (bucketed nonblocking
 all-reduce), ``state`` (broadcast and replica checks), ``watchdog`` (dead peers,
 signals), ``strategy`` (the hooks fit calls).

@@ -91,7 +91,8 @@ class Comm:
 
     # waiting ---------------------------------------------------------------
     def wait(self, requests, what="a collective"):
-        """Finish ``requests`` (a list), polling; a dead peer or the deadline raises."""
+        """Finish ``requests`` (a list); a dead peer or the deadline raises (or, in a blocking
+        wait, the watchdog stops the process)."""
         MPI = self.MPI
         started, cpu = time.perf_counter(), time.process_time()
         try:

@@ -7,8 +7,8 @@ unchanged) with the mpiexec of the installed MPI (the mpich wheel in CI); skippe
 where mpi4py or mpiexec is missing.  Oversubscribed on purpose: CI has 2 cores.
 
 Measured bounds (docs/distributed.md): float32 weights after 2 epochs differ from the
-one-process ones by at most 3.3e-7 of each array's largest entry (2 and 3 ranks),
-float64 by 2e-15 (8 ranks); asserted with margin at 2e-5 and 1e-12.
+one-process ones by at most 2.2e-7 of each array's largest entry (2 and 3 ranks),
+float64 by 1.1e-15 (8 ranks); asserted with margin at 2e-5 and 1e-12.
 """
 import os
 import shutil
