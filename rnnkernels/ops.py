@@ -335,9 +335,11 @@ def _identity_rows(n):
     return rows(n)
 
 
-def _backward(kind, cache, dy, dstates):
-    """The gradients of one forward call (its cache), as the public dict."""
+def _backward(kind, cache, dy, dstates, input_grad=True):
+    """The gradients of one forward call (its cache), as the public dict;
+    without ``input_grad`` no dX GEMM runs and "x" is None."""
     cache = _cache_for(cache, kind)
+    input_grad = _flag("input_grad", input_grad)
     plan, w = cache.plan, cache.weights
     H, I, P, G, dtype, N, B = cache.H, cache.I, cache.P, cache.G, cache.dtype, plan.N, plan.B
     GH = G * H
@@ -365,9 +367,11 @@ def _backward(kind, cache, dy, dstates):
     if cache.projection:
         a["dhp"] = _aligned_empty((N, P), dtype)
         a["dw_hr"] = _weight_grad((P, H), dtype, N)
-    a["dx"] = dx = plan.input_grad_buffer(I, dtype)
-    a["dx_rows"] = plan.x_rows
-    a["padding"] = plan.padding
+    dx = None
+    if input_grad:
+        a["dx"] = dx = plan.input_grad_buffer(I, dtype)
+        a["dx_rows"] = plan.x_rows
+        a["padding"] = plan.padding
     a["dw_ih"] = _weight_grad((GH, I), dtype, N)
     a["dw_hh"] = _weight_grad((GH, P), dtype, N)
     a["db"] = np.zeros(GH, dtype)
@@ -396,7 +400,7 @@ def _backward(kind, cache, dy, dstates):
         dw_hh[n_rows] = unperm(a["dw_hn"])[n_rows]
     db = unperm(a["db"])
     db_hh = unperm(a["db_hh"]) if kind == "gru" and cache.reset_after else db
-    grads = {"x": dx.reshape(plan.row_shape + (I,)), "h0": plan.from_sorted(dh)}
+    grads = {"x": None if dx is None else dx.reshape(plan.row_shape + (I,)), "h0": plan.from_sorted(dh)}
     if dc is not None:
         grads["c0"] = plan.from_sorted(dc)
     grads.update({"w_ih": unperm(a["dw_ih"]), "w_hh": dw_hh,
@@ -467,12 +471,13 @@ def lstm_forward_packed(data, batch_sizes, w_ih, w_hh, b_ih, b_hh, h0=None, c0=N
     return y, h_n, c_n, cache
 
 
-def lstm_backward(cache, dy, dh_n=None, dc_n=None):
+def lstm_backward(cache, dy, dh_n=None, dc_n=None, input_grad=True):
     """Gradients of an LSTM forward pass (padded or packed); returns a dict with
     keys x, h0, c0, w_ih, w_hh, b_ih, b_hh (biases None where they were None),
     and the variants' parameters (w_hr; w_ci, w_cf, w_co; gamma_ih, gamma_hh,
-    gamma_c, beta_c)."""
-    return _backward("lstm", cache, dy, (dh_n, dc_n))
+    gamma_c, beta_c).  ``input_grad=False`` skips dX (x is None): a first
+    layer's inputs need no gradient, and dX is a GEMM of its own."""
+    return _backward("lstm", cache, dy, (dh_n, dc_n), input_grad)
 
 
 # ----------------------------------------------------------------------- GRU
@@ -499,11 +504,11 @@ def gru_forward_packed(data, batch_sizes, w_ih, w_hh, b_ih, b_hh, h0=None, rever
     return y, h_n, cache
 
 
-def gru_backward(cache, dy, dh_n=None):
+def gru_backward(cache, dy, dh_n=None, input_grad=True):
     """Gradients of a GRU forward pass; returns a dict with keys x, h0, w_ih,
     w_hh, b_ih, b_hh (biases None where they were None), and gamma_ih and
-    gamma_hh with layer_norm."""
-    return _backward("gru", cache, dy, (dh_n,))
+    gamma_hh with layer_norm; x None with ``input_grad=False``."""
+    return _backward("gru", cache, dy, (dh_n,), input_grad)
 
 
 # ----------------------------------------------------------------------- RNN
@@ -534,7 +539,8 @@ def rnn_forward_packed(data, batch_sizes, w_ih, w_hh, b_ih, b_hh, h0=None, rever
     return y, h_n, cache
 
 
-def rnn_backward(cache, dy, dh_n=None):
+def rnn_backward(cache, dy, dh_n=None, input_grad=True):
     """Gradients of an RNN forward pass; returns a dict with keys x, h0, w_ih,
-    w_hh, b_ih, b_hh (biases None where they were None)."""
-    return _backward("rnn", cache, dy, (dh_n,))
+    w_hh, b_ih, b_hh (biases None where they were None); x None with
+    ``input_grad=False``."""
+    return _backward("rnn", cache, dy, (dh_n,), input_grad)

@@ -241,9 +241,10 @@ def _scan(problem, cell_step, initial, training, **options):
 _VARIANT_GRADS = ("w_hr", "w_ci", "w_cf", "w_co", "gamma_ih", "gamma_hh", "gamma_c", "beta_c")
 
 
-def _scan_backward(cache, cell_step_backward, dy, dfinal):
+def _scan_backward(cache, cell_step_backward, dy, dfinal, input_grad=True):
     """Backpropagate through the tape of ``_scan``.  ``dfinal`` are the
-    gradients of the final states (h first).  Returns the gradient dict."""
+    gradients of the final states (h first).  Returns the gradient dict
+    (its "x" None without ``input_grad``: a first layer's inputs need none)."""
     p = cache["problem"]
     dy = np.zeros((p.T, p.B, p.P), p.dtype) if dy is None else _check_shaped(
         "dy", dy, (p.T, p.B, p.P), p.dtype)
@@ -268,7 +269,15 @@ def _scan_backward(cache, cell_step_backward, dy, dfinal):
         grads["b_ih"] = None
     if not p.has_b_hh:
         grads["b_hh"] = None
+    if not _flag_value("input_grad", input_grad):
+        grads["x"] = None
     return grads
+
+
+def _flag_value(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _make_cache(kind, problem, tape, state_names, state_sizes, variant_params, **options):
@@ -456,14 +465,14 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, c0=None, lengths=None, reve
     return y, h_n, c_n, cache
 
 
-def lstm_backward(cache, dy, dh_n=None, dc_n=None):
+def lstm_backward(cache, dy, dh_n=None, dc_n=None, input_grad=True):
     """Gradients of lstm_forward given dy (T, B, P), dh_n (B, P), dc_n (B, H) (None = zeros).
 
-    Returns {x, h0, c0, w_ih, w_hh, b_ih, b_hh} (biases None where they were None),
-    plus the variants' parameters (w_hr; w_ci, w_cf, w_co; gamma_ih, gamma_hh, gamma_c, beta_c).
+    Returns {x, h0, c0, w_ih, w_hh, b_ih, b_hh} (biases None where they were None;
+    x None with ``input_grad=False``), plus the variants' parameters (w_hr; w_ci, w_cf, w_co; gamma_ih, gamma_hh, gamma_c, beta_c).
     """
     cache = _check_cache(cache, "lstm")
-    return _scan_backward(cache, _lstm_step_backward, dy, (("dh_n", dh_n), ("dc_n", dc_n)))
+    return _scan_backward(cache, _lstm_step_backward, dy, (("dh_n", dh_n), ("dc_n", dc_n)), input_grad)
 
 
 # ------------------------------------------------------------------------- GRU
@@ -578,14 +587,14 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     return y, h_n, cache
 
 
-def gru_backward(cache, dy, dh_n=None):
+def gru_backward(cache, dy, dh_n=None, input_grad=True):
     """Gradients of gru_forward given dy (T, B, H), dh_n (B, H) (None = zeros).
 
     Returns {x, h0, w_ih, w_hh, b_ih, b_hh} (biases None where they were None),
     plus gamma_ih and gamma_hh with layer_norm.
     """
     cache = _check_cache(cache, "gru")
-    return _scan_backward(cache, _gru_step_backward, dy, (("dh_n", dh_n),))
+    return _scan_backward(cache, _gru_step_backward, dy, (("dh_n", dh_n),), input_grad)
 
 
 # ------------------------------------------------------------------------- RNN
@@ -636,10 +645,10 @@ def rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     return y, h_n, cache
 
 
-def rnn_backward(cache, dy, dh_n=None):
+def rnn_backward(cache, dy, dh_n=None, input_grad=True):
     """Gradients of rnn_forward given dy (T, B, H), dh_n (B, H) (None = zeros).
 
     Returns {x, h0, w_ih, w_hh, b_ih, b_hh} (biases None where they were None).
     """
     cache = _check_cache(cache, "rnn")
-    return _scan_backward(cache, _rnn_step_backward, dy, (("dh_n", dh_n),))
+    return _scan_backward(cache, _rnn_step_backward, dy, (("dh_n", dh_n),), input_grad)

@@ -455,13 +455,14 @@ def backward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssiz
         raise ValueError("dgh, aux: the GRU's backward needs its ring and aux buffer")
     if rk_cell_flags(cell) & RK_TWO_PHASE and (p.drh == NULL or p.aux == NULL):
         raise ValueError("drh, aux: the GRU before the reset needs its scratch and aux buffer")
-    R = a["dx"].shape[0]
-    p.dx = buf.get("dx", R * I, True)
-    p.dx_rows = buf.index("dx_rows", N, R)
-    if p.dx_rows == NULL and R != N:
-        raise ValueError(f"dx: expected {N} packed rows, got {R}")
-    p.padding = buf.index("padding", R - N, R)
-    p.npadding = R - N
+    if a.get("dx") is not None:  # else no input gradient: the dX GEMM does not run
+        R = a["dx"].shape[0]
+        p.dx = buf.get("dx", R * I, True)
+        p.dx_rows = buf.index("dx_rows", N, R)
+        if p.dx_rows == NULL and R != N:
+            raise ValueError(f"dx: expected {N} packed rows, got {R}")
+        p.padding = buf.index("padding", R - N, R)
+        p.npadding = R - N
     p.dw_ih = buf.get("dw_ih", GH * I, True)
     p.dw_hh = buf.get("dw_hh", GH * P, True)
     p.dw_hn = buf.get("dw_hn", GH * H, True)

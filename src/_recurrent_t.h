@@ -712,7 +712,8 @@ static void RK_F(rk_backward)(rk_backward* p)
     const ptrdiff_t per_thread = p->B * wide + 3 * wide;
     int team = 1, failed = 0;
     RK_T* work;
-    RK_F(rk_zero_rows)(p->nthreads, (RK_T*)p->dx, I, I, p->padding, p->npadding);
+    if (p->dx != NULL)  /* NULL: no input gradient wanted (a first layer), no dX GEMM */
+        RK_F(rk_zero_rows)(p->nthreads, (RK_T*)p->dx, I, I, p->padding, p->npadding);
     if (cell->flags & RK_ROWS) {
         RK_F(rk_backward_rows)(p, cell);
         return;
@@ -758,8 +759,9 @@ static void RK_F(rk_backward)(rk_backward* p)
     {
         RK_T* dg = (RK_T*)p->dgates;
         const RK_T* hsrc = p->hm != NULL ? (const RK_T*)p->hm : (const RK_T*)p->h;
-        RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, dg, GH, NULL, NULL, (const RK_T*)p->w_ih, I,
-                           (RK_T*)p->dx, I, p->dx_rows);
+        if (p->dx != NULL)
+            RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, dg, GH, NULL, NULL, (const RK_T*)p->w_ih, I,
+                               (RK_T*)p->dx, I, p->dx_rows);
         if (cell->flags & RK_SEPARATE) {
             /* input side first (dW_ih), then dgates becomes the recurrent side
              * in place (n columns times r) for dW_hh */
@@ -945,8 +947,9 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
                                 ((const RK_T*)p->rstd)[i * 3], (RK_T*)p->drec_x + i * GH,
                                 work + (ptrdiff_t)rk_thread_num() * GH);
     free(work);
-    RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, (const RK_T*)p->drec_x, GH, NULL, NULL, (const RK_T*)p->w_ih, I,
-                       (RK_T*)p->dx, I, p->dx_rows);
+    if (p->dx != NULL)
+        RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, (const RK_T*)p->drec_x, GH, NULL, NULL,
+                           (const RK_T*)p->w_ih, I, (RK_T*)p->dx, I, p->dx_rows);
     RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, (const RK_T*)p->drec_x, GH, I,
                           (const RK_T*)p->x, I, (RK_T*)p->dw_ih, I, 0, NULL, 0, NULL, 0);
     RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, drec, GH, P, (const RK_T*)p->h, P,

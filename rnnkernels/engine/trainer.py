@@ -181,10 +181,18 @@ class Trainer(DataAdapter):
             layers = layers[:-1]
             if sync is not None:
                 sync.ready(self.layers[-1])
-        for layer in reversed(layers):
-            grad = layer.backward(grad)
-            if sync is not None:  # its gradients start their all-reduce now
-                sync.ready(layer)
+        # nothing before the first trainable layer learns: no gradient reaches below it
+        first = next((i for i, layer in enumerate(layers) if layer.trainable_params()), len(layers))
+        try:
+            for i in range(len(layers) - 1, first - 1, -1):
+                layer = layers[i]
+                layer.needs_input_grad = i > first
+                grad = layer.backward(grad)
+                if sync is not None:  # its gradients start their all-reduce now
+                    sync.ready(layer)
+        finally:
+            if first < len(layers):  # a direct layer.backward() call still gets its dx
+                layers[first].needs_input_grad = True
         if sync is not None:  # metrics first: their sums travel with the last bucket
             self._update_metrics(y, out, weights, sample_weight)
             value = self._dist.finish_step(self, sync, value)

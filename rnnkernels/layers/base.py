@@ -70,6 +70,9 @@ class Layer:
         self.output_shape = None
         self.params = {}
         self.grads = {}
+        # False when nothing before this layer learns (the model's first trainable layer):
+        # a layer may then skip its input gradient and return None from backward
+        self.needs_input_grad = True
         self.rng = None
 
     # building -------------------------------------------------------------

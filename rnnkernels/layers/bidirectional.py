@@ -251,12 +251,12 @@ class Bidirectional(Layer):
                     dy_tm = d.transpose(1, 0, 2)
             elif d is not None:
                 ds[0] = d if ds[0] is None else ds[0] + d
-            return layer._core_backward(dy_tm, ds)
+            return layer._core_backward(dy_tm, ds, self.needs_input_grad)
 
         (dx_f, ds_f), (dx_b, ds_b) = self._both_directions(
             lambda: direction(fwd, da, dstates[0]), lambda: direction(bwd, db, dstates[1]), True)
         self.state_grads = list(ds_f) + list(ds_b)
-        return (dx_f + dx_b).transpose(1, 0, 2)
+        return None if dx_f is None else (dx_f + dx_b).transpose(1, 0, 2)
     def _both_directions(self, forward_task, backward_task, training):
         """``[forward_task(), backward_task()]``, at the same time when neither
         direction draws dropout masks (they come from one generator, in a fixed order)."""

@@ -287,9 +287,9 @@ class _Recurrent(Layer):
                       **self._variant_arguments(training, x.shape[0], x.shape[1]))
         return out[0], list(out[1:-1]), out[-1]
 
-    def _kernel_backward(self, cache, dy, dfinals):
+    def _kernel_backward(self, cache, dy, dfinals, input_grad=True):
         """-> kernel gradient dict with 'states' (the initial states' gradients)."""
-        g = getattr(_kernels, f"{self.kind}_backward")(cache, dy, *dfinals)
+        g = getattr(_kernels, f"{self.kind}_backward")(cache, dy, *dfinals, input_grad=input_grad)
         g["states"] = [g[f"{s}0"] for s in CELLS[self.kind].states]
         return g
 
@@ -306,15 +306,16 @@ class _Recurrent(Layer):
         self._cache = cache if training else None
         return y, finals
 
-    def _core_backward(self, dy_tm, dfinals):
-        """Backward of the last training ``_core_forward``; returns ``dx_tm, dstates``."""
+    def _core_backward(self, dy_tm, dfinals, input_grad=True):
+        """Backward of the last training ``_core_forward``; returns ``dx_tm, dstates``
+        (dx_tm None without ``input_grad``)."""
         if self._cache is None:
             raise ValueError(f"{self.name}: backward needs a forward pass with training=True first")
-        grads = self._kernel_backward(self._cache, dy_tm, dfinals)
+        grads = self._kernel_backward(self._cache, dy_tm, dfinals, input_grad)
         for key in self.params:
             self.grads[key] = grads[key]
         dx = grads["x"]
-        if self._dp_mask is not None:
+        if dx is not None and self._dp_mask is not None:
             dx = dx * self._dp_mask
         return dx, grads["states"]
 
@@ -371,8 +372,8 @@ class _Recurrent(Layer):
                 dy_tm = (dy[:, ::-1] if self.go_backwards else dy).transpose(1, 0, 2)
         elif dy is not None:
             dstates[0] = dy if dstates[0] is None else dstates[0] + dy
-        dx_tm, self.state_grads = self._core_backward(dy_tm, dstates)
-        return dx_tm.transpose(1, 0, 2)
+        dx_tm, self.state_grads = self._core_backward(dy_tm, dstates, self.needs_input_grad)
+        return None if dx_tm is None else dx_tm.transpose(1, 0, 2)
 
     def output_lengths(self, lengths):
         return lengths if self.return_sequences else None

@@ -8,7 +8,7 @@ import rnnkernels
 from rnnkernels import ops, reference
 from rnnkernels._core import plan as plan_module, tuning
 
-from helpers.cells import CELLS, PLAIN, assert_close, make_case, output_size, run
+from helpers.cells import CELLS, PLAIN, assert_close, call_kwargs, make_case, output_size, run
 
 CELL_NAMES = list(CELLS)
 
@@ -337,3 +337,26 @@ def test_backward_rejects_bad_gradients_and_caches(cell):
     other = "rnn" if name != "rnn" else "lstm"
     with pytest.raises(TypeError, match=f"from {name}_forward"):
         getattr(ops, f"{other}_backward")(out["cache"], None)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("lengths", [None, [4, 1, 3]], ids=["equal", "ragged"])
+def test_no_input_gradient_skips_dx_and_changes_nothing_else(cell, lengths):
+    """``input_grad=False`` (a first layer): "x" is None in ops and in the reference,
+    and every other gradient is bitwise what a full backward gives."""
+    case = make_case(cell, 4, 3, 5, 11, dtype=np.float64, seed=9,
+                     lengths=None if lengths is None else np.array(lengths))
+    _, kind, _, _ = CELLS[cell]
+    finals = [case["dh_n"]] + ([case["dc_n"]] if kind == "lstm" else [])
+    for mod in (ops, reference):
+        full = run(mod, cell, case)
+        out = getattr(mod, f"{kind}_forward")(case["x"], case["w_ih"], case["w_hh"], case["b_ih"], case["b_hh"],
+                                              training=True, **call_kwargs(cell, case))
+        g = getattr(mod, f"{kind}_backward")(out[-1], case["dy"], *finals, input_grad=False)
+        assert g["x"] is None
+        for k, v in g.items():
+            if k != "x":
+                want = full["d_" + k]
+                assert (v is None and want is None) or np.array_equal(v, want), (mod.__name__, k)
+        with pytest.raises(TypeError, match="input_grad"):
+            getattr(mod, f"{kind}_backward")(out[-1], case["dy"], input_grad="no")

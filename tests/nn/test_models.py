@@ -272,3 +272,37 @@ def test_evaluate_and_train_on_batch_refuse_non_finite_data_predict_passes_it_on
             call()
     out = model.predict(x)  # inference: NaN in, NaN out for that sample only
     assert np.all(np.isnan(out[7])) and np.all(np.isfinite(np.delete(out, 7, axis=0)))
+
+
+def test_the_first_trainable_layer_skips_its_input_gradient_and_training_is_unchanged(monkeypatch):
+    """Nothing before the first LSTM learns (Masking has no weights): its backward
+    asks the kernels for no dX; the second LSTM still gets its own.  The weights
+    after training are bitwise those of a run that computes every dX."""
+    from rnnkernels.layers import _kernels
+    real = _kernels.lstm_backward
+    asked = []
+
+    def spy(*args, input_grad=True, **kw):
+        asked.append(input_grad)
+        return real(*args, input_grad=input_grad, **kw)
+
+    def always(*args, input_grad=True, **kw):
+        return real(*args, input_grad=True, **kw)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 6, 3)).astype("float32"), rng.integers(0, 2, 24)
+
+    def train(backward):
+        monkeypatch.setattr(_kernels, "lstm_backward", backward)
+        model = Sequential([Masking(input_shape=(6, 3)), LSTM(5, return_sequences=True), LSTM(4),
+                            Dense(2, activation="softmax")], seed=1)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        return model
+
+    skipped = train(spy)
+    assert asked[:2] == [True, False] and set(asked) == {True, False}
+    full = train(always)
+    for a, b in zip(skipped.get_weights(), full.get_weights()):
+        assert np.array_equal(a, b)
+    assert all(l.needs_input_grad for l in skipped.layers)  # a direct backward() still returns dx
