@@ -98,7 +98,7 @@ def _extensions():
         "cdivision": True,
         "nonecheck": debug,
     }
-    modules = ("_kernels", "_layout", "_threads")
+    modules = ("_kernels", "_layout", "_threads", "_ctc")
     # The C headers are the kernels' code too: a change to one must rebuild.
     headers = sorted(glob.glob(os.path.join("src", "*.h")) + glob.glob(os.path.join("src", "*.pxd")))
     exts = [
