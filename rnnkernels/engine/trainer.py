@@ -149,11 +149,13 @@ class Trainer(DataAdapter):
 
     def _loss(self, y, out, lengths, with_grad, sample_weight=None):
         weights = self._position_weights(out, lengths)
+        # a sequence loss (CTC) takes each sample's frame count, after any subsampling
+        extra = {"lengths": lengths} if getattr(self.loss, "uses_lengths", False) else {}
         if self._fused():
             value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights,
-                                                               sample_weight=sample_weight)
+                                                               sample_weight=sample_weight, **extra)
         else:
-            value, grad = self.loss.value_and_grad(y, out, weights, sample_weight)
+            value, grad = self.loss.value_and_grad(y, out, weights, sample_weight, **extra)
         return value, grad, weights
 
     def _train_step(self, x, y, lengths, rng, sample_weight=None):
