@@ -1,6 +1,8 @@
-"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers; bench.
+"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers, train
+and use speech recognisers (``train --task ctc``, ``transcribe``); bench.
 
-One module per command (``train``, ``evaluate``, ``predict``, ``bench``), each
+One module per command (``train``, ``evaluate``, ``predict``, ``transcribe``, ``bench``;
+``train_ctc`` is the CTC half of ``train``), each
 with ``add_parser(sub)`` and ``run(args)``; ``common`` holds what they share
 and ``plots`` the figures.
 
@@ -15,10 +17,10 @@ import sys
 import warnings
 
 from .._version import __version__
-from . import bench, evaluate, predict, train
+from . import bench, evaluate, predict, train, transcribe
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError, Parser, one_line
 
-COMMANDS = (train, evaluate, predict, bench)
+COMMANDS = (train, evaluate, predict, transcribe, bench)
 
 
 def build_parser():
