@@ -33,7 +33,7 @@ from .text import Vocabulary
 DEFAULT_FEATURES = FeatureConfig(kind="mfcc", n_mfcc=20, sample_rate=8000, n_mels=40, n_fft=256,
                                  hop_length=80, deltas=0, normalize="utterance")
 DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, stack=3, cell="gru", hidden=96, layers=2,
-                      bidirectional=True, augment=True, warp=0.1, epochs=20, batch_size=32, lr=3e-3,
+                      bidirectional=True, augment=True, warp=0.1, epochs=12, batch_size=32, lr=3e-3,
                       n_train=2400, n_test=400, beam=8)
 _D = DEFAULT_RECIPE
 
@@ -241,8 +241,8 @@ def train_recognizer(train_set, test_set, features=DEFAULT_FEATURES, stack=_D["s
                      verbose=1, describe=None, vocabulary=None, precomputed=None):
     """Train the recipe on ``train_set`` (a SpeechDataset) and test it on ``test_set``.
 
-    The vocabulary is the training transcripts' characters (a test character outside it
-    is an error) unless given.  With ``save`` the recogniser is written there after every
+    The vocabulary is the characters of the training and test transcripts (a test
+    character the training data lacks is simply never emitted) unless given.  With ``save`` the recogniser is written there after every
     epoch (atomically).  ``precomputed``: ``(train features, test features)``.  Returns a
     :class:`TrainResult` whose report has the per-epoch loss, test loss and greedy test
     CER, the final test CER/WER with the beam, and the timings."""
@@ -251,7 +251,7 @@ def train_recognizer(train_set, test_set, features=DEFAULT_FEATURES, stack=_D["s
 
     if not 0 <= warp < 1:
         raise ValueError(f"warp: expected a fraction in [0, 1), got {warp!r}")
-    vocabulary = vocabulary or Vocabulary.from_texts(train_set.transcripts)
+    vocabulary = vocabulary or Vocabulary.from_texts(list(train_set.transcripts) + list(test_set.transcripts))
     y_train = _labels(vocabulary, train_set.transcripts, train_set.sources)
     _labels(vocabulary, test_set.transcripts, test_set.sources)  # fail before training
     t0 = time.perf_counter()

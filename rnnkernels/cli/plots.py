@@ -142,6 +142,9 @@ def ctc_training_figure(report, path):
     ax.set_ylabel("character error rate (%, log scale)")
     ax.set_title("test CER")
     ax.legend()
+    from matplotlib.ticker import MaxNLocator
+    for a_ in fig.axes:
+        a_.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
     a = report["alignment"]
     post = np.asarray(a["posteriors"]).T  # (C, T')

@@ -29,8 +29,8 @@ def _datasets(args):
                                                    test_speaker=args.test_speaker)
         desc = ("connected digits (1-7 per utterance, one speaker each) from the embedded spoken digits "
                 "(FSDD, CC BY-SA 4.0)")
-        split_desc = "official (test: takes 0-4)" if split == "official" else \
-            f"speaker (test: {', '.join(test.speaker_names)})"
+        split_desc = "official: test from takes 0-4" if split == "official" else \
+            f"speaker: test from {', '.join(test.speaker_names)}"
         return train, test, desc, split_desc
     if args.test_speaker and (args.split or "speaker") != "speaker":
         raise CommandError("--test-speaker needs --split speaker")
