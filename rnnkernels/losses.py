@@ -297,7 +297,7 @@ class CTC(Loss):
 def _ctc_labels(y_true, B, C):
     """``y_true`` as int64 ``(B, S)`` labels in [1, C-1], padded at the end with -1."""
     y = np.asarray(y_true)
-    if y.ndim == 1 and B == 1 or y.ndim != 2:
+    if y.ndim != 2:
         raise ValueError(f"y_true: expected labels (B, S) padded with -1 for loss 'ctc', got shape {y.shape}")
     if y.shape[0] != B:
         raise ValueError(f"y_true: expected {B} label rows (one per sample), got {y.shape[0]}")

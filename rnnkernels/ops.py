@@ -621,4 +621,13 @@ def ctc_loss(logits, targets, input_lengths, target_lengths, blank=0, zero_infin
         team = _ctc.ctc_loss(z, flat, offsets, target_lengths, input_lengths, int(blank), losses, grad,
                              alpha, beta, pen, states, training, zero_infinity, nthreads)
         _threads.note_call("ctc_loss", nthreads, team)
+        # NaN (or +inf) logits in a sample's frames: its loss and gradient are NaN, never a
+        # number (the kernel's branch-free float32 exp does not carry NaN through)
+        bad = (np.isnan(z) | (z == np.inf)).any(axis=2) & (np.arange(T)[:, None] < input_lengths[None, :])
+        poisoned = bad.any(axis=0)
+        if poisoned.any():
+            losses[poisoned] = np.nan
+            if training:
+                grad[:, poisoned] = np.where((np.arange(T)[:, None] < input_lengths[None, poisoned])[..., None],
+                                             np.nan, 0.0)
     return losses, (grad if training else None)

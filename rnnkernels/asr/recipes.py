@@ -51,9 +51,11 @@ def featurize(waveforms, sample_rates, config):
 
 
 def build_model(n_features, n_classes, stack=_D["stack"], cell=_D["cell"], hidden=_D["hidden"],
-                layers=_D["layers"], bidirectional=_D["bidirectional"], lr=_D["lr"], seed=0):
+                layers=_D["layers"], bidirectional=_D["bidirectional"], lr=_D["lr"], seed=0,
+                projection=None):
     """A compiled ``Sequential``: FrameStack(stack) -> recurrent layers (sequences) ->
-    Dense(n_classes, softmax), trained with CTC (blank 0)."""
+    Dense(n_classes, softmax), trained with CTC (blank 0).  ``projection``: LSTM only, the
+    size its outputs are projected to (PyTorch's ``proj_size``)."""
     from ..layers import GRU, LSTM, Bidirectional, Dense, FrameStack, SimpleRNN
     from ..losses import CTC
     from ..models import Sequential
@@ -62,18 +64,22 @@ def build_model(n_features, n_classes, stack=_D["stack"], cell=_D["cell"], hidde
     cells = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}
     if cell not in cells:
         raise ValueError(f"cell: expected one of {sorted(cells)}, got {cell!r}")
+    if projection is not None and cell != "lstm":
+        raise ValueError(f"projection: only for cell 'lstm', got cell {cell!r}")
     model = Sequential(seed=seed)
     model.add(FrameStack(stack, input_shape=(None, n_features)))
     for _ in range(layers):
-        rnn = cells[cell](hidden, return_sequences=True)
+        extra = {"projection": projection} if projection else {}
+        rnn = cells[cell](hidden, return_sequences=True, **extra)
         model.add(Bidirectional(rnn) if bidirectional else rnn)
     model.add(Dense(n_classes, activation="softmax"))
     model.compile(optimizer=Adam(learning_rate=lr), loss=CTC(zero_infinity=True))
     return model
 
 
-def describe_model(stack, cell, hidden, layers, bidirectional):
-    rnn = f"{'Bidirectional ' if bidirectional else ''}{cell.upper()}({hidden})"
+def describe_model(stack, cell, hidden, layers, bidirectional, projection=None):
+    rnn = (f"{'Bidirectional ' if bidirectional else ''}{cell.upper()}({hidden}"
+           f"{f', projection {projection}' if projection else ''})")
     return (f"FrameStack({stack}) -> {f'{layers} x ' if layers > 1 else ''}{rnn} -> Dense(softmax) "
             f"-> CTC")
 
@@ -238,7 +244,7 @@ def train_recognizer(train_set, test_set, features=DEFAULT_FEATURES, stack=_D["s
                      hidden=_D["hidden"], layers=_D["layers"], bidirectional=_D["bidirectional"],
                      augment=_D["augment"], warp=_D["warp"], epochs=_D["epochs"],
                      batch_size=_D["batch_size"], lr=_D["lr"], seed=0, beam=_D["beam"], save=None,
-                     verbose=1, describe=None, vocabulary=None, precomputed=None):
+                     verbose=1, describe=None, vocabulary=None, precomputed=None, projection=None):
     """Train the recipe on ``train_set`` (a SpeechDataset) and test it on ``test_set``.
 
     The vocabulary is the characters of the training and test transcripts (a test
@@ -263,7 +269,7 @@ def train_recognizer(train_set, test_set, features=DEFAULT_FEATURES, stack=_D["s
     feature_seconds = time.perf_counter() - t0
 
     model = build_model(features.n_features, len(vocabulary), stack, cell, hidden, layers, bidirectional,
-                        lr, seed=seed)
+                        lr, seed=seed, projection=projection)
     recognizer = SpeechRecognizer(model, features, vocabulary)
     data = _AugmentedBatches(x_train, len_train, y_train, batch_size, seed, features,
                              masking=augment, warp=warp if augment else 0.0)
@@ -296,11 +302,12 @@ def train_recognizer(train_set, test_set, features=DEFAULT_FEATURES, stack=_D["s
                                                                       train_set.sample_rates))), 1),
         vocabulary=vocabulary.to_list(), history=history, errors=test["errors"],
         features=features.to_dict(), features_summary=_describe_features(features, stack),
-        model=describe_model(stack, cell, hidden, layers, bidirectional),
+        model=describe_model(stack, cell, hidden, layers, bidirectional, projection),
         augmentation=(", ".join(([f"frequency warp +/-{100 * warp:g}%"] if warp else []) + ["SpecAugment masks"])
                       if augment else "none"),
         decoder=f"prefix beam search, width {beam}" if beam > 1 else "greedy",
         options=dict(stack=stack, cell=cell, hidden=hidden, layers=layers, bidirectional=bidirectional,
+                     projection=projection,
                      augment=augment, warp=warp, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                      beam=beam, save=save),
         alignment=_alignment(recognizer, test_set, test_features, test["hypotheses"]),

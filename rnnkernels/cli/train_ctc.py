@@ -21,6 +21,8 @@ def _datasets(args):
         if args.test_data:
             raise CommandError("--test-data needs --data (the training folder)")
         split = args.split or "official"
+        if args.test_speaker and split != "speaker":
+            raise CommandError("--test-speaker needs --split speaker")
         if split not in corpus.CONNECTED_SPLITS:
             raise CommandError(f"--split {split}: connected digits keep FSDD's splits, choose official or speaker")
         recordings = load_spoken_digits()

@@ -128,6 +128,24 @@ def test_peaked_logits_stay_finite():
         np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+def test_nan_logits_give_nan_not_a_number():
+    z, tg, il, tl = case(8, 3, 5, 3, seed=10)
+    tl[:], il[:] = 2, 8
+    for dtype in (np.float32, np.float64):
+        bad = z.astype(dtype)
+        bad[3, 1, 2] = np.nan
+        losses, grad = ops.ctc_loss(bad, tg, il, tl)
+        assert np.isnan(losses[1]) and np.all(np.isfinite(losses[[0, 2]]))
+        assert np.isnan(grad[:, 1]).all() and np.isfinite(grad[:, [0, 2]]).all()
+        want = reference.ctc_loss(bad, tg, il, tl)[0]
+        np.testing.assert_allclose(losses[[0, 2]], want[[0, 2]], rtol=1e-5)
+        assert np.isnan(want[1])
+        bad[3, 1, 2] = np.inf
+        assert np.isnan(ops.ctc_loss(bad, tg, il, tl)[0][1])
+        bad[3, 1, 2] = -np.inf  # a class ruled out in one frame is fine
+        assert np.isfinite(ops.ctc_loss(bad, tg, il, tl)[0]).all()
+
+
 def test_one_and_two_threads_are_bitwise_equal():
     for dtype in (np.float32, np.float64):
         z, tg, il, tl = case(50, 9, 13, 12, seed=5, dtype=dtype, repeats=True)
