@@ -32,7 +32,7 @@ from .text import Vocabulary
 
 DEFAULT_FEATURES = FeatureConfig(kind="mfcc", n_mfcc=20, sample_rate=8000, n_mels=40, n_fft=256,
                                  hop_length=80, deltas=0, normalize="utterance")
-DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, stack=3, cell="gru", hidden=96, layers=2,
+DEFAULT_RECIPE = dict(features=DEFAULT_FEATURES, stack=4, cell="gru", hidden=96, layers=2,
                       bidirectional=True, augment=True, warp=0.1, epochs=12, batch_size=32, lr=3e-3,
                       n_train=2400, n_test=400, beam=8)
 _D = DEFAULT_RECIPE
