@@ -1,7 +1,7 @@
 """The default speech recogniser (CTC) and the saved :class:`SpeechRecognizer`.
 
 The recipe (docs/asr.md has the measurements): 20 MFCCs every 10 ms, normalised per
-utterance; three frames stacked into one (30 ms steps: the recurrent layers run a third
+utterance; four frames stacked into one (40 ms steps: the recurrent layers run a quarter
 of the steps, and an utterance of 7 digits still has several steps per label); two
 bidirectional GRU layers; a softmax over the characters and the blank; CTC with
 ``zero_infinity`` (a transcript too long for its audio counts 0, not inf); Adam; the
