@@ -25,7 +25,8 @@ COMMANDS = (train, evaluate, predict, transcribe, bench)
 
 def build_parser():
     parser = Parser(prog="rnnkernels",
-                    description="Fast CPU recurrent networks: train and use audio classifiers.")
+                    description="Fast CPU recurrent networks: train and use audio classifiers and speech "
+                                "recognisers (train --task ctc, transcribe).")
     parser.add_argument("--version", action="version", version=f"rnnkernels {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
