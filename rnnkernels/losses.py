@@ -24,7 +24,7 @@ import numpy as np
 from .activations import log_softmax as _log_softmax, sigmoid as _sigmoid
 
 __all__ = ["Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
-           "BinaryCrossentropy", "MeanSquaredError", "MeanAbsoluteError", "get", "serialize"]
+           "BinaryCrossentropy", "MeanSquaredError", "MeanAbsoluteError", "CTC", "get", "serialize"]
 
 # Keras clips probabilities to [eps, 1 - eps] when a loss receives probabilities.
 EPSILON = 1e-7
@@ -202,8 +202,132 @@ class MeanAbsoluteError(Loss):
         return np.mean(np.abs(d), axis=-1), np.sign(d) / p.shape[-1]
 
 
+class CTC(Loss):
+    """Connectionist temporal classification (Graves et al. 2006), as Keras 3's ``keras.losses.CTC``:
+    blank is class 0 and ``y_true (B, S)`` holds each sample's labels padded at the end with -1.
+
+    ``y_pred (B, T, C)``: the model's per-frame outputs.  Each sample's loss is over its own
+    frame count, the lengths the model propagates (after any subsampling, e.g.
+    :class:`~rnnkernels.layers.FrameStack`), not the padded T.  The batch's loss is
+    ``sum(sample_weight * loss) / B`` (Keras's "sum_over_batch_size").  With a softmax last
+    layer the loss is fused with it (computed from the logits by the compiled
+    :func:`rnnkernels.ops.ctc_loss`); ``from_logits=True`` takes ``y_pred`` as logits;
+    otherwise ``y_pred`` are probabilities.  (Keras's CTC feeds ``y_pred`` to a log-softmax
+    whatever it is, i.e. it always takes logits.)  ``zero_infinity``: a sample whose labels
+    cannot fit its frames counts 0 instead of inf (and gives no gradient), as PyTorch's.
+    """
+    name = "ctc"
+    fuses_with = "softmax"
+    #: the trainer passes the output's per-sample lengths to this loss
+    uses_lengths = True
+    blank = 0
+
+    def __init__(self, from_logits=False, zero_infinity=False):
+        super().__init__(from_logits)
+        self.zero_infinity = bool(zero_infinity)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "zero_infinity": self.zero_infinity}
+
+    def _check(self, y_true, y_pred):
+        y_pred = np.asarray(y_pred)
+        if y_pred.ndim != 3:
+            raise ValueError(f"y_pred: expected per-frame outputs (B, T, C) for loss 'ctc', got shape "
+                             f"{y_pred.shape} (the model must return sequences)")
+        labels = _ctc_labels(y_true, y_pred.shape[0], y_pred.shape[2])
+        return labels, y_pred
+
+    @staticmethod
+    def label_lengths(labels):
+        """Each row's label count (the entries before its -1 padding)."""
+        return np.count_nonzero(labels != -1, axis=1).astype(np.int64)
+
+    def _frames(self, y_pred, weights, lengths):
+        B, T = y_pred.shape[:2]
+        if lengths is not None:
+            n = np.asarray(lengths, np.int64)
+        elif weights is not None:  # a padding mask (B, T)
+            n = np.count_nonzero(np.broadcast_to(weights, (B, T)), axis=1).astype(np.int64)
+        else:
+            n = np.full(B, T, np.int64)
+        return n
+
+    def _reduce(self, per_sample, grad_tbc, sample_weight):
+        B = per_sample.shape[0]
+        s = np.ones(B, per_sample.dtype) if sample_weight is None else np.asarray(sample_weight, per_sample.dtype)
+        if s.shape != (B,):
+            raise ValueError(f"sample_weight: expected one weight per sample ({B},) for loss 'ctc', got shape {s.shape}")
+        value = float(np.sum(s * per_sample) / B) if B else 0.0
+        grad = np.ascontiguousarray((grad_tbc * (s / max(B, 1))[None, :, None]).transpose(1, 0, 2))
+        return value, grad
+
+    def value_and_grad(self, y_true, y_pred, weights=None, sample_weight=None, lengths=None):
+        labels, y_pred = self._check(y_true, y_pred)
+        if self.from_logits:
+            return self.from_logits_value_and_grad(labels, y_pred, weights, checked=True,
+                                                   sample_weight=sample_weight, lengths=lengths)
+        from . import ops
+        p = np.clip(y_pred, EPSILON, 1.0).astype(y_pred.dtype)
+        logp = np.log(p)
+        per, dlogp = ops.ctc_loss(np.ascontiguousarray(logp.transpose(1, 0, 2)), labels,
+                                  self._frames(y_pred, weights, lengths), self.label_lengths(labels),
+                                  blank=self.blank, zero_infinity=self.zero_infinity)
+        # the kernel's value is -log P(l | p / sum(p)) (its fused log-softmax renormalises
+        # each frame): its derivative with respect to p is sum(occ) / sum(p) - occ / p, with
+        # the occupancy occ = p / sum(p) - dlogp on the real frames of possible samples
+        frames = self._frames(y_pred, weights, lengths)
+        pt = p.transpose(1, 0, 2)
+        total = pt.sum(axis=2, keepdims=True)
+        live = ((np.arange(p.shape[1])[:, None] < frames[None, :]) & np.isfinite(per)[None, :]
+                & (per != 0 if self.zero_infinity else True))[..., None]
+        if self.zero_infinity:  # a zeroed impossible sample has all-zero dlogp: no gradient
+            live = live & (dlogp != 0).any(axis=(0, 2))[None, :, None]
+        occupancy = np.where(live, pt / total - dlogp, 0.0)
+        inside = (y_pred > EPSILON).transpose(1, 0, 2)
+        dp = np.where(inside, occupancy.sum(axis=2, keepdims=True) / total - occupancy / pt, 0.0)
+        dp = dp.astype(y_pred.dtype)
+        return self._reduce(per, dp, sample_weight)
+
+    def from_logits_value_and_grad(self, y_true, z, weights=None, checked=False, sample_weight=None,
+                                   lengths=None):
+        from . import ops
+        if not checked:
+            y_true, z = self._check(y_true, z)
+        per, dz = ops.ctc_loss(np.ascontiguousarray(np.asarray(z).transpose(1, 0, 2)), y_true,
+                               self._frames(z, weights, lengths), self.label_lengths(y_true),
+                               blank=self.blank, zero_infinity=self.zero_infinity)
+        return self._reduce(per, dz, sample_weight)
+
+    def __repr__(self):
+        return f"CTC(from_logits={self.from_logits}, zero_infinity={self.zero_infinity})"
+
+
+def _ctc_labels(y_true, B, C):
+    """``y_true`` as int64 ``(B, S)`` labels in [1, C-1], padded at the end with -1."""
+    y = np.asarray(y_true)
+    if y.ndim != 2:
+        raise ValueError(f"y_true: expected labels (B, S) padded with -1 for loss 'ctc', got shape {y.shape}")
+    if y.shape[0] != B:
+        raise ValueError(f"y_true: expected {B} label rows (one per sample), got {y.shape[0]}")
+    if y.dtype.kind == "f":
+        if not np.all(y == np.round(y)):
+            raise ValueError("y_true: expected integer labels for loss 'ctc', got non-integral values")
+    elif y.dtype.kind not in "iu":
+        raise TypeError(f"y_true: expected integer labels for loss 'ctc', got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    pad = y == -1
+    if np.any(pad[:, :-1] & ~pad[:, 1:]):
+        b = int(np.flatnonzero(np.any(pad[:, :-1] & ~pad[:, 1:], axis=1))[0])
+        raise ValueError(f"y_true: sample {b}: a label follows -1 padding; pad each row at its end only")
+    real = y[~pad]
+    if real.size and (real.min() < 1 or real.max() >= C):
+        raise ValueError(f"y_true: expected labels in [1, {C - 1}] (0 is the blank) padded with -1 for "
+                         f"loss 'ctc' with {C} classes, got min {real.min()} max {real.max()}")
+    return y
+
+
 _CLASSES = [CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
-            MeanSquaredError, MeanAbsoluteError]
+            MeanSquaredError, MeanAbsoluteError, CTC]
 _BY_NAME = {cls.name: cls for cls in _CLASSES}
 _BY_NAME.update({"mse": MeanSquaredError, "mae": MeanAbsoluteError})
 _BY_NAME.update({cls.__name__: cls for cls in _CLASSES})

@@ -544,3 +544,98 @@ def rnn_backward(cache, dy, dh_n=None, input_grad=True):
     w_hh, b_ih, b_hh (biases None where they were None); x None with
     ``input_grad=False``."""
     return _backward("rnn", cache, dy, (dh_n,), input_grad)
+
+
+# ------------------------------------------------------------------------ CTC
+def _ctc_ints(name, a, B=None):
+    if not hasattr(a, "__array__") and not isinstance(a, (list, tuple)):
+        raise TypeError(f"{name}: expected an integer array, got {type(a).__name__}")
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if B is not None and arr.shape != (B,):
+        raise ValueError(f"{name}: expected shape ({B},) (one per sample), got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def ctc_loss(logits, targets, input_lengths, target_lengths, blank=0, zero_infinity=False, training=True):
+    """CTC loss of each sample and its gradient with respect to the logits (compiled).
+
+    Same signature and semantics as :func:`rnnkernels.reference.ctc_loss`: ``logits``
+    (T, B, C) float32/float64, unnormalised (the log-softmax is fused into the kernel);
+    ``targets`` padded (B, S) or concatenated 1-D; ``input_lengths``, ``target_lengths``
+    (B,).  Returns ``losses`` (B,) (inf for an impossible alignment, 0 with
+    ``zero_infinity``) and ``dlogits`` (T, B, C) (zero past each input length and for
+    impossible samples), or None when ``training`` is False.
+    """
+    z = _input(logits, "logits", 3, "(T, B, C)")
+    T, B, C = z.shape
+    if isinstance(blank, (bool, np.bool_)) or not isinstance(blank, (int, np.integer)):
+        raise TypeError(f"blank: expected an integer class index, got {type(blank).__name__} {blank!r}")
+    if not 0 <= blank < C:
+        raise ValueError(f"blank: expected a class index in [0, {C - 1}] (C = {C}), got {blank}")
+    zero_infinity = _flag("zero_infinity", zero_infinity)
+    training = _flag("training", training)
+    input_lengths = _ctc_ints("input_lengths", input_lengths, B)
+    target_lengths = _ctc_ints("target_lengths", target_lengths, B)
+    if B and (input_lengths.min() < 0 or input_lengths.max() > T):
+        raise ValueError(f"input_lengths: expected values in [0, {T}] (T of logits), got min "
+                         f"{input_lengths.min()} max {input_lengths.max()}")
+    if B and target_lengths.min() < 0:
+        raise ValueError(f"target_lengths: expected non-negative values, got min {target_lengths.min()}")
+    targets = _ctc_ints("targets", targets)
+    if targets.ndim == 2:
+        if targets.shape[0] != B:
+            raise ValueError(f"targets: expected padded targets of shape ({B}, S), got {targets.shape}")
+        S = targets.shape[1]
+        if B and target_lengths.max() > S:
+            raise ValueError(f"target_lengths: expected values in [0, {S}] (S of the padded targets), "
+                             f"got max {target_lengths.max()}")
+        offsets = np.arange(B, dtype=np.int64) * S
+        used = np.arange(S) < target_lengths[:, None]
+        flat = targets.reshape(-1)
+    elif targets.ndim == 1:
+        total = int(target_lengths.sum())
+        if targets.size != total:
+            raise ValueError(f"targets: concatenated (1-D) targets must hold sum(target_lengths) = {total} "
+                             f"labels, got {targets.size}")
+        offsets = np.concatenate([[0], np.cumsum(target_lengths)[:-1]]).astype(np.int64)
+        used = np.ones(targets.shape, bool)
+        flat = targets
+    else:
+        raise ValueError(f"targets: expected padded (B, S) or concatenated 1-D labels, got shape {targets.shape}")
+    labels_used = flat.reshape(used.shape)[used]
+    if labels_used.size:
+        bad = (labels_used < 0) | (labels_used >= C) | (labels_used == blank)
+        if bad.any():
+            where = np.flatnonzero(used.reshape(-1))[np.flatnonzero(bad)[0]]
+            sample = int(np.searchsorted(offsets, where, side="right") - 1) if targets.ndim == 1 else int(where // S)
+            value = int(flat[where])
+            why = "is the blank" if value == blank else f"is outside [0, {C - 1}]"
+            raise ValueError(f"targets: sample {sample} has label {value}, which {why}; labels must be "
+                             f"class indices in [0, {C - 1}] other than blank={blank}")
+    flat = np.ascontiguousarray(flat) if flat.size else np.zeros(1, np.int64)
+    W = 2 * int(target_lengths.max() if B else 0) + 3  # the states, and two -inf cells
+    z = np.ascontiguousarray(z)
+    losses = np.empty(B, z.dtype)
+    grad = np.empty((T, B, C), z.dtype)  # the log-probabilities, then the gradient
+    alpha = np.empty((B, T, W), z.dtype)
+    beta = np.empty((B, 2, W), z.dtype)
+    pen = np.empty((B, W), z.dtype)
+    states = np.empty((B, W), np.int64)
+    if B:
+        _ctc = _tuning.ctc_kernels()
+        nthreads = min(_threads.get_num_threads(), B)
+        team = _ctc.ctc_loss(z, flat, offsets, target_lengths, input_lengths, int(blank), losses, grad,
+                             alpha, beta, pen, states, training, zero_infinity, nthreads)
+        _threads.note_call("ctc_loss", nthreads, team)
+        # NaN (or +inf) logits in a sample's frames: its loss and gradient are NaN, never a
+        # number (the kernel's branch-free float32 exp does not carry NaN through)
+        bad = (np.isnan(z) | (z == np.inf)).any(axis=2) & (np.arange(T)[:, None] < input_lengths[None, :])
+        poisoned = bad.any(axis=0)
+        if poisoned.any():
+            losses[poisoned] = np.nan
+            if training:
+                grad[:, poisoned] = np.where((np.arange(T)[:, None] < input_lengths[None, poisoned])[..., None],
+                                             np.nan, 0.0)
+    return losses, (grad if training else None)

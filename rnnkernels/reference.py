@@ -41,7 +41,7 @@ import numpy as np
 from scipy.special import expit as sigmoid  # 1 / (1 + exp(-a)), no overflow for huge |a|
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "rnn_forward", "rnn_backward", "LAYER_NORM_EPSILON"]
+           "rnn_forward", "rnn_backward", "ctc_loss", "LAYER_NORM_EPSILON"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONLINEARITIES = ("tanh", "relu")
@@ -652,3 +652,155 @@ def rnn_backward(cache, dy, dh_n=None, input_grad=True):
     """
     cache = _check_cache(cache, "rnn")
     return _scan_backward(cache, _rnn_step_backward, dy, (("dh_n", dh_n),), input_grad)
+
+
+# ------------------------------------------------------------------------ CTC
+# Connectionist temporal classification (Graves et al. 2006), in log space.
+#
+#   z    (T, B, C)   logits of each frame        lp = log_softmax(z) over C
+#   l    (S_b,)      sample b's labels           l' = (blank, l1, blank, l2, ..., lS, blank), L = 2 S_b + 1
+#   alpha[t, s] = log P(l'[:s+1] emitted by frames 0..t, frame t on l'[s])
+#   beta[t, s]  = log P(l'[s:] emitted by frames t..T_b-1, frame t on l'[s])
+#   loss_b = -log P(l | z) = -logsumexp(alpha[T_b-1, L-1], alpha[T_b-1, L-2])
+#   occupancy[t, c] = sum over s with l'[s] = c of exp(alpha[t, s] + beta[t, s] - lp[t, l'[s]] + loss_b)
+#   dloss_b / dz[t, c] = softmax(z)[t, c] - occupancy[t, c]       (for t < T_b; 0 after)
+
+def _ctc_integers(name, a, shape_text):
+    if not isinstance(a, (np.ndarray, list, tuple)) and not hasattr(a, "__array__"):
+        raise TypeError(f"{name}: expected an integer array {shape_text}, got {type(a).__name__}")
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array {shape_text}, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def _ctc_labels(targets, target_lengths, B, C, blank):
+    """Each sample's label sequence, from padded (B, S) or concatenated 1-D targets."""
+    if targets.ndim == 2:
+        if targets.shape[0] != B:
+            raise ValueError(f"targets: expected {B} rows (B, S), got shape {targets.shape}")
+        if target_lengths.size and target_lengths.max() > targets.shape[1]:
+            raise ValueError(f"target_lengths: expected values in [0, {targets.shape[1]}] (the padded "
+                             f"targets' S), got max {target_lengths.max()}")
+        labels = [targets[b, :target_lengths[b]] for b in range(B)]
+    elif targets.ndim == 1:
+        if targets.size != target_lengths.sum():
+            raise ValueError(f"targets: concatenated 1-D targets must hold sum(target_lengths) = "
+                             f"{target_lengths.sum()} labels, got {targets.size}")
+        labels = np.split(targets, np.cumsum(target_lengths)[:-1]) if B else []
+    else:
+        raise ValueError(f"targets: expected padded (B, S) or concatenated 1-D labels, got shape {targets.shape}")
+    for b, l in enumerate(labels):
+        if l.size and (l.min() < 0 or l.max() >= C):
+            raise ValueError(f"targets: sample {b}: expected labels in [0, {C - 1}], got min {l.min()} max {l.max()}")
+        if np.any(l == blank):
+            raise ValueError(f"targets: sample {b}: label {blank} is the blank, which cannot be a target")
+    return labels
+
+
+def _ctc_check(logits, targets, input_lengths, target_lengths, blank, zero_infinity, training):
+    if not isinstance(logits, (np.ndarray, list, tuple)) and not hasattr(logits, "__array__"):
+        raise TypeError(f"logits: expected an array (T, B, C), got {type(logits).__name__}")
+    z = np.asarray(logits)
+    if z.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"logits: expected dtype float32 or float64, got {z.dtype}")
+    if z.ndim != 3 or z.shape[2] < 1:
+        raise ValueError(f"logits: expected shape (T, B, C) with C >= 1, got {z.shape}")
+    T, B, C = z.shape
+    if isinstance(blank, bool) or not isinstance(blank, (int, np.integer)) or not 0 <= blank < C:
+        raise ValueError(f"blank: expected an integer in [0, {C - 1}], got {blank!r}")
+    for name, flag in (("zero_infinity", zero_infinity), ("training", training)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected True or False, got {flag!r}")
+    input_lengths = _ctc_integers("input_lengths", input_lengths, f"({B},)")
+    target_lengths = _ctc_integers("target_lengths", target_lengths, f"({B},)")
+    for name, n in (("input_lengths", input_lengths), ("target_lengths", target_lengths)):
+        if n.shape != (B,):
+            raise ValueError(f"{name}: expected shape ({B},), got {n.shape}")
+        if B and n.min() < 0:
+            raise ValueError(f"{name}: expected non-negative values, got min {n.min()}")
+    if B and input_lengths.max() > T:
+        raise ValueError(f"input_lengths: expected values in [0, {T}] (the logits' T), got max {input_lengths.max()}")
+    labels = _ctc_labels(_ctc_integers("targets", targets, "(B, S) or 1-D"), target_lengths, B, C, blank)
+    return z, labels, input_lengths
+
+
+def _logsumexp(*terms):
+    """log(sum(exp(terms))), -inf when every term is -inf."""
+    m = max(terms)
+    if m == -np.inf:
+        return -np.inf
+    return m + np.log(sum(np.exp(a - m) for a in terms))
+
+
+def _ctc_one(lp, l, blank):
+    """Loss and dloss/dlp-occupancy of one sample: lp (T_b, C) log-probabilities, l its labels."""
+    T_b = lp.shape[0]
+    ext = np.full(2 * l.size + 1, blank, np.int64)
+    ext[1::2] = l
+    L = ext.size
+    # a path may jump from l'[s-2] to l'[s] when l'[s] is a label different from l'[s-2]
+    can_skip = np.zeros(L, bool)
+    can_skip[2:] = (ext[2:] != blank) & (ext[2:] != ext[:-2])
+    if T_b == 0:  # no frames: only the empty label sequence has probability (1)
+        return (0.0 if l.size == 0 else np.inf), np.zeros((0, L)), ext
+    alpha = np.full((T_b, L), -np.inf)
+    alpha[0, 0] = lp[0, ext[0]]
+    if L > 1:
+        alpha[0, 1] = lp[0, ext[1]]
+    for t in range(1, T_b):
+        for s in range(L):
+            stay = alpha[t - 1, s]
+            advance = alpha[t - 1, s - 1] if s >= 1 else -np.inf
+            skip = alpha[t - 1, s - 2] if can_skip[s] else -np.inf
+            alpha[t, s] = _logsumexp(stay, advance, skip) + lp[t, ext[s]]
+    log_p = _logsumexp(alpha[T_b - 1, L - 1], alpha[T_b - 1, L - 2] if L > 1 else -np.inf)
+    beta = np.full((T_b, L), -np.inf)
+    beta[T_b - 1, L - 1] = lp[T_b - 1, ext[L - 1]]
+    if L > 1:
+        beta[T_b - 1, L - 2] = lp[T_b - 1, ext[L - 2]]
+    for t in range(T_b - 2, -1, -1):
+        for s in range(L):
+            stay = beta[t + 1, s]
+            advance = beta[t + 1, s + 1] if s + 1 < L else -np.inf
+            skip = beta[t + 1, s + 2] if s + 2 < L and can_skip[s + 2] else -np.inf
+            beta[t, s] = _logsumexp(stay, advance, skip) + lp[t, ext[s]]
+    if log_p == -np.inf:
+        return np.inf, None, ext
+    # posterior of frame t being on state s: alpha and beta both count lp[t, l'[s]]
+    posterior = np.exp(alpha + beta - lp[:, ext] - log_p)
+    return -log_p, posterior, ext
+
+
+def ctc_loss(logits, targets, input_lengths, target_lengths, blank=0, zero_infinity=False, training=True):
+    """CTC negative log-likelihood of each sample, and its gradient with respect to the logits.
+
+    logits (T, B, C) float32/float64, unnormalised (log_softmax is taken here);
+    targets padded (B, S) (entries past a sample's target length are ignored) or the
+    samples' labels concatenated (1-D), as torch.nn.functional.ctc_loss takes them;
+    input_lengths, target_lengths (B,) ints.  A label equal to ``blank`` is an error.
+    Returns ``losses (B,)`` (inf for a sample no alignment fits, 0 then with
+    ``zero_infinity``) and ``dlogits (T, B, C)``, the gradient of each sample's own loss
+    (zero past its input length, zero for an impossible sample), or None unless ``training``.
+    """
+    z, labels, input_lengths = _ctc_check(logits, targets, input_lengths, target_lengths, blank,
+                                          zero_infinity, training)
+    T, B, C = z.shape
+    z64 = z.astype(np.float64)
+    shifted = z64 - z64.max(axis=2, keepdims=True)
+    lp = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+    losses = np.zeros(B)
+    dz = np.zeros((T, B, C))
+    for b in range(B):
+        T_b = int(input_lengths[b])
+        loss, posterior, ext = _ctc_one(lp[:T_b, b], labels[b], blank)
+        if loss == np.inf:
+            losses[b] = 0.0 if zero_infinity else np.inf
+            continue  # an impossible sample has no gradient
+        losses[b] = loss
+        occupancy = np.zeros((T_b, C))
+        for s, c in enumerate(ext):
+            occupancy[:, c] += posterior[:, s]
+        dz[:T_b, b] = np.exp(lp[:T_b, b]) - occupancy
+    losses = losses.astype(z.dtype)
+    return losses, (dz.astype(z.dtype) if training else None)

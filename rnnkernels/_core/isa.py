@@ -89,12 +89,13 @@ def requested():
     return name
 
 
-def module(name):
-    """The kernel build ``name``, after checking that this CPU runs it."""
-    mod = _modules.get(name)
+def module(name, family="_kernels"):
+    """The kernel build ``name`` of ``family`` (``_kernels``: the recurrent kernels,
+    ``_ctc``: the CTC loss), after checking that this CPU runs it."""
+    mod = _modules.get((family, name))
     if mod is None:
         problem = why_not(name)
         if problem:
             raise ValueError(f"isa: {problem}")
-        mod = _modules[name] = importlib.import_module(f"{__package__}._kernels_{name}")
+        mod = _modules[family, name] = importlib.import_module(f"{__package__}.{family}_{name}")
     return mod

@@ -215,6 +215,11 @@ def kernels():
     return _kernels
 
 
+def ctc_kernels():
+    """The CTC loss compiled for the plan's build."""
+    return _isa.module(current().isa, "_ctc")
+
+
 def active():
     """The name of the kernel build that runs."""
     return current().isa

@@ -1,6 +1,8 @@
-"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers; bench; tune.
+"""The ``rnnkernels`` command line: train, evaluate and predict audio classifiers, train
+and use speech recognisers (``train --task ctc``, ``transcribe``); bench; tune.
 
-One module per command (``train``, ``evaluate``, ``predict``, ``bench``, ``tune``), each
+One module per command (``train``, ``evaluate``, ``predict``, ``transcribe``, ``bench``,
+``tune``; ``train_ctc`` is the CTC half of ``train``), each
 with ``add_parser(sub)`` and ``run(args)``; ``common`` holds what they share
 and ``plots`` the figures.
 
@@ -18,16 +20,17 @@ import sys
 import warnings
 
 from .._version import __version__
-from . import bench, evaluate, predict, train, tune
+from . import bench, evaluate, predict, train, transcribe, tune
 from ..engine.interrupts import terminate_gracefully
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Parser, one_line
 
-COMMANDS = (train, evaluate, predict, bench, tune)
+COMMANDS = (train, evaluate, predict, transcribe, bench, tune)
 
 
 def build_parser():
     parser = Parser(prog="rnnkernels",
-                    description="Fast CPU recurrent networks: train and use audio classifiers.")
+                    description="Fast CPU recurrent networks: train and use audio classifiers and speech "
+                                "recognisers (train --task ctc, transcribe).")
     parser.add_argument("--version", action="version", version=f"rnnkernels {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

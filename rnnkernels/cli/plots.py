@@ -108,3 +108,64 @@ def confusion_figure(confusion, label_names, path, title):
     plt.close(fig)
 
 
+
+
+def ctc_training_figure(report, path):
+    """A CTC run: loss per epoch (train, test), greedy test CER per epoch, and one test
+    utterance's per-frame posteriors with the characters the best path emits."""
+    plt = _pyplot()
+    h = report["history"]
+    epochs = np.arange(1, 1 + len(h["loss"]))
+    fig = plt.figure(figsize=(16, 8.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
+    ax = fig.add_subplot(grid[0, 0])
+    ax.plot(epochs, h["loss"], "o-", label="train (augmented)")
+    if "val_loss" in h:
+        ax.plot(epochs, h["val_loss"], "s-", label="test")
+    ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("CTC loss per utterance (log scale)")
+    ax.set_title("loss")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax = fig.add_subplot(grid[0, 1])
+    if "val_cer" in h:
+        cer = 100 * np.asarray(h["val_cer"])
+        ax.plot(epochs, cer, "s-", color="C1", label=f"test, greedy (last {cer[-1]:.2f}%)")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.axhline(100 * report["test_cer"], color="C2", ls="--",
+               label=f"final, {report['decoder']}: {100 * report['test_cer']:.2f}%")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("character error rate (%, log scale)")
+    ax.set_title("test CER")
+    ax.legend()
+    from matplotlib.ticker import MaxNLocator
+    for a_ in fig.axes:
+        a_.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+    a = report["alignment"]
+    post = np.asarray(a["posteriors"]).T  # (C, T')
+    ax = fig.add_subplot(grid[1, :])
+    seconds = a["frame_seconds"]
+    ax.imshow(post, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest",
+              extent=(0, post.shape[1] * seconds, post.shape[0] - 0.5, -0.5))
+    ax.set_yticks(range(len(a["classes"])), a["classes"])
+    for char, frame in a["tokens"]:
+        x = (frame + 0.5) * seconds
+        ax.axvline(x, color="cyan", lw=0.8, alpha=0.7)
+        ax.text(x, -0.7, char, color="black", ha="center", va="bottom", fontsize=11, fontweight="bold",
+                clip_on=False)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("class")
+    ax.set_title(f"alignment: per-frame posteriors of one test utterance ({a['source']}); reference "
+                 f"{a['reference']!r}, transcript {a['hypothesis']!r}", pad=18)
+    fig.suptitle(f"{report['model']}  |  {report['features_summary']}\n"
+                 f"{report['n_train']} train / {report['n_test']} test utterances ({report['split']}), "
+                 f"test CER {100 * report['test_cer']:.2f}%, WER {100 * report['test_wer']:.2f}%, "
+                 f"{report['train_seconds']:.0f} s on {report['threads']} threads", fontsize=11)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)

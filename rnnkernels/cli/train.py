@@ -14,6 +14,7 @@ from .common import CommandError, apply_threads, check_writable, one_line
 
 
 def add_parser(sub):
+    from ..asr import recipes as asr_recipes
     from ..audio import recipes
 
     d = recipes.DEFAULT_RECIPE
@@ -21,26 +22,36 @@ def add_parser(sub):
         "train", help="train a recurrent audio classifier (default: embedded spoken digits)",
         description="Train a recurrent classifier on audio. With no options: the embedded Free "
                     "Spoken Digit Dataset, official split (takes 0-4 are test).")
+    train.add_argument("--task", choices=("classify", "ctc"), default="classify",
+                       help="classify: one label per recording (default); ctc: a speech recogniser "
+                            "trained with CTC (with no --data: connected digits made from the embedded "
+                            "recordings); see docs/asr.md")
     data = train.add_argument_group("data")
     data.add_argument("--data", metavar="DIR",
                       help="folder of recordings: FSDD-style names {label}_{speaker}_{index}.wav or "
                            "one subfolder per class (default: the embedded spoken digits)")
     data.add_argument("--test-data", metavar="DIR",
                       help="separate test folder; then all of --data trains and --split is unused")
-    data.add_argument("--split", choices=("official", "speaker", "random"), default="official",
+    data.add_argument("--split", choices=("official", "speaker", "random"), default=None,
                       help="official: FSDD takes 0-4 are test; speaker: one speaker never heard in "
-                           "training (--test-speaker); random: seeded, stratified (default: %(default)s)")
+                           "training (--test-speaker); random: seeded, stratified (default: official; "
+                           "--task ctc --data DIR: speaker)")
     data.add_argument("--test-speaker", metavar="NAME",
                       help="speaker held out by --split speaker (default: chosen by --seed)")
     data.add_argument("--test-fraction", type=positive_float, default=0.1, metavar="F",
                       help="test share of --split random (default: %(default)s)")
     model = train.add_argument_group("model")
-    model.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=d["cell"],
-                       help="recurrent cell (default: %(default)s)")
-    model.add_argument("--hidden", type=positive_int, default=d["hidden"], metavar="N",
-                       help="units per recurrent layer and direction (default: %(default)s)")
-    model.add_argument("--layers", type=positive_int, default=d["layers"], metavar="N",
-                       help="stacked recurrent layers (default: %(default)s)")
+    a = asr_recipes.DEFAULT_RECIPE
+    model.add_argument("--cell", choices=("lstm", "gru", "rnn"), default=None,
+                       help=f"recurrent cell (default: {d['cell']}; --task ctc: {a['cell']})")
+    model.add_argument("--hidden", type=positive_int, default=None, metavar="N",
+                       help=f"units per recurrent layer and direction (default: {d['hidden']}; "
+                            f"--task ctc: {a['hidden']})")
+    model.add_argument("--layers", type=positive_int, default=None, metavar="N",
+                       help=f"stacked recurrent layers (default: {d['layers']}; --task ctc: {a['layers']})")
+    model.add_argument("--stack", type=positive_int, default=a["stack"], metavar="N",
+                       help="--task ctc: frames stacked into one recurrent step (subsampling; "
+                            "default: %(default)s)")
     model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                        default=d["bidirectional"], help="run each layer both ways (default: %(default)s)")
     model.add_argument("--pooling", choices=recipes.POOLINGS, default=d["pooling"],
@@ -62,14 +73,15 @@ def add_parser(sub):
                        help="cepstral coefficients with --features mfcc (default: %(default)s)")
     feats.add_argument("--deltas", type=int, choices=(0, 1, 2), default=d["features"].deltas,
                        help="append delta (and delta-delta) features (default: %(default)s)")
-    feats.add_argument("--hop-length", type=positive_int, default=d["features"].hop_length,
-                       metavar="N", help="samples between frames (default: %(default)s)")
+    feats.add_argument("--hop-length", type=positive_int, default=None,
+                       metavar="N", help=f"samples between frames (default: {d['features'].hop_length}; "
+                                         f"--task ctc: {a['features'].hop_length})")
     feats.add_argument("--sample-rate", type=positive_int, default=d["features"].sample_rate,
                        metavar="HZ", help="resample audio to this rate (default: %(default)s)")
     fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=positive_int, default=d["epochs"], metavar="N",
+    fit.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                      help="epochs in all (with --resume, counting the ones the model has "
-                          "trained; default: %(default)s)")
+                          f"trained; default: {d['epochs']}; --task ctc: {a['epochs']})")
     fit.add_argument("--batch-size", type=positive_int, default=d["batch_size"], metavar="N",
                      help="(default: %(default)s)")
     fit.add_argument("--lr", type=positive_float, default=d["lr"], metavar="LR",
@@ -88,15 +100,37 @@ def add_parser(sub):
                           "optimizer state, up to --epochs epochs in all; give the data, feature "
                           "and model options of the run that saved it (a mismatch is an error). "
                           "--save may name the same file")
+    ctc = train.add_argument_group("--task ctc")
+    ctc.add_argument("--beam", type=positive_int, default=a["beam"], metavar="N",
+                     help="prefix beam search width for the test transcripts; 1: greedy (default: %(default)s)")
+    ctc.add_argument("--utterances", type=positive_int, default=a["n_train"], metavar="N",
+                     help="connected-digit training utterances to make (default: %(default)s)")
+    ctc.add_argument("--test-utterances", type=positive_int, default=a["n_test"], metavar="N",
+                     help="connected-digit test utterances to make (default: %(default)s)")
     out = train.add_argument_group("outputs")
     out.add_argument("--save", metavar="MODEL",
                      help="save the model (with its feature settings and labels) here; it is "
                           "rewritten after every epoch, atomically, so Ctrl-C keeps the last one")
     out.add_argument("--report", metavar="REPORT.json", help="write a JSON report of the run")
-    out.add_argument("--plot", metavar="PNG", help="write training curves and a confusion matrix")
+    out.add_argument("--plot", metavar="PNG", help="write training curves and a confusion matrix "
+                                                   "(--task ctc: loss and CER curves and an alignment)")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=run)
     return train
+
+
+_TASK_DEFAULTS = ("cell", "hidden", "layers", "hop_length", "epochs")
+
+
+def _fill_defaults(args):
+    """The options whose default depends on --task."""
+    from ..asr import recipes as asr_recipes
+    from ..audio import recipes
+
+    d = recipes.DEFAULT_RECIPE if args.task == "classify" else asr_recipes.DEFAULT_RECIPE
+    for name in _TASK_DEFAULTS:
+        if getattr(args, name) is None:
+            setattr(args, name, d["features"].hop_length if name == "hop_length" else d[name])
 
 
 def run(args):
@@ -112,6 +146,12 @@ def run(args):
         from ..distributed.partition import check_launch
         check_launch(strategy.size, batch_size=args.batch_size)
 
+    _fill_defaults(args)
+    if args.task == "ctc":
+        from .train_ctc import run_ctc
+        return run_ctc(args, strategy)
+    if args.split is None:
+        args.split = "official"
     if args.test_data and not args.data:
         raise CommandError("--test-data needs --data (the training folder)")
     for option in ("save", "report", "plot"):

@@ -91,6 +91,8 @@ class DataAdapter:
         sequence outputs (the targets without their class axis)."""
         if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
             return y.shape[:len(self.layers[-1].output_shape)]
+        if isinstance(self.loss, losses.CTC):  # one loss per sample, labels (N, S)
+            return y.shape[:1]
         return y.shape[:-1]
 
     def _prepare_sample_weight(self, sample_weight, y, argument="sample_weight"):
@@ -149,6 +151,9 @@ class DataAdapter:
         """Per-sample weights (per-position for sequence outputs) of the targets' classes, as
         Keras: one-hot targets -> argmax, one binary unit -> round(y), sparse -> the ids; a
         class missing from ``class_weight`` weighs 1."""
+        if isinstance(self.loss, losses.CTC):
+            raise ValueError("class_weight: not defined for loss 'ctc' (a sample has many labels); "
+                             "give sample_weight instead")
         table = self._class_weight_table(class_weight)
         n_classes = table.size
         if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
@@ -227,6 +232,14 @@ class DataAdapter:
 
     def _check_output_shape(self, y, argument="y"):
         out = self.layers[-1].output_shape
+        if isinstance(self.loss, losses.CTC):
+            if len(out) != 2:
+                raise ValueError(f"loss 'ctc': expected a model that returns per-frame outputs (T, C), "
+                                 f"got output shape {out}")
+            if y.ndim != 2:
+                raise ValueError(f"{argument}: expected labels of shape (N, S) padded with -1 for loss "
+                                 f"'ctc', got {y.shape}")
+            return
         want = out if not isinstance(self.loss, losses.SparseCategoricalCrossentropy) else out[:-1]
         got = y.shape[1:]
         sparse = isinstance(self.loss, losses.SparseCategoricalCrossentropy)

@@ -162,6 +162,9 @@ class Trainer(DataAdapter):
         kw = {}
         if self._dist is not None:  # this rank's share of the global batch's loss
             kw["count"] = self._dist.loss_count(out, weights)
+        # a sequence loss (CTC) takes each sample's frame count, after any subsampling
+        if getattr(self.loss, "uses_lengths", False):
+            kw["lengths"] = lengths
         if self._fused():
             value, grad = self.loss.from_logits_value_and_grad(y, self.layers[-1]._z, weights,
                                                                sample_weight=sample_weight, **kw)

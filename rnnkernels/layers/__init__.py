@@ -2,21 +2,21 @@
 
 Recurrent: :class:`SimpleRNN`, :class:`LSTM`, :class:`GRU`, :class:`Bidirectional`.
 Core: :class:`Dense`, :class:`Dropout`, :class:`Activation`, :class:`Masking`,
-:class:`Flatten`, :class:`GlobalAveragePooling1D`, :class:`GlobalMaxPooling1D`,
+:class:`Flatten`, :class:`FrameStack` (subsampling), :class:`GlobalAveragePooling1D`, :class:`GlobalMaxPooling1D`,
 :class:`LayerNormalization`, :class:`BatchNormalization`, :class:`InputLayer` / :func:`Input`.
 See docs/training.md.
 """
 from .base import Layer
-from .core import (Activation, BatchNormalization, Dense, Dropout, Flatten, GlobalAveragePooling1D,
+from .core import (Activation, BatchNormalization, Dense, Dropout, Flatten, FrameStack, GlobalAveragePooling1D,
                    GlobalMaxPooling1D, Input, InputLayer, LayerNormalization, Masking)
 from .bidirectional import Bidirectional
 from .recurrent import GRU, LSTM, SimpleRNN
 
-__all__ = ["Layer", "Dense", "Dropout", "Activation", "Masking", "Flatten", "GlobalAveragePooling1D",
+__all__ = ["Layer", "Dense", "Dropout", "Activation", "Masking", "Flatten", "FrameStack", "GlobalAveragePooling1D",
            "GlobalMaxPooling1D", "LayerNormalization", "BatchNormalization", "InputLayer", "Input",
            "SimpleRNN", "LSTM", "GRU", "Bidirectional", "get", "serialize", "deserialize"]
 
-_CLASSES = {cls.__name__: cls for cls in (Dense, Dropout, Activation, Masking, Flatten,
+_CLASSES = {cls.__name__: cls for cls in (Dense, Dropout, Activation, Masking, Flatten, FrameStack,
                                           GlobalAveragePooling1D, GlobalMaxPooling1D,
                                           LayerNormalization, BatchNormalization, InputLayer,
                                           SimpleRNN, LSTM, GRU, Bidirectional)}

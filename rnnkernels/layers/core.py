@@ -232,6 +232,51 @@ class Flatten(Layer):
         return None
 
 
+class FrameStack(Layer):
+    """Subsampling by stacking: ``(B, T, F) -> (B, ceil(T / stride), stride * F)``, each output
+    frame the concatenation of ``stride`` consecutive input frames (as in speech
+    recognisers, e.g. Sak et al. 2015), so the layers after it run ``stride`` times fewer
+    steps.  Lengths follow: a sequence of ``n`` frames becomes ``ceil(n / stride)``; the frames
+    past ``n`` inside its last group are zeros (never another sequence's padding values)."""
+
+    def __init__(self, stride=2, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride: expected a positive integer, got {stride!r}")
+        self.stride = int(stride)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"{self.name}: expected sequence input (T, F), got input shape {input_shape}")
+        T, F = input_shape
+        return (None if T is None else -(-T // self.stride), F * self.stride)
+
+    def forward(self, x, training=False, lengths=None):
+        x = self._check_input(x, ndim=3)
+        B, T, F = x.shape
+        k = self.stride
+        Tk = -(-T // k)
+        padded = np.zeros((B, Tk * k, F), self.dtype)
+        padded[:, :T] = x if lengths is None else x * time_mask(lengths, T, self.dtype)[:, :, None]
+        self._in = (T, lengths)
+        self._lengths = None if lengths is None else -(-np.asarray(lengths, np.int64) // k)
+        return padded.reshape(B, Tk, k * F)
+
+    def backward(self, dy):
+        T, lengths = self._in
+        B, Tk, kF = dy.shape
+        dx = dy.reshape(B, Tk * self.stride, kF // self.stride)[:, :T]
+        if lengths is not None:
+            dx = dx * time_mask(lengths, T, self.dtype)[:, :, None]
+        return np.ascontiguousarray(dx)
+
+    def output_lengths(self, lengths):
+        return None if lengths is None else -(-np.asarray(lengths, np.int64) // self.stride)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
 class GlobalAveragePooling1D(Layer):
     """Mean over time of ``(B, T, F)`` -> ``(B, F)``, over the valid steps only when lengths are known."""
 
