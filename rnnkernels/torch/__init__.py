@@ -1,0 +1,18 @@
+"""rnnkernels for PyTorch users: ``LSTM``, ``GRU`` and ``RNN`` with exactly
+``torch.nn``'s arguments, parameters, inputs and outputs, computed on the
+rnnkernels kernels (CPU, float32/float64), and ``convert(model)``, which swaps
+them in for torch.nn's inside a model. See docs/torch.md.
+
+Needs PyTorch (``pip install "rnnkernels[torch]"``).
+"""
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError("rnnkernels.torch needs PyTorch: pip install 'rnnkernels[torch]'") from e
+
+from .convert import convert
+from .modules import GRU, LSTM, RNN
+
+# Other PyTorch-facing operators of rnnkernels (the CTC loss) are exported here too.
+
+__all__ = ["LSTM", "GRU", "RNN", "convert"]
