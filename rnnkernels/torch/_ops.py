@@ -152,7 +152,7 @@ def _backward_forward(ctx, dy, dh_n, dc_n, *_workspace_grads):
                            "for backward; call it with training=True to differentiate it")
     batch_sizes, w_ih, w_hh, w_hr, *ws = ctx.saved_tensors
     x_ws, h_ws = ws[0], ws[1]
-    B = int(batch_sizes[0]) if batch_sizes.numel() else 0
+    B = h_ws.shape[0] - x_ws.shape[0]  # the state buffer is (N + B, P); no data-dependent read
     H = w_hh.shape[0] // _GATES[ctx.kind]
     if dy is None:
         dy = x_ws.new_zeros((x_ws.shape[0], h_ws.shape[1]))

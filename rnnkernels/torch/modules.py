@@ -71,9 +71,8 @@ class _Recurrent(torch.nn.RNNBase):
             sorted_indices = unsorted_indices = None
             batch_sizes = None
             B = input.size(0) if self.batch_first else input.size(1)
-            if hx is not None:
-                self.check_forward_args(input, hx, None)
             hx = self._initial(hx, B, P, input, D)
+            self.check_forward_args(input, hx, None)
             x = input.transpose(0, 1) if self.batch_first else input
             T = x.size(0)
             x = x.contiguous().reshape(T * B, x.size(2))   # one copy at most (batch_first)
