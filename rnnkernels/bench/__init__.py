@@ -159,7 +159,7 @@ def _run_dropin(options):
     rows = []
     kw = {}
     if options.quick:
-        kw = dict(layers=(1,), bidirectional=(False,))
+        kw = dict(layers=(1,), bidirectional=(False,), size=dict(B=4, T=10, I=5, H=8))
     try:
         for name in ("dropin_torch", "dropin_keras"):
             if importlib.util.find_spec(f"{__name__}.{name}") is None:

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 SIZE = dict(B=32, T=100, I=40, H=128)
+QUICK_SIZE = dict(B=4, T=10, I=5, H=8)  # --quick: exercises the code, means nothing
 CELLS = ("lstm", "gru", "rnn")
 LAYERS = (1, 2, 3)
 
@@ -48,8 +49,8 @@ def _step(model, opt, x, target, loss_fn):
     return out
 
 
-def _case(torch, rkt, cell, layers, bidirectional, packed, dtype, repeats, seed):
-    B, T, I, H = SIZE["B"], SIZE["T"], SIZE["I"], SIZE["H"]
+def _case(torch, rkt, cell, layers, bidirectional, packed, dtype, repeats, seed, size):
+    B, T, I, H = size["B"], size["T"], size["I"], size["H"]
     D = 2 if bidirectional else 1
     tdtype = getattr(torch, dtype)
     torch.manual_seed(seed)
@@ -89,15 +90,15 @@ def _case(torch, rkt, cell, layers, bidirectional, packed, dtype, repeats, seed)
                 times[name].append(time.perf_counter() - start)
     peer_ms = 1e3 * statistics.median(times["torch.nn"])
     ours_ms = 1e3 * statistics.median(times["rnnkernels.torch"])
-    return {"framework": "torch", "cell": cell, "layers": layers, "bidirectional": bidirectional,
+    return {"framework": "torch", "size": "B{B} T{T} I{I} H{H}".format(**size), "cell": cell, "layers": layers, "bidirectional": bidirectional,
             "input": "packed" if packed else "padded", "dtype": dtype, "peer": "torch.nn",
             "peer_ms": peer_ms, "ours_ms": ours_ms, "ratio": ours_ms / peer_ms, "max_abs_diff": diff}
 
 
 def rows(repeats, threads, dtype="float32", cells=CELLS, layers=LAYERS, bidirectional=(False, True),
-         inputs=("padded", "packed"), seed=0):
+         inputs=("padded", "packed"), seed=0, size=None):
     """Median training-step times of torch.nn's module and ours, one dict per
-    case (keys: framework, cell, layers, bidirectional, input, dtype, threads,
+    case (keys: framework, size, cell, layers, bidirectional, input, dtype, threads,
     peer, peer_ms, ours_ms, ratio, max_abs_diff)."""
     import torch
 
@@ -113,7 +114,8 @@ def rows(repeats, threads, dtype="float32", cells=CELLS, layers=LAYERS, bidirect
                 for n in layers:
                     for bi in bidirectional:
                         for inp in inputs:
-                            row = _case(torch, rkt, cell, n, bi, inp == "packed", dtype, repeats, seed)
+                            row = _case(torch, rkt, cell, n, bi, inp == "packed", dtype, repeats, seed,
+                                        size or SIZE)
                             row["threads"] = threads
                             out.append(row)
     finally:

@@ -126,7 +126,7 @@ def _thread_scaling(rows):
 
 
 # ------------------------------------------------------- drop-in training steps
-_DROPIN_COLUMNS = (("framework", "framework", None), ("cell", "cell", None), ("layers", "layers", None),
+_DROPIN_COLUMNS = (("framework", "framework", None), ("size", "size", None), ("cell", "cell", None), ("layers", "layers", None),
                    ("bidirectional", "bidir", None), ("input", "input", None), ("dtype", "dtype", None),
                    ("threads", "thr", None), ("peer", "peer", None), ("peer_ms", "peer ms", ".2f"),
                    ("ours_ms", "ours ms", ".2f"), ("ratio", "ours/peer", ".2f"),
@@ -159,6 +159,6 @@ def render_dropin(rows):
 
     header = [specs.get(k, (k, None))[0] for k in keys + extra]
     body = [[cell(r, k) for k in keys + extra] for r in rows]
-    left = sum(1 for k in keys if k in ("framework", "cell", "layers", "bidirectional", "input", "dtype"))
+    left = sum(1 for k in keys if k in ("framework", "size", "cell", "layers", "bidirectional", "input", "dtype"))
     return "drop-in training steps (forward, loss, backward, optimizer step; medians, interleaved)\n" + \
         format_table(header, body, left=left)
