@@ -172,7 +172,8 @@ def _run_dropin(options):
                             print("rnnkernels bench: --dropin: PyTorch is not installed, skipping torch rows",
                                   file=sys.stderr)
                             continue
-                        rows += module.rows(options.repeats, threads, dtype, cells=options.cells, **kw)
+                        rows += module.rows(options.repeats, threads, dtype, cells=options.cells,
+                                            progress=sys.stderr, **kw)
                     else:
                         rows += module.rows(options.repeats, threads, dtype)
         print(render_dropin(rows))

@@ -96,10 +96,11 @@ def _case(torch, rkt, cell, layers, bidirectional, packed, dtype, repeats, seed,
 
 
 def rows(repeats, threads, dtype="float32", cells=CELLS, layers=LAYERS, bidirectional=(False, True),
-         inputs=("padded", "packed"), seed=0, size=None):
+         inputs=("padded", "packed"), seed=0, size=None, progress=None):
     """Median training-step times of torch.nn's module and ours, one dict per
     case (keys: framework, size, cell, layers, bidirectional, input, dtype, threads,
-    peer, peer_ms, ours_ms, ratio, max_abs_diff)."""
+    peer, peer_ms, ours_ms, ratio, max_abs_diff). ``progress``: a file (such
+    as sys.stderr) that gets one line per finished case."""
     import torch
 
     import rnnkernels
@@ -118,6 +119,9 @@ def rows(repeats, threads, dtype="float32", cells=CELLS, layers=LAYERS, bidirect
                                         size or SIZE)
                             row["threads"] = threads
                             out.append(row)
+                            if progress is not None:
+                                print(f"dropin torch: {cell} {n} layer(s) {'bi' if bi else 'uni'} {inp} "
+                                      f"{dtype} {threads}t: ratio {row['ratio']:.2f}x", file=progress, flush=True)
     finally:
         torch.set_num_threads(previous)
     return out

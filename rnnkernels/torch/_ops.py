@@ -71,7 +71,7 @@ def _forward_impl(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
         c_n = None
     dtype = data.dtype
     ws = ops.workspace(cache) if cache is not None else (None,) * len(ops.WORKSPACE)
-    if cache is not None and np.shares_memory(y, ws[1]):
+    if cache is not None and np.may_share_memory(y, ws[1]):
         y = y.copy()  # y is a view of the state buffer; an operator's outputs may not alias
     out = [_tensor(y), _tensor(h_n), _empty(dtype) if c_n is None else _tensor(c_n)]
     out += [_empty(dtype) if a is None else _tensor(a) for a in ws]
