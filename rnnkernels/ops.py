@@ -568,12 +568,21 @@ def workspace(cache):
     return tuple(getattr(cache, name) for name in WORKSPACE)
 
 
+def packed_weights(cache):
+    """The weights a training call packed for its backward pass (opaque): pass
+    them to :func:`cache_from_workspace` to skip packing them again."""
+    if not isinstance(cache, _Cache):
+        raise TypeError(f"cache: expected a cache returned by ops, got {type(cache).__name__}")
+    return cache.weights
+
+
 def cache_from_workspace(kind, arrays, batch_sizes, w_ih, w_hh, w_hr=None, reverse=False,
-                         has_b_ih=True, has_b_hh=True, nonlinearity="tanh"):
+                         has_b_ih=True, has_b_hh=True, nonlinearity="tanh", packed=None):
     """The cache of a ``*_forward_packed(data, batch_sizes, ...)`` training
     call rebuilt from :func:`workspace`'s arrays, the same ``batch_sizes``,
     ``reverse`` and weights (packed again for backward: pass the values the
-    forward call read)."""
+    forward call read), or with ``packed`` (:func:`packed_weights` of that
+    call) the forward call's own packing."""
     if kind not in ("lstm", "gru", "rnn"):
         raise ValueError(f"kind: expected 'lstm', 'gru' or 'rnn', got {kind!r}")
     if w_hr is not None and kind != "lstm":
@@ -598,8 +607,14 @@ def cache_from_workspace(kind, arrays, batch_sizes, w_ih, w_hh, w_hr=None, rever
         ws[name] = _array(f"arrays ({name})", a, dtype, shape)
     cell_name = _cells.kernel_cell(kind, peephole=False, layer_norm=False, reset_after=True,
                                    nonlinearity=_nonlinearity(nonlinearity) if kind == "rnn" else "tanh")
-    w = _Weights(w_ih, w_hh, G, _tuning.unit_tile(H), "tiles", split_gru=kind == "gru", w_hr=w_hr,
-                 pub=_tuning.unit_tile(P) if w_hr is not None else None)
+    if packed is not None:
+        if not isinstance(packed, _Weights) or packed.w_bwd is None or packed.w_ih.shape != w_ih.shape \
+                or packed.tiles[-1] != H or (packed.ptiles is None) != (w_hr is None):
+            raise TypeError("packed: expected ops.packed_weights of a training call with these weights")
+        w = packed
+    else:
+        w = _Weights(w_ih, w_hh, G, _tuning.unit_tile(H), "tiles", split_gru=kind == "gru", w_hr=w_hr,
+                     pub=_tuning.unit_tile(P) if w_hr is not None else None)
     return _Cache(kind, cell_name=cell_name, plan=plan, weights=w, H=H, I=I, P=P, G=G, dtype=dtype,
                   has_b_ih=_flag("has_b_ih", has_b_ih), has_b_hh=_flag("has_b_hh", has_b_hh),
                   reset_after=True, rows_split=False, hm=None, mask=None, zh=None, zc=None,

@@ -15,6 +15,8 @@ Tensors cross to NumPy and back without copies (``Tensor.numpy()`` and
 Gradients of the gradients are not computed: the backward operator's own
 backward raises.
 """
+import threading
+import weakref
 from typing import Optional, Tuple
 
 import numpy as np
@@ -41,6 +43,38 @@ def _tensor(a):
         except ValueError:
             a = a.copy()
     return torch.from_numpy(a)
+
+
+# The forward calls' packed weights, reused by their backward calls: a pure
+# cache (the rebuilt cache is bitwise the same, tests/kernels/test_workspace.py),
+# keyed by the address of the call's gates buffer and valid while that buffer
+# lives (a weak reference removes the entry) and the weight tensors are the
+# same memory at the same version (any in-place change bumps it).
+_PACKED = {}
+_PACKED_LOCK = threading.Lock()
+
+
+def _weights_key(*tensors):
+    return tuple(None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in tensors)
+
+
+def _remember_packing(cache, gates, w_ih, w_hh, w_hr):
+    address = gates.ctypes.data
+
+    def forget(_, address=address):
+        with _PACKED_LOCK:
+            _PACKED.pop(address, None)
+
+    with _PACKED_LOCK:
+        _PACKED[address] = (weakref.ref(gates, forget), _weights_key(w_ih, w_hh, w_hr), ops.packed_weights(cache))
+
+
+def _recall_packing(ws_gates, w_ih, w_hh, w_hr):
+    with _PACKED_LOCK:
+        entry = _PACKED.get(ws_gates.data_ptr())
+    if entry is None or entry[0]() is None or entry[1] != _weights_key(w_ih, w_hh, w_hr):
+        return None
+    return entry[2]
 
 
 def _empty(dtype):
@@ -71,6 +105,8 @@ def _forward_impl(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
         c_n = None
     dtype = data.dtype
     ws = ops.workspace(cache) if cache is not None else (None,) * len(ops.WORKSPACE)
+    if cache is not None:
+        _remember_packing(cache, ws[3], w_ih, w_hh, w_hr)
     if cache is not None and np.may_share_memory(y, ws[1]):
         y = y.copy()  # y is a view of the state buffer; an operator's outputs may not alias
     out = [_tensor(y), _tensor(h_n), _empty(dtype) if c_n is None else _tensor(c_n)]
@@ -112,7 +148,8 @@ def recurrent_backward(kind: str, batch_sizes: Tensor, w_ih: Tensor, w_hh: Tenso
           for t in (ws_x, ws_h, ws_c, ws_gates, ws_aux, ws_m)]
     arg = lambda t: None if t is None else _np(t)  # noqa: E731
     cache = ops.cache_from_workspace(kind, tuple(ws), _np(batch_sizes), _np(w_ih), _np(w_hh), arg(w_hr),
-                                     reverse, has_b_ih, has_b_hh, nonlinearity)
+                                     reverse, has_b_ih, has_b_hh, nonlinearity,
+                                     packed=_recall_packing(ws_gates, w_ih, w_hh, w_hr))
     if kind == "lstm":
         g = ops.lstm_backward(cache, _np(dy), _np(dh_n), _np(dc_n))
     elif kind == "gru":

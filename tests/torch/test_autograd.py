@@ -154,3 +154,29 @@ def test_torch_export_sees_the_opaque_operator():
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert "rnnkernels.recurrent_forward.default" in targets
     torch.testing.assert_close(ep.module()(x), model(x))
+
+
+@pytest.mark.torch
+def test_backward_reuses_the_forward_packing_only_while_valid():
+    import gc
+
+    from rnnkernels.torch import _ops
+
+    args = _op_args("lstm", [3, 2, 2], True, proj=2)
+    kind, _, bs, _, _, w_ih, w_hh, _, _, w_hr, reverse, nl, _ = args
+    out = recurrent_forward(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+    ws = out[3:]
+    w_ih, w_hh, w_hr = w_ih.detach(), w_hh.detach(), w_hr.detach()
+    assert _ops._recall_packing(ws[3], w_ih, w_hh, w_hr) is not None
+    assert _ops._recall_packing(ws[3], w_ih, w_hh.clone(), w_hr) is None  # other memory: packed again
+    dy, dh, dc = torch.randn_like(out[0]), torch.randn_like(out[1]), torch.randn_like(out[2])
+    def call(w, ws):
+        return recurrent_backward(kind, bs, w_ih, w, w_hr, *ws, dy, dh, dc, reverse, nl, True, True)
+
+    for a, b in zip(call(w_hh, ws), call(w_hh.clone(), ws)):
+        assert torch.equal(a, b)  # the reused packing and a fresh one: the same bits
+    w_hh.add_(0)  # an in-place change (its version moves): the packing is stale
+    assert _ops._recall_packing(ws[3], w_ih, w_hh, w_hr) is None
+    del out, ws
+    gc.collect()
+    assert not _ops._PACKED  # entries die with the workspace
