@@ -57,3 +57,20 @@ def test_workspace_refuses_variants_and_bad_arrays():
         ops.cache_from_workspace("gru", arrays, [3, 3], w_ih, w_hh)
     with pytest.raises(ValueError, match="kind: expected"):
         ops.cache_from_workspace("lstmx", arrays, [3, 3], w_ih, w_hh)
+
+
+def test_the_forward_packing_is_reused_with_the_same_bits_and_checked():
+    rng = np.random.default_rng(1)
+    x, w_ih, w_hh = rng.standard_normal((6, 2)), rng.standard_normal((9, 2)), rng.standard_normal((9, 3))
+    y, h_n, cache = ops.gru_forward_packed(x, [3, 2, 1], w_ih, w_hh, None, None, reverse=True)
+    arrays = ops.workspace(cache)
+    dy = rng.standard_normal(y.shape)
+    fresh = ops.gru_backward(ops.cache_from_workspace("gru", arrays, [3, 2, 1], w_ih, w_hh, reverse=True), dy)
+    reused = ops.gru_backward(ops.cache_from_workspace("gru", arrays, [3, 2, 1], w_ih, w_hh, reverse=True,
+                                                       packed=ops.packed_weights(cache)), dy)
+    for k in fresh:
+        assert (fresh[k] is None and reused[k] is None) or np.array_equal(fresh[k], reused[k]), k
+    with pytest.raises(TypeError, match="packed: expected ops.packed_weights"):
+        ops.cache_from_workspace("gru", arrays, [3, 2, 1], w_ih, w_hh, packed="weights")
+    with pytest.raises(TypeError, match="cache: expected a cache"):
+        ops.packed_weights(None)
