@@ -15,7 +15,6 @@ Tensors cross to NumPy and back without copies (``Tensor.numpy()`` and
 Gradients of the gradients are not computed: the backward operator's own
 backward raises.
 """
-import threading
 import weakref
 from typing import Optional, Tuple
 
@@ -51,7 +50,9 @@ def _tensor(a):
 # lives (a weak reference removes the entry) and the weight tensors are the
 # same memory at the same version (any in-place change bumps it).
 _PACKED = {}
-_PACKED_LOCK = threading.Lock()
+# No lock: single dict operations are atomic under the GIL, and a lock taken here
+# could be re-entered by a weak-reference callback that garbage collection runs
+# on the same thread in the middle of an update (a deadlock).
 
 
 def _weights_key(*tensors):
@@ -61,17 +62,18 @@ def _weights_key(*tensors):
 def _remember_packing(cache, gates, w_ih, w_hh, w_hr):
     address = gates.ctypes.data
 
-    def forget(_, address=address):
-        with _PACKED_LOCK:
+    def forget(ref, address=address):
+        # runs as the gates buffer dies, before its memory can serve another
+        # call; removes only this buffer's own entry
+        entry = _PACKED.get(address)
+        if entry is not None and entry[0] is ref:
             _PACKED.pop(address, None)
 
-    with _PACKED_LOCK:
-        _PACKED[address] = (weakref.ref(gates, forget), _weights_key(w_ih, w_hh, w_hr), ops.packed_weights(cache))
+    _PACKED[address] = (weakref.ref(gates, forget), _weights_key(w_ih, w_hh, w_hr), ops.packed_weights(cache))
 
 
 def _recall_packing(ws_gates, w_ih, w_hh, w_hr):
-    with _PACKED_LOCK:
-        entry = _PACKED.get(ws_gates.data_ptr())
+    entry = _PACKED.get(ws_gates.data_ptr())
     if entry is None or entry[0]() is None or entry[1] != _weights_key(w_ih, w_hh, w_hr):
         return None
     return entry[2]
