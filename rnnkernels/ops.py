@@ -546,6 +546,91 @@ def rnn_backward(cache, dy, dh_n=None, input_grad=True):
     return _backward("rnn", cache, dy, (dh_n,), input_grad)
 
 
+# ------------------------------------------------- caches as arrays (autograd)
+# An autograd framework that wants a functional backward (torch.library's
+# custom ops: torch.compile and torch.export describe every saved value as a
+# tensor) keeps a training call's cache as its arrays and rebuilds the cache
+# from them, the batch layout and the weights at backward time.  Only the
+# variant-free cells and the projection (w_hr) are supported.
+WORKSPACE = ("x", "h", "c", "gates", "aux", "m")
+
+
+def workspace_shapes(kind, N, B, I, H, P, projection=False):
+    """The shapes of a packed training call's workspace (in WORKSPACE's
+    order; None where the cell keeps no such array); ``projection``: an LSTM
+    with ``w_hr (P, H)``."""
+    G = _cells.CELLS[kind].gates
+    return ((N, I), (N + B, P), (N + B, H) if kind == "lstm" else None, (N, G * H),
+            (N, H) if kind == "gru" else None, (N, H) if projection else None)
+
+
+def workspace(cache):
+    """The arrays of a training call's cache, in WORKSPACE's order (None where
+    the cell keeps none); see :func:`cache_from_workspace`.  The state buffer
+    ``h`` may share memory with that call's ``y``."""
+    if not isinstance(cache, _Cache):
+        raise TypeError(f"cache: expected a cache returned by ops, got {type(cache).__name__}")
+    if cache.peep is not None or cache.ln is not None or cache.mask is not None \
+            or cache.zh is not None or cache.zc is not None or cache.zh_rate >= 0 or cache.zc_rate >= 0:
+        raise ValueError("cache: only variant-free calls (or w_hr) can be kept as arrays")
+    return tuple(getattr(cache, name) for name in WORKSPACE)
+
+
+def packed_weights(cache):
+    """The weights a training call packed for its backward pass (opaque): pass
+    them to :func:`cache_from_workspace` to skip packing them again."""
+    if not isinstance(cache, _Cache):
+        raise TypeError(f"cache: expected a cache returned by ops, got {type(cache).__name__}")
+    return cache.weights
+
+
+def cache_from_workspace(kind, arrays, batch_sizes, w_ih, w_hh, w_hr=None, reverse=False,
+                         has_b_ih=True, has_b_hh=True, nonlinearity="tanh", packed=None):
+    """The cache of a ``*_forward_packed(data, batch_sizes, ...)`` training
+    call rebuilt from :func:`workspace`'s arrays, the same ``batch_sizes``,
+    ``reverse`` and weights (packed again for backward: pass the values the
+    forward call read), or with ``packed`` (:func:`packed_weights` of that
+    call) the forward call's own packing."""
+    if kind not in ("lstm", "gru", "rnn"):
+        raise ValueError(f"kind: expected 'lstm', 'gru' or 'rnn', got {kind!r}")
+    if w_hr is not None and kind != "lstm":
+        raise ValueError(f"w_hr: only the LSTM projects, got one for {kind}")
+    if not isinstance(arrays, (tuple, list)) or len(arrays) != len(WORKSPACE):
+        raise TypeError(f"arrays: expected a tuple of {len(WORKSPACE)} arrays ({', '.join(WORKSPACE)})")
+    x = np.asarray(arrays[0])
+    if x.dtype not in _FLOAT_DTYPES or x.ndim != 2:
+        raise TypeError(f"arrays[0] (x): expected a float32 or float64 (N, I) array, got {x.dtype} {x.shape}")
+    N, I = x.shape
+    dtype = x.dtype
+    bs = _batch_sizes(batch_sizes, N)
+    G = _cells.CELLS[kind].gates
+    w_ih, w_hh, _, _, w_hr, H, P = _weights(w_ih, w_hh, None, None, w_hr, G, kind, I, dtype)
+    plan = _packed_plan(bs, _flag("reverse", reverse))
+    shapes = workspace_shapes(kind, N, plan.B, I, H, P, w_hr is not None)
+    ws = {}
+    for name, a, shape in zip(WORKSPACE, arrays, shapes):
+        if shape is None:
+            ws[name] = None
+            continue
+        ws[name] = _array(f"arrays ({name})", a, dtype, shape)
+    cell_name = _cells.kernel_cell(kind, peephole=False, layer_norm=False, reset_after=True,
+                                   nonlinearity=_nonlinearity(nonlinearity) if kind == "rnn" else "tanh")
+    if packed is not None:
+        if not isinstance(packed, _Weights) or packed.w_bwd is None or packed.w_ih.shape != w_ih.shape \
+                or packed.tiles[-1] != H or (packed.ptiles is None) != (w_hr is None):
+            raise TypeError("packed: expected ops.packed_weights of a training call with these weights")
+        w = packed
+    tuned, kernels = _tuning.current(), _tuning.kernels()  # the process's plan (as the forward's)
+    if packed is None:
+        w = _Weights(w_ih, w_hh, G, _tuning.unit_tile(H, tuned), "tiles", split_gru=kind == "gru", w_hr=w_hr,
+                     pub=_tuning.unit_tile(P, tuned) if w_hr is not None else None)
+    return _Cache(kind, cell_name=cell_name, plan=plan, tuned=tuned, kernels=kernels, weights=w, H=H, I=I, P=P, G=G, dtype=dtype,
+                  has_b_ih=_flag("has_b_ih", has_b_ih), has_b_hh=_flag("has_b_hh", has_b_hh),
+                  reset_after=True, rows_split=False, hm=None, mask=None, zh=None, zc=None,
+                  zh_rate=-1.0, zc_rate=-1.0, ctilde=None, ln=None, layer_norm=None, peep=None,
+                  projection=w_hr is not None, **ws)
+
+
 # ------------------------------------------------------------------------ CTC
 def _ctc_ints(name, a, B=None):
     if not hasattr(a, "__array__") and not isinstance(a, (list, tuple)):

@@ -85,6 +85,11 @@ def add_arguments(p):
     p.add_argument("--variants", action="store_true",
                    help="time the cell variants' training steps against the plain cells and the projection "
                         "LSTM against torch's proj_size (alone; with --targets, after the main table)")
+    p.add_argument("--dropin", action="store_true",
+                   help="alone: time training steps (forward, backward, Adam) of the same model with "
+                        "torch.nn's LSTM/GRU/RNN and rnnkernels.torch's, padded and PackedSequence, 1-3 layers, "
+                        "bidirectional (and Keras's layers against rnnkernels.keras' where that is installed); "
+                        "--cells, --dtype, --threads and --repeats apply")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the inputs (default 0)")
     p.add_argument("--json", metavar="PATH",
@@ -126,6 +131,8 @@ def run(options):
         options.warmup = 1 if options.quick else 2
     if options.targets:
         options.varlen = options.memory = True
+    if getattr(options, "dropin", False):
+        return _run_dropin(options)
     if options.json:
         directory = os.path.dirname(os.path.abspath(options.json))
         if not os.path.isdir(directory):  # fail now, not after the whole run
@@ -148,6 +155,56 @@ def run(options):
         print(f"rnnkernels bench: error: {exc}", file=sys.stderr)
         return 1
     return 1 if any(t["status"] == "FAIL" for t in report["targets"]) else 0
+
+
+def _run_dropin(options):
+    """``--dropin``: the drop-in modules' training steps against the frameworks' own."""
+    import importlib
+    import importlib.util
+
+    from .report import render_dropin
+
+    rows = []
+    kw = {}
+    if options.quick:
+        kw = dict(layers=(1,), bidirectional=(False,), size=dict(B=4, T=10, I=5, H=8))
+    try:
+        for name in ("dropin_torch", "dropin_keras"):
+            if importlib.util.find_spec(f"{__name__}.{name}") is None:
+                continue
+            module = importlib.import_module(f"{__name__}.{name}")
+            for threads in options.threads:
+                for dtype in options.dtype:
+                    if name == "dropin_torch":
+                        if importlib.util.find_spec("torch") is None:
+                            print("rnnkernels bench: --dropin: PyTorch is not installed, skipping torch rows",
+                                  file=sys.stderr)
+                            continue
+                        rows += module.rows(options.repeats, threads, dtype, cells=options.cells,
+                                            progress=sys.stderr, **kw)
+                    else:
+                        if importlib.util.find_spec("keras") is None:
+                            print("rnnkernels bench: --dropin: Keras is not installed, skipping Keras rows",
+                                  file=sys.stderr)
+                            continue
+                        quick = dict(epochs=1, steps=1, seed_program=False,
+                                     step_cases=tuple(module.STEP_CASES)[:1]) if options.quick else {}
+                        rows += [dict(row, framework=row.get("framework", "keras"))
+                                 for row in module.rows(options.repeats, threads, dtype, **quick)]
+        print(render_dropin(rows))
+        if options.json:
+            path = options.json
+            if os.path.isdir(path):
+                path = os.path.join(path, "dropin.json")
+            write_json(path, {"schema": "rnnkernels-dropin/1", "rows": rows})
+            print(f"results: {path}")
+    except KeyboardInterrupt:
+        print("rnnkernels bench: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        print(f"rnnkernels bench: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -125,3 +125,42 @@ def _thread_scaling(rows):
                 body.append([cell, size, dtype, "", system, f"{timed[0][0]}->{threads}", _fmt(ms),
                              _fmt(timed[0][1] / ms, ".2f", "x")])
     return body
+
+
+# ------------------------------------------------------- drop-in training steps
+_DROPIN_COLUMNS = (("framework", "framework", None), ("size", "size", None), ("cell", "cell", None), ("layers", "layers", None),
+                   ("bidirectional", "bidir", None), ("input", "input", None), ("dtype", "dtype", None),
+                   ("threads", "thr", None), ("peer", "peer", None), ("peer_ms", "peer ms", ".2f"),
+                   ("ours_ms", "ours ms", ".2f"), ("ratio", "ours/peer", ".2f"),
+                   ("max_abs_diff", "max|diff|", ".1e"))
+
+
+def render_dropin(rows):
+    """The drop-in table (``rnnkernels bench --dropin``): one row per case of
+    :mod:`rnnkernels.bench.dropin_torch` / ``dropin_keras`` (medians of
+    training steps, the ratio ours / the framework's own layer). Keys a row
+    has beyond the known ones are shown in extra columns."""
+    if not rows:
+        return "drop-in: no rows"
+    keys = [k for k, _, _ in _DROPIN_COLUMNS if any(k in r for r in rows)]
+    extra = []
+    for r in rows:
+        extra += [k for k in r if k not in keys and k not in extra]
+    specs = {k: (title, spec) for k, title, spec in _DROPIN_COLUMNS}
+
+    def cell(r, k):
+        v = r.get(k)
+        if v is None:
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        spec = specs.get(k, (k, None))[1]
+        if isinstance(v, float) and spec is None:
+            spec = ".3g"
+        return f"{v:{spec}}" + ("x" if k == "ratio" else "") if spec else str(v)
+
+    header = [specs.get(k, (k, None))[0] for k in keys + extra]
+    body = [[cell(r, k) for k in keys + extra] for r in rows]
+    left = sum(1 for k in keys if k in ("framework", "size", "cell", "layers", "bidirectional", "input", "dtype"))
+    return "drop-in training steps (forward, loss, backward, optimizer step; medians, interleaved)\n" + \
+        format_table(header, body, left=left)
