@@ -185,7 +185,7 @@ def _extensions():
     exts = [Extension(f"rnnkernels._core.{family}_{isa}", [path], include_dirs=["src"], depends=headers)
             for (family, isa), path in _kernel_shims(table).items()]
     exts += [Extension(f"rnnkernels._core.{m}", [f"src/{m}.pyx"], include_dirs=["src"], depends=headers)
-             for m in ("_layout", "_threads", "_cpu")]
+             for m in ("_layout", "_threads", "_cpu", "_keyed")]
     # A debug build must not reuse C files or objects of a release build, nor
     # a serial build those of an OpenMP one: Cython and build_ext only look at
     # timestamps, not flags.

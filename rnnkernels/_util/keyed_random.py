@@ -44,6 +44,25 @@ def _fold(words):
     return h
 
 
+def _uniforms_numpy(ids, m):
+    """(n, m) uniforms: the top 53 bits of SplitMix64(ids[i] ^ j) (the reference)."""
+    h = _mix(ids.reshape(-1, 1) ^ np.arange(m, dtype=np.uint64).reshape(1, m))
+    return (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def _uniforms(ids, m):
+    """The same, compiled (src/_keyed.pyx): one pass instead of NumPy's ten."""
+    try:
+        from .._core import _keyed
+    except ImportError:  # an unbuilt checkout: the reference
+        return _uniforms_numpy(ids, m)
+    out = np.empty((ids.size, m), np.float64)
+    if out.size:
+        from .._core.threads import get_num_threads
+        _keyed.uniforms(ids, out, max(1, min(get_num_threads(), ids.size, out.size // 65536 + 1)))
+    return out
+
+
 def dataset_sample_ids(dataset, batch_index, n_rows, start=0):
     """Global ids of rows ``start .. start + n_rows`` of a dataset's batch ``batch_index``.
 
@@ -98,9 +117,7 @@ class KeyedRandom:
             per = shape[:batch_axis] + shape[batch_axis + 1:]
             n = self.sample_ids.size
         m = int(np.prod(per, dtype=np.int64))
-        h = _mix(ids.reshape(n, 1) ^ np.arange(m, dtype=np.uint64).reshape(1, m))
-        u = (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
-        u = u.reshape((n,) + per)
+        u = _uniforms(np.ascontiguousarray(ids.reshape(n), np.uint64), m).reshape((n,) + per)
         return u.reshape(per) if batch_axis is None else np.moveaxis(u, 0, batch_axis)
 
 
