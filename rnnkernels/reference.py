@@ -666,9 +666,7 @@ def rnn_backward(cache, dy, dh_n=None, input_grad=True):
 #   dloss_b / dz[t, c] = softmax(z)[t, c] - occupancy[t, c]       (for t < T_b; 0 after)
 
 def _ctc_integers(name, a, shape_text):
-    if not isinstance(a, (np.ndarray, list, tuple)) and not hasattr(a, "__array__"):
-        raise TypeError(f"{name}: expected an integer array {shape_text}, got {type(a).__name__}")
-    a = np.asarray(a)
+    a = _as_array(name, a, f"an integer array {shape_text}")
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an integer array {shape_text}, got dtype {a.dtype}")
     return a.astype(np.int64)

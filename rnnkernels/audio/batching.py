@@ -39,20 +39,26 @@ def long_threshold(lengths):
     return max(1, int(np.ceil(LONG_FACTOR * np.quantile(lengths, 0.95))))
 
 
-def _pack_long(long_ids, lengths, batch_size, budget):
-    """Long recordings, longest first (ties by index), packed greedily: a batch ends when
-    one more would pad it beyond ``budget`` frames or make it hold ``batch_size``."""
-    order = sorted(long_ids, key=lambda i: (-int(lengths[i]), int(i)))
-    batches, current = [], []
+def _cut(order, lengths, batch_size, budget):
+    """``order`` (sorted by length, either way) cut greedily into batches: a batch ends
+    when one more recording would make it hold more than ``batch_size`` or pad it beyond
+    ``budget`` frames (its padded size: its rows times its longest)."""
+    batches, current, longest = [], [], 0
     for i in order:
-        longest = int(lengths[current[0]]) if current else int(lengths[i])
-        if current and (len(current) == batch_size or (len(current) + 1) * longest > budget):
+        longest_with = max(longest, int(lengths[i]))
+        if current and (len(current) == batch_size or (len(current) + 1) * longest_with > budget):
             batches.append(np.array(current, dtype=np.intp))
-            current = []
+            current, longest_with = [], int(lengths[i])
         current.append(i)
+        longest = longest_with
     if current:
         batches.append(np.array(current, dtype=np.intp))
     return batches
+
+
+def _pack_long(long_ids, lengths, batch_size, budget):
+    """Long recordings, longest first (ties by index), packed greedily (:func:`_cut`)."""
+    return _cut(sorted(long_ids, key=lambda i: (-int(lengths[i]), int(i))), lengths, batch_size, budget)
 
 
 class BatchPlan:
@@ -101,13 +107,4 @@ def inference_batches(lengths, batch_size):
     order."""
     lengths = np.asarray(lengths, dtype=np.int64)
     budget = int(batch_size) * long_threshold(lengths)
-    order = np.argsort(lengths, kind="stable")
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) == batch_size or (len(current) + 1) * int(lengths[i]) > budget):
-            batches.append(np.array(current, dtype=np.intp))
-            current = []
-        current.append(i)
-    if current:
-        batches.append(np.array(current, dtype=np.intp))
-    return batches
+    return _cut(np.argsort(lengths, kind="stable"), lengths, batch_size, budget)

@@ -50,3 +50,18 @@ def apply_threads(args):
             set_num_threads(args.threads)
         except ValueError as exc:  # above the limit: say which option
             raise CommandError(f"--threads {args.threads}: {one_line(exc).removeprefix('num_threads: ')}") from None
+
+
+def write_outputs(args, report, figure):
+    """After a training command's summary: ``--report`` (JSON), ``--plot`` (``figure(report,
+    path)``) and the ``--save`` line, each said on stdout."""
+    from .._util.atomic import write_json
+
+    if args.report:
+        write_json(args.report, report, indent=2)
+        print(f"report: {args.report}")
+    if args.plot:
+        figure(report, args.plot)
+        print(f"plot:   {args.plot}")
+    if args.save:
+        print(f"model:  {args.save}")

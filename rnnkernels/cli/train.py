@@ -8,9 +8,8 @@ import zipfile
 
 from .._version import __version__
 from .._util.argtypes import fraction, non_negative_int, positive_float, positive_int
-from .._util.atomic import write_json
 from .._util.files import open_regular
-from .common import CommandError, apply_threads, check_writable, one_line
+from .common import CommandError, apply_threads, check_writable, one_line, write_outputs
 
 
 def add_parser(sub):
@@ -186,15 +185,8 @@ def run(args):
     if not chief:
         return 0
     _print_summary(result, sys.stdout)
-    if args.report:
-        write_json(args.report, result.report, indent=2)
-        print(f"report: {args.report}")
-    if args.plot:
-        from .plots import training_figure
-        training_figure(result.report, args.plot)
-        print(f"plot:   {args.plot}")
-    if args.save:
-        print(f"model:  {args.save}")
+    from .plots import training_figure
+    write_outputs(args, result.report, training_figure)
     return 0
 
 

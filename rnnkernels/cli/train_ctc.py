@@ -8,8 +8,7 @@ heard).  ``--data DIR``: a folder with ``transcripts.tsv`` (split ``speaker`` or
 import sys
 
 from .._version import __version__
-from .._util.atomic import write_json
-from .common import CommandError, check_writable
+from .common import CommandError, check_writable, write_outputs
 
 
 def _datasets(args):
@@ -88,15 +87,8 @@ def run_ctc(args, strategy=None):
     if not chief:
         return 0
     _print_summary(result.report, sys.stdout)
-    if args.report:
-        write_json(args.report, result.report, indent=2)
-        print(f"report: {args.report}")
-    if args.plot:
-        from .plots import ctc_training_figure
-        ctc_training_figure(result.report, args.plot)
-        print(f"plot:   {args.plot}")
-    if args.save:
-        print(f"model:  {args.save}")
+    from .plots import ctc_training_figure
+    write_outputs(args, result.report, ctc_training_figure)
     return 0
 
 
