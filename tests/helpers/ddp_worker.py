@@ -1,4 +1,4 @@
-"""The DistributedDataParallel test's worker (tests/torch/test_ddp.py): trains
+"""The DistributedDataParallel test's worker (tests/torch_modules/test_ddp.py): trains
 rnnkernels.torch's LSTM under DDP with the gloo backend on its share of a
 fixed global batch, and saves the final weights (rank 0)."""
 import os

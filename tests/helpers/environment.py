@@ -17,4 +17,6 @@ def package_env(**extra):
     import rnnkernels
     parent = os.path.dirname(os.path.dirname(rnnkernels.__file__))
     path = os.pathsep.join([parent] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    return dict(os.environ, PYTHONPATH=path, **extra)
+    # PYTHONSAFEPATH (Python 3.11+): `python -c` and `python -m` must not put the working
+    # directory first, where a source checkout's unbuilt rnnkernels/ would shadow the installed one
+    return dict(os.environ, PYTHONPATH=path, PYTHONSAFEPATH="1", **extra)

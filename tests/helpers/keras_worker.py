@@ -4,11 +4,12 @@ TensorFlow is slow to import and starts thread pools of its own, so Keras runs i
 process: a script that starts with :data:`PREAMBLE` (which exits 77 when Keras cannot be
 imported) and reads its inputs from the files named on its command line."""
 import importlib.util
-import os
 import subprocess
 import sys
 
 import pytest
+
+from .environment import package_env
 
 PREAMBLE = r'''
 import json, os, sys
@@ -29,7 +30,7 @@ def run_keras_worker(script, *args):
     is not installed or not importable, fail it when the script fails.  Returns its stdout."""
     if importlib.util.find_spec("keras") is None:
         pytest.skip("keras is not installed")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env = package_env(TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", PREAMBLE + script, *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode == 77:

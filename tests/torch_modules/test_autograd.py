@@ -202,5 +202,8 @@ def test_no_deadlock_when_the_collector_frees_workspaces_mid_call():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", _GC_STRESS], capture_output=True, text=True, timeout=300)
+    from helpers.environment import package_env
+
+    r = subprocess.run([sys.executable, "-c", _GC_STRESS], capture_output=True, text=True, timeout=300,
+                       env=package_env())
     assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]

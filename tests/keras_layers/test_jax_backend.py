@@ -1,6 +1,5 @@
 """The JAX backend (a child process) has no kernel path: Keras's own loop, Keras's numbers."""
 import importlib.util
-import os
 import subprocess
 import sys
 
@@ -26,9 +25,8 @@ def test_jax_backend_runs_keras():
     for name in ("jax", "keras"):
         if importlib.util.find_spec(name) is None:
             pytest.skip(f"{name} is not installed")
-    import rnnkernels
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rnnkernels.__file__)))
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=root, CUDA_VISIBLE_DEVICES="")
+    from helpers.environment import package_env
+    env = package_env(KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")

@@ -5,7 +5,7 @@ and model.fit.
 Tolerance: Keras's own torch backend differs from its TensorFlow backend by about 3e-8
 in float64 for these cells (measured: the same weights and inputs, keras.layers.GRU in
 both backends), while ours gives bitwise the same numbers under both; so the bound here
-is 1e-6 relative, not float64's 1e-10 (tests/keras/test_parity.py holds that one against
+is 1e-6 relative, not float64's 1e-10 (tests/keras_layers/test_parity.py holds that one against
 the TensorFlow backend)."""
 import importlib.util
 import json
