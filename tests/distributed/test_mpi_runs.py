@@ -33,6 +33,7 @@ if MPIEXEC is None:
 def _env(threads="1"):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(rnnkernels.__file__)))
+    env["PYTHONSAFEPATH"] = "1"  # `python -c`/`-m`: the working directory (a checkout) must not shadow it
     for k in list(env):
         if k.startswith(("PMI_", "OMPI_", "PMIX_", "MPI_LOCAL", "HYDRA_")):
             del env[k]  # never inherit a launcher's identity
