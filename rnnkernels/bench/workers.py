@@ -27,6 +27,9 @@ def _worker_env(extra=None):
     # subpackages rnnkernels/keras and rnnkernels/torch would shadow keras and torch)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # and not the working directory first (Python 3.11+): run from a source checkout's folder,
+    # `python -m` would import its unbuilt rnnkernels/ instead of this one
+    env["PYTHONSAFEPATH"] = "1"
     env.update(extra or {})
     return env
 
