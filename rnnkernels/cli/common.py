@@ -65,3 +65,12 @@ def write_outputs(args, report, figure):
         print(f"plot:   {args.plot}")
     if args.save:
         print(f"model:  {args.save}")
+
+
+def feature_config(args, base):
+    """The features the command-line options ask for, the rest from the recipe's ``base``."""
+    from ..audio.features import FeatureConfig
+
+    return FeatureConfig(kind=args.features, sample_rate=args.sample_rate, n_mels=args.n_mels,
+                         n_mfcc=args.n_mfcc, n_fft=base.n_fft, hop_length=args.hop_length,
+                         fmin=base.fmin, deltas=args.deltas, normalize=base.normalize)

@@ -9,7 +9,7 @@ import zipfile
 from .._version import __version__
 from .._util.argtypes import fraction, non_negative_int, positive_float, positive_int
 from .._util.files import open_regular
-from .common import CommandError, apply_threads, check_writable, one_line, write_outputs
+from .common import CommandError, apply_threads, check_writable, feature_config, one_line, write_outputs
 
 
 def add_parser(sub):
@@ -136,7 +136,6 @@ def run(args):
     from .. import distributed
     from .._core.threads import get_num_threads
     from ..audio import recipes
-    from ..audio.features import FeatureConfig
 
     # under mpiexec -n N: N ranks train together; rank 0 alone prints and writes files
     strategy = distributed.active()
@@ -156,10 +155,7 @@ def run(args):
     for option in ("save", "report", "plot"):
         check_writable(getattr(args, option), f"--{option}")
     apply_threads(args)
-    base = recipes.DEFAULT_FEATURES
-    features = FeatureConfig(kind=args.features, sample_rate=args.sample_rate, n_mels=args.n_mels,
-                             n_mfcc=args.n_mfcc, n_fft=base.n_fft, hop_length=args.hop_length,
-                             fmin=base.fmin, deltas=args.deltas, normalize=base.normalize)
+    features = feature_config(args, recipes.DEFAULT_FEATURES)
     resume = _load_resume(args.resume) if args.resume else None  # a bad file fails before the data loads
     train_set, test_set, data_desc, split_desc = _train_test_sets(args)
     describe = dict(data=data_desc, split=split_desc)

@@ -8,7 +8,7 @@ heard).  ``--data DIR``: a folder with ``transcripts.tsv`` (split ``speaker`` or
 import sys
 
 from .._version import __version__
-from .common import CommandError, check_writable, write_outputs
+from .common import CommandError, check_writable, feature_config, write_outputs
 
 
 def _datasets(args):
@@ -60,7 +60,6 @@ def run_ctc(args, strategy=None):
     prints and writes the report, the plot and the model."""
     from .._core.threads import get_num_threads
     from ..asr import recipes
-    from ..audio.features import FeatureConfig
 
     if args.resume:
         raise CommandError("--resume is for --task classify; a CTC run trains from the start")
@@ -68,10 +67,7 @@ def run_ctc(args, strategy=None):
         check_writable(getattr(args, option), f"--{option}")
     from .common import apply_threads
     apply_threads(args)
-    base = recipes.DEFAULT_FEATURES
-    features = FeatureConfig(kind=args.features, sample_rate=args.sample_rate, n_mels=args.n_mels,
-                             n_mfcc=args.n_mfcc, n_fft=base.n_fft, hop_length=args.hop_length,
-                             fmin=base.fmin, deltas=args.deltas, normalize=base.normalize)
+    features = feature_config(args, recipes.DEFAULT_FEATURES)
     train_set, test_set, data_desc, split_desc = _datasets(args)
     chief = strategy is None or strategy.is_chief
     ranks = "" if strategy is None else f"{strategy.size} MPI ranks x "
