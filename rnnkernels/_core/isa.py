@@ -91,7 +91,8 @@ def requested():
 
 def module(name, family="_kernels"):
     """The kernel build ``name`` of ``family`` (``_kernels``: the recurrent kernels,
-    ``_ctc``: the CTC loss), after checking that this CPU runs it."""
+    ``_ctc``: the CTC loss, ``_keyed``: the keyed masks), after checking that this
+    CPU runs it."""
     mod = _modules.get((family, name))
     if mod is None:
         problem = why_not(name)

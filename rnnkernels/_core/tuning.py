@@ -220,6 +220,11 @@ def ctc_kernels():
     return _isa.module(current().isa, "_ctc")
 
 
+def keyed_kernels():
+    """The keyed uniforms and masks (training's random masks) compiled for the plan's build."""
+    return _isa.module(current().isa, "_keyed")
+
+
 def active():
     """The name of the kernel build that runs."""
     return current().isa

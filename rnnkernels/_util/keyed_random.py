@@ -50,16 +50,50 @@ def _uniforms_numpy(ids, m):
     return (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+_HAVE_BUILDS = []  # [whether the package is compiled], found on first use
+
+
+def _compiled():
+    """The plan's build of the keyed loops, or None where nothing is compiled."""
+    from .._core import isa, tuning
+    if not _HAVE_BUILDS:
+        _HAVE_BUILDS.append(bool(isa.built()))
+    return tuning.keyed_kernels() if _HAVE_BUILDS[0] else None
+
+
 def _uniforms(ids, m):
-    """The same, compiled (src/_keyed.pyx): one pass instead of NumPy's ten."""
-    try:
-        from .._core import _keyed
-    except ImportError:  # an unbuilt checkout: the reference
+    """The same, compiled (src/_keyed.pxi): one vectorised pass instead of NumPy's ten."""
+    _keyed = _compiled()
+    if _keyed is None:  # an unbuilt checkout: the reference
         return _uniforms_numpy(ids, m)
     out = np.empty((ids.size, m), np.float64)
     if out.size:
         from .._core.threads import get_num_threads
         _keyed.uniforms(ids, out, max(1, min(get_num_threads(), ids.size, out.size // 65536 + 1)))
+    return out
+
+
+def _masks_numpy(ids, shape, axis, rate, below, above, dtype):
+    """The masks of :meth:`KeyedRandom.masks` from the uniforms (the reference)."""
+    n = ids.size
+    per = shape[:axis] + shape[axis + 1:]
+    u = _uniforms_numpy(ids, int(np.prod(per, dtype=np.int64))).reshape((n,) + per)
+    u = np.moveaxis(u, 0, axis)
+    return np.where(u < rate, dtype.type(below), dtype.type(above)).astype(dtype)
+
+
+def _masks(ids, shape, axis, rate, below, above, dtype):
+    """The same, compiled (src/_keyed.pxi): thresholded in the caller's dtype and layout."""
+    _keyed = _compiled()
+    if _keyed is None:  # an unbuilt checkout: the reference
+        return _masks_numpy(ids, shape, axis, rate, below, above, dtype)
+    from .._core.memory import empty  # recycled, already paged-in memory: a mask is drawn every step
+    out = empty(shape, dtype)
+    A = int(np.prod(shape[:axis], dtype=np.int64))
+    if out.size:
+        from .._core.threads import get_num_threads
+        _keyed.masks(ids, out.reshape(A, ids.size, -1), float(rate), float(below), float(above),
+                     max(1, min(get_num_threads(), ids.size, out.size // 65536 + 1)))
     return out
 
 
@@ -101,24 +135,32 @@ class KeyedRandom:
         """The same stream for the samples ``sample_ids[rows]`` (a slice or index array)."""
         return KeyedRandom(self.key, self.sample_ids[rows], self.batch_key)
 
-    def random(self, shape, batch_axis=0):
-        shape = tuple(int(s) for s in shape)
+    def _next_ids(self, shape, batch_axis):
+        """The next draw's per-sample keys (one key for batch_axis None)."""
         draw = _mix(self._base ^ np.uint64(self._draws))
         self._draws += 1
         if batch_axis is None:
-            ids = _mix(draw ^ np.uint64(self.batch_key))
-            per = shape
-            n = 1
-        else:
-            if shape[batch_axis] != self.sample_ids.size:
-                raise ValueError(f"shape: axis {batch_axis} has {shape[batch_axis]} entries, the "
-                                 f"batch has {self.sample_ids.size} samples")
-            ids = _mix(draw ^ self.sample_ids)
-            per = shape[:batch_axis] + shape[batch_axis + 1:]
-            n = self.sample_ids.size
-        m = int(np.prod(per, dtype=np.int64))
-        u = _uniforms(np.ascontiguousarray(ids.reshape(n), np.uint64), m).reshape((n,) + per)
+            return np.ascontiguousarray(_mix(draw ^ np.uint64(self.batch_key)).reshape(1), np.uint64)
+        if shape[batch_axis] != self.sample_ids.size:
+            raise ValueError(f"shape: axis {batch_axis} has {shape[batch_axis]} entries, the "
+                             f"batch has {self.sample_ids.size} samples")
+        return np.ascontiguousarray(_mix(draw ^ self.sample_ids).reshape(-1), np.uint64)
+
+    def random(self, shape, batch_axis=0):
+        shape = tuple(int(s) for s in shape)
+        ids = self._next_ids(shape, batch_axis)
+        per = shape if batch_axis is None else shape[:batch_axis] + shape[batch_axis + 1:]
+        u = _uniforms(ids, int(np.prod(per, dtype=np.int64))).reshape((ids.size,) + per)
         return u.reshape(per) if batch_axis is None else np.moveaxis(u, 0, batch_axis)
+
+    def masks(self, shape, rate, below, above, dtype, batch_axis=0):
+        """The next draw as a mask: ``where(random(shape, batch_axis) < rate, below,
+        above)`` in ``dtype``, C-contiguous, the same values in one compiled pass."""
+        shape = tuple(int(s) for s in shape)
+        ids = self._next_ids(shape, batch_axis)
+        if batch_axis is None:
+            return _masks(ids, (1,) + shape, 0, rate, below, above, np.dtype(dtype)).reshape(shape)
+        return _masks(ids, shape, batch_axis, rate, below, above, np.dtype(dtype))
 
 
 def is_keyed(rng):

@@ -109,6 +109,16 @@ class Layer:
             return rng.random(shape, batch_axis)
         return rng.random(shape)
 
+    def _mask(self, shape, rate, below, above, batch_axis=0):
+        """A mask of ``shape`` in the layer's dtype: ``below`` where this call's
+        uniform (as :meth:`_uniform` draws it) is under ``rate``, else ``above``
+        (dropout: 0 and 1/(1-rate); zoneout: 1 and 0).  Under fit the keyed
+        generator writes it in one compiled pass."""
+        rng = self._random()
+        if isinstance(rng, KeyedRandom):
+            return rng.masks(shape, rate, below, above, self.dtype, batch_axis)
+        return np.where(rng.random(shape) < rate, below, above).astype(self.dtype)
+
     def _check_input(self, x, ndim=None):
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)

@@ -153,17 +153,16 @@ class Dropout(Layer):
     def forward(self, x, training=False, lengths=None):
         x = self._check_input(x)
         if not training or self.rate == 0:
-            self._mask = None
+            self._keep = None
             return x
         shape = x.shape if self.noise_shape is None else tuple(
             s if n is None else n for s, n in zip(x.shape, self.noise_shape))
         shared = self.noise_shape is not None and self.noise_shape[0] == 1  # one mask for the batch
-        keep = self._uniform(shape, None if shared else 0) >= self.rate
-        self._mask = keep.astype(self.dtype) * self.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._mask
+        self._keep = self._mask(shape, self.rate, 0.0, 1.0 / (1.0 - self.rate), None if shared else 0)
+        return x * self._keep
 
     def backward(self, dy):
-        return dy if self._mask is None else dy * self._mask
+        return dy if self._keep is None else dy * self._keep
 
     def get_config(self):
         config = {**super().get_config(), "rate": self.rate}

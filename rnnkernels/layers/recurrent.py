@@ -247,7 +247,7 @@ class _Recurrent(Layer):
     def _variant_arguments(self, training, T, B):
         """The ops keyword arguments of this layer's variants for one call, and
         the masks it draws (recurrent dropout, zoneout) from its generator."""
-        p, dtype = self.params, self.dtype
+        p = self.params
         kw = {}
         if self.projection:
             kw["w_hr"] = p["w_hr"]
@@ -258,14 +258,13 @@ class _Recurrent(Layer):
             kw["layer_norm"] = tuple(p[n] for n in names)
         self._rec_mask = None  # the last call's recurrent-dropout mask, for inspection
         if training and self.recurrent_dropout > 0:
-            keep = self._uniform((B, self.output_units)) >= self.recurrent_dropout
-            kw["recurrent_mask"] = self._rec_mask = (keep.astype(dtype)
-                                                     * dtype.type(1.0 / (1.0 - self.recurrent_dropout)))
+            kw["recurrent_mask"] = self._rec_mask = self._mask(
+                (B, self.output_units), self.recurrent_dropout, 0.0, 1.0 / (1.0 - self.recurrent_dropout))
         if self.zoneout or self.zoneout_c:
             if training:  # each unit keeps its previous state with the rate's probability, anew each step
-                z_h = (self._uniform((T, B, self.output_units), 1) < self.zoneout).astype(dtype) \
+                z_h = self._mask((T, B, self.output_units), self.zoneout, 1.0, 0.0, 1) \
                     if self.zoneout else None
-                z_c = (self._uniform((T, B, self.units), 1) < self.zoneout_c).astype(dtype) \
+                z_c = self._mask((T, B, self.units), self.zoneout_c, 1.0, 0.0, 1) \
                     if self.kind == "lstm" and self.zoneout_c else None
             else:         # the expectation
                 z_h = self.zoneout or None
@@ -299,8 +298,7 @@ class _Recurrent(Layer):
         self._dp_mask = None
         if training and self.dropout > 0:
             # Keras: one input mask per sequence, shared by every step (and every gate)
-            self._dp_mask = ((self._uniform((B, F)) >= self.dropout).astype(self.dtype)
-                             * self.dtype.type(1.0 / (1.0 - self.dropout)))
+            self._dp_mask = self._mask((B, F), self.dropout, 0.0, 1.0 / (1.0 - self.dropout))
             x_tm = x_tm * self._dp_mask
         y, finals, cache = self._kernel_forward(x_tm, initial_state, lengths, reverse, training)
         self._cache = cache if training else None
