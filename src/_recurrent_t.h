@@ -235,17 +235,18 @@ static void RK_F(rk_zero_rows)(int nthreads, RK_T* c, ptrdiff_t ldc, ptrdiff_t c
 
 /* ------------------------------------------------------ per-row helpers */
 
-/* new = z * prev + (1 - z) * new: zoneout's keep-previous mix, z a row of
- * weights or (z NULL) the rate. */
+/* out = z * prev + (1 - z) * value: zoneout's keep-previous mix, z a row of
+ * weights or (z NULL) the rate.  out may be value (h mixes in place; zoneout
+ * on c keeps the cell's own c~ for backward and mixes into the state). */
 static inline void RK_F(rk_mix)(ptrdiff_t ub, const RK_T* restrict z, RK_T rate,
-                                const RK_T* restrict prev, RK_T* restrict value)
+                                const RK_T* restrict prev, const RK_T* value, RK_T* out)
 {
     if (z != NULL)
         for (ptrdiff_t u = 0; u < ub; u++)
-            value[u] = z[u] * prev[u] + (1 - z[u]) * value[u];
+            out[u] = z[u] * prev[u] + (1 - z[u]) * value[u];
     else
         for (ptrdiff_t u = 0; u < ub; u++)
-            value[u] = rate * prev[u] + (1 - rate) * value[u];
+            out[u] = rate * prev[u] + (1 - rate) * value[u];
 }
 
 /* Zoneout's backward split of d (dL/dx_t): carry = z * d goes to x_{t-1},
@@ -362,15 +363,14 @@ static void RK_F(rk_after_row)(const rk_forward* p, const RK_F(rk_step)* st, ptr
     RK_T* h = (RK_T*)p->h;
     if (p->ctilde != NULL) {  /* zoneout on c: c~ stays in ctilde for backward */
         RK_T* c = (RK_T*)p->c;
-        memcpy(c + dst * H + u0, (RK_T*)p->ctilde + row * H + u0, (size_t)ub * sizeof(RK_T));
         RK_F(rk_mix)(ub, p->zc != NULL ? (const RK_T*)p->zc + row * H + u0 : NULL, (RK_T)p->zc_rate,
-                     c + row * H + u0, c + dst * H + u0);
+                     c + row * H + u0, (const RK_T*)p->ctilde + row * H + u0, c + dst * H + u0);
     }
     if (!with_h)
         return;
     if (p->zh != NULL || p->zh_rate >= 0)
         RK_F(rk_mix)(ub, p->zh != NULL ? (const RK_T*)p->zh + row * P + u0 : NULL, (RK_T)p->zh_rate,
-                     h + row * P + u0, h + dst * P + u0);
+                     h + row * P + u0, h + dst * P + u0, h + dst * P + u0);
     if (p->hm != NULL)
         RK_F(rk_mul)(ub, (const RK_T*)p->mask + j * P + u0, h + dst * P + u0, (RK_T*)p->hm + dst * P + u0);
     if (p->y != NULL)
