@@ -913,6 +913,10 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
                                          (RK_T*)p->dc + j * H, dgates + row * GH, dln + row * H, mine);
                     RK_F(rk_layer_norm_bwd)(GH, dgates + row * GH, (const RK_T*)p->gamma_hh,
                                             (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH, mine);
+                    /* and through the input side's LayerNorm while the row is in cache */
+                    RK_F(rk_layer_norm_bwd)(GH, dgates + row * GH, (const RK_T*)p->gamma_ih,
+                                            (const RK_T*)p->x_hat + row * GH, rstd[0],
+                                            (RK_T*)p->drec_x + row * GH, mine);
                 } else {
                     RK_F(rk_gru_ln_bwd)(H, (const RK_T*)p->gates + row * GH, (const RK_T*)p->aux + row * H,
                                         (const RK_T*)p->h + row * P, dh + j * P, dgates + row * GH,
@@ -939,13 +943,15 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
         RK_F(rk_column_sums)(p->nthreads, N, GH, dln, (const RK_T*)p->rec_hat, NULL,
                              (RK_T*)p->db_hh, (RK_T*)p->dgamma_hh, NULL);
     }
-    /* the input side through its LayerNorm: the gradient of W_ih x (into
-     * drec_x; for the GRU that may be dln, whose sums are taken) */
-    #pragma omp parallel for num_threads(p->nthreads) schedule(static)
-    for (i = 0; i < N; i++)
-        RK_F(rk_layer_norm_bwd)(GH, dgates + i * GH, (const RK_T*)p->gamma_ih, (const RK_T*)p->x_hat + i * GH,
-                                ((const RK_T*)p->rstd)[i * 3], (RK_T*)p->drec_x + i * GH,
-                                work + (ptrdiff_t)rk_thread_num() * GH);
+    /* the GRU's input side through its LayerNorm: the gradient of W_ih x, into
+     * drec_x, which is dln, so only after dln's sums (the LSTM did it in the loop) */
+    if (!lstm) {
+        #pragma omp parallel for num_threads(p->nthreads) schedule(static)
+        for (i = 0; i < N; i++)
+            RK_F(rk_layer_norm_bwd)(GH, dgates + i * GH, (const RK_T*)p->gamma_ih,
+                                    (const RK_T*)p->x_hat + i * GH, ((const RK_T*)p->rstd)[i * 3],
+                                    (RK_T*)p->drec_x + i * GH, work + (ptrdiff_t)rk_thread_num() * GH);
+    }
     free(work);
     if (p->dx != NULL)
         RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, (const RK_T*)p->drec_x, GH, NULL, NULL,
