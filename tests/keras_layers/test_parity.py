@@ -53,6 +53,16 @@ def assert_same(a, b, dtype, what):
         np.testing.assert_allclose(v, u, err_msg=f"{what}[{k}]", **TOL[dtype])
 
 
+def assert_same_training_step(ours, theirs, x):
+    """A training call of both layers (same seed, so the same masks): our layer ran on the
+    kernels, and its outputs and every weight gradient equal Keras's in float64."""
+    weights = lambda layer: layer.trainable_weights  # noqa: E731
+    got, want = run(ours, x, weights, training=True), run(theirs, x, weights, training=True)
+    assert ours.last_path == "rnnkernels"
+    assert_same(want[0], got[0], "float64", "outputs")
+    assert_same(want[1], got[1], "float64", "gradients")
+
+
 def compare(cell, dtype, x_shape=(3, 7, 5), units=4, mask=None, initial=False, graph=False,
             training=False, expect="rnnkernels", seed=0, **config):
     ours_cls, theirs_cls, base = CELLS[cell]
@@ -126,11 +136,7 @@ def test_input_dropout_uses_keras_mask(cell):
     theirs, ours = pair(keras, ours_cls, theirs_cls, x_shape, "float64", rng, units=3, dropout=0.4, seed=11,
                         return_sequences=True, **base)
     x = rng.standard_normal(x_shape)
-    weights = lambda layer: layer.trainable_weights  # noqa: E731
-    got, want = run(ours, x, weights, training=True), run(theirs, x, weights, training=True)
-    assert ours.last_path == "rnnkernels"
-    assert_same(want[0], got[0], "float64", "outputs")
-    assert_same(want[1], got[1], "float64", "gradients")
+    assert_same_training_step(ours, theirs, x)
     # inference ignores dropout
     assert np.allclose(ours(x, training=False), theirs(x, training=False))
 
@@ -141,11 +147,7 @@ def test_simple_rnn_recurrent_dropout_runs_on_the_kernels():
     theirs, ours = pair(keras, SimpleRNN, keras.layers.SimpleRNN, x_shape, "float64", rng, units=3,
                         recurrent_dropout=0.3, dropout=0.2, seed=5, return_sequences=True)
     x = rng.standard_normal(x_shape)
-    weights = lambda layer: layer.trainable_weights  # noqa: E731
-    got, want = run(ours, x, weights, training=True), run(theirs, x, weights, training=True)
-    assert ours.last_path == "rnnkernels"
-    assert_same(want[0], got[0], "float64", "outputs")
-    assert_same(want[1], got[1], "float64", "gradients")
+    assert_same_training_step(ours, theirs, x)
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", None])
