@@ -16,6 +16,8 @@ SplittableRandom and numpy's seeding), applied by chaining: fast in vectorised
 uint64 arithmetic and good enough for masks (every output bit depends on every
 input bit).  Uniforms are the top 53 bits, in ``[0, 1)``.
 """
+import functools
+
 import numpy as np
 
 __all__ = ["KeyedRandom", "dataset_sample_ids", "is_keyed"]
@@ -50,15 +52,22 @@ def _uniforms_numpy(ids, m):
     return (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-_HAVE_BUILDS = []  # [whether the package is compiled], found on first use
+@functools.cache
+def _is_compiled():
+    from .._core import isa
+    return bool(isa.built())
 
 
 def _compiled():
     """The plan's build of the keyed loops, or None where nothing is compiled."""
-    from .._core import isa, tuning
-    if not _HAVE_BUILDS:
-        _HAVE_BUILDS.append(bool(isa.built()))
-    return tuning.keyed_kernels() if _HAVE_BUILDS[0] else None
+    from .._core import tuning
+    return tuning.keyed_kernels() if _is_compiled() else None
+
+
+def _threads(n, size):
+    """Threads for a draw of ``n`` samples, ``size`` elements: one per 64 Ki elements at most."""
+    from .._core.threads import get_num_threads
+    return max(1, min(get_num_threads(), n, size // 65536 + 1))
 
 
 def _uniforms(ids, m):
@@ -68,8 +77,7 @@ def _uniforms(ids, m):
         return _uniforms_numpy(ids, m)
     out = np.empty((ids.size, m), np.float64)
     if out.size:
-        from .._core.threads import get_num_threads
-        _keyed.uniforms(ids, out, max(1, min(get_num_threads(), ids.size, out.size // 65536 + 1)))
+        _keyed.uniforms(ids, out, _threads(ids.size, out.size))
     return out
 
 
@@ -91,9 +99,8 @@ def _masks(ids, shape, axis, rate, below, above, dtype):
     out = empty(shape, dtype)
     A = int(np.prod(shape[:axis], dtype=np.int64))
     if out.size:
-        from .._core.threads import get_num_threads
         _keyed.masks(ids, out.reshape(A, ids.size, -1), float(rate), float(below), float(above),
-                     max(1, min(get_num_threads(), ids.size, out.size // 65536 + 1)))
+                     _threads(ids.size, out.size))
     return out
 
 
