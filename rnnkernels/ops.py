@@ -356,7 +356,8 @@ def _backward(kind, cache, dy, dstates, input_grad=True):
     dc = None
     if kind == "lstm":
         a["dc"] = dc = plan.to_sorted(_state("dc_n", dstates[1], dtype, B, H))
-    a["dgates"] = dgates = _scratch((N, GH), dtype, slot=0)
+    if not cache.rows_split:  # the LayerNorm cells keep their gate gradients one row at a time
+        a["dgates"] = dgates = _scratch((N, GH), dtype, slot=0)
     if cache.cell_name == "gru_reset_before":
         dgates[:] = 0  # r's columns are read (times a zero weight) before they are written
     if kind == "gru" and cache.reset_after and not cache.rows_split:
@@ -383,8 +384,7 @@ def _backward(kind, cache, dy, dstates, input_grad=True):
         a.update(cache.ln)
         a.update(cache.layer_norm)
         a["drec"] = _aligned_empty((N, GH), dtype)
-        a["dln"] = _aligned_empty((N, H) if kind == "lstm" else (N, GH), dtype)
-        a["drec_x"] = _aligned_empty((N, GH), dtype) if kind == "lstm" else a["dln"]
+        a["drec_x"] = _aligned_empty((N, GH), dtype)
         for name in cache.layer_norm:
             a["d" + name] = np.zeros(cache.layer_norm[name].shape[0], dtype)
     if N:

@@ -362,6 +362,64 @@ static void RK_S(rk_layer_norm_bwd)(ptrdiff_t n, const RK_T* dout, const RK_T* r
         dv[u] = rstd * (work[u] - m1 - v_hat[u] * m2);
 }
 
+/* A LayerNorm cell's gate row through both LayerNorms at once: dg_hh (the
+ * recurrent side's gradient) through gamma_hh over rec_hat into drec, dg_ih
+ * (the input side's) through gamma_ih over x_hat into drec_x (the LSTM's two
+ * are one row) -- rk_layer_norm_bwd twice, with the same sums in the same
+ * order, so the same bits -- adding the row's share of the bias and gain
+ * gradients in the same pass: acc_bi += dg_ih, acc_gi += dg_ih * x_hat,
+ * acc_gh += dg_hh * rec_hat and, unless NULL (the LSTM's biases share one
+ * sum), acc_bh += dg_hh.  Two passes over the row instead of nine. */
+static void RK_S(rk_ln_gates_bwd)(ptrdiff_t n, const RK_T* restrict dg_hh, const RK_T* restrict dg_ih,
+                                  const RK_T* restrict gamma_hh, const RK_T* restrict rec_hat, RK_T rstd_hh,
+                                  const RK_T* restrict gamma_ih, const RK_T* restrict x_hat, RK_T rstd_ih,
+                                  RK_T* restrict drec, RK_T* restrict drec_x, RK_T* restrict acc_bi,
+                                  RK_T* restrict acc_gi, RK_T* restrict acc_bh, RK_T* restrict acc_gh)
+{
+    RK_T s_h[RK_LANES] = {0}, s_hv[RK_LANES] = {0}, s_i[RK_LANES] = {0}, s_iv[RK_LANES] = {0};
+    RK_T m1h = 0, m2h = 0, m1i = 0, m2i = 0;
+    ptrdiff_t u = 0, k;
+    for (; u + RK_LANES <= n; u += RK_LANES)
+        for (k = 0; k < RK_LANES; k++) {
+            RK_T dh = dg_hh[u + k], di = dg_ih[u + k];
+            RK_T wh = dh * gamma_hh[u + k], wi = di * gamma_ih[u + k];
+            s_h[k] += wh;
+            s_hv[k] += wh * rec_hat[u + k];
+            s_i[k] += wi;
+            s_iv[k] += wi * x_hat[u + k];
+            acc_bi[u + k] += di;
+            acc_gi[u + k] += di * x_hat[u + k];
+            acc_gh[u + k] += dh * rec_hat[u + k];
+        }
+    for (k = 0; k < RK_LANES; k++) {
+        m1h += s_h[k];
+        m2h += s_hv[k];
+        m1i += s_i[k];
+        m2i += s_iv[k];
+    }
+    for (; u < n; u++) {
+        RK_T dh = dg_hh[u], di = dg_ih[u], wh = dh * gamma_hh[u], wi = di * gamma_ih[u];
+        m1h += wh;
+        m2h += wh * rec_hat[u];
+        m1i += wi;
+        m2i += wi * x_hat[u];
+        acc_bi[u] += di;
+        acc_gi[u] += di * x_hat[u];
+        acc_gh[u] += dh * rec_hat[u];
+    }
+    if (acc_bh != NULL)
+        for (u = 0; u < n; u++)
+            acc_bh[u] += dg_hh[u];
+    m1h /= (RK_T)n;
+    m2h /= (RK_T)n;
+    m1i /= (RK_T)n;
+    m2i /= (RK_T)n;
+    for (u = 0; u < n; u++) {
+        drec[u] = rstd_hh * (dg_hh[u] * gamma_hh[u] - m1h - rec_hat[u] * m2h);
+        drec_x[u] = rstd_ih * (dg_ih[u] * gamma_ih[u] - m1i - x_hat[u] * m2i);
+    }
+}
+
 /* LayerNorm LSTM, one whole row of H units (haste's LayerNormLSTM, PyTorch's
  * gate order): g holds LN(W_ih x; gamma_ih) in and the activated gates out;
  * rec the raw W_hh h, whose normalised values go to rec_hat; the cell's

@@ -121,7 +121,6 @@ cdef extern from "_recurrent.h" nogil:
         void* dhp
         void* drec
         void* drec_x
-        void* dln
         void* dx
         const Py_ssize_t* dx_rows
         const Py_ssize_t* padding
@@ -484,16 +483,15 @@ def backward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssiz
         p.rstd = buf.get("rstd", N * 3)
         p.drec = buf.get("drec", N * GH, True)
         p.drec_x = buf.get("drec_x", N * GH, True)
-        p.dln = buf.get("dln", N * (H if rk_cell_flags(cell) & RK_CELL_STATE else GH), True)
         p.dgamma_ih = buf.get("dgamma_ih", GH, True)
         p.dgamma_hh = buf.get("dgamma_hh", GH, True)
         p.dgamma_c = buf.get("dgamma_c", H, True)
         p.dbeta_c = buf.get("dbeta_c", H, True)
-        if p.drec == NULL or p.drec_x == NULL or p.dln == NULL or p.dgamma_ih == NULL \
+        if p.drec == NULL or p.drec_x == NULL or p.dgamma_ih == NULL \
                 or p.dgamma_hh == NULL or p.x_hat == NULL or p.rec_hat == NULL or p.rstd == NULL \
                 or (rk_cell_flags(cell) & RK_CELL_STATE and (p.dgamma_c == NULL or p.dbeta_c == NULL
                                                              or p.c_hat == NULL)):
-            raise ValueError("drec, dln, dgamma_ih, ...: the LayerNorm cells need every LayerNorm buffer")
+            raise ValueError("drec, drec_x, dgamma_ih, ...: the LayerNorm cells need every LayerNorm buffer")
     with nogil:
         rk_run_backward(&p)
     if p.team < 0:

@@ -130,13 +130,12 @@ typedef struct {
     const ptrdiff_t* dy_rows;          /* (N,) or NULL (dy packed) */
     void* dh;                          /* (B, P) dL/dh_n in, dL/dh0 out */
     void* dc;                          /* (B, H) dL/dc_n in, dL/dc0 out */
-    void* dgates;                      /* (N, G*H) */
+    void* dgates;                      /* (N, G*H); the LayerNorm cells keep one row per thread instead */
     void* dgh;                         /* GRU reset after: (2B, G*H) two-step ring */
     void* drh;                         /* GRU reset before: (B, H) scratch */
     void* dhp;                         /* projection: (N, P) dL/dh~ of each row */
     void* drec;                        /* LayerNorm: (N, G*H) the raw recurrent product's gradient */
     void* drec_x;                      /* LayerNorm: (N, G*H) the raw input projection's gradient */
-    void* dln;                         /* LayerNorm: LSTM (N, H) of LN(c~)'s output; GRU (N, G*H) recurrent side */
     void* dx;                          /* (R, I) */
     const ptrdiff_t* dx_rows;
     const ptrdiff_t* padding;

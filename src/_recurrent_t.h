@@ -191,34 +191,28 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
     free(raw);
 }
 
-/* For every column j, summed over the k rows in order (the columns split
- * over the threads): out0[j] += a[r, j]; out1[j] += a[r, j] * b1[r, j]; and
- * out2[j] += a[r, j] * b2[r, j] when b2 is given.  The bias and LayerNorm
- * gradients that are not summed inside the time loop, in one pass over a. */
-static void RK_F(rk_column_sums)(int nthreads, ptrdiff_t k, ptrdiff_t n, const RK_T* a,
-                                 const RK_T* b1, const RK_T* b2, RK_T* out0, RK_T* out1, RK_T* out2)
+/* One row's share of the bias and LayerNorm gain gradients: o0 += a,
+ * o1 += a * b1 and, when b2 is given, o2 += a * b2 (n columns). */
+static inline void RK_F(rk_row_sums)(ptrdiff_t n, const RK_T* restrict a, const RK_T* restrict b1,
+                                     const RK_T* restrict b2, RK_T* restrict o0, RK_T* restrict o1,
+                                     RK_T* restrict o2)
 {
-    ptrdiff_t j0;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (j0 = 0; j0 < n; j0 += 64) {
-        ptrdiff_t w = j0 + 64 < n ? 64 : n - j0;
-        RK_T* restrict o0 = out0 + j0;
-        RK_T* restrict o1 = out1 + j0;
-        RK_T* restrict o2 = b2 != NULL ? out2 + j0 : NULL;
-        for (ptrdiff_t r = 0; r < k; r++) {
-            const RK_T* restrict ar = a + r * n + j0;
-            const RK_T* restrict br = b1 + r * n + j0;
-            for (ptrdiff_t j = 0; j < w; j++) {
-                o0[j] += ar[j];
-                o1[j] += ar[j] * br[j];
-            }
-            if (o2 != NULL) {
-                const RK_T* restrict cr = b2 + r * n + j0;
-                for (ptrdiff_t j = 0; j < w; j++)
-                    o2[j] += ar[j] * cr[j];
-            }
-        }
+    for (ptrdiff_t j = 0; j < n; j++) {
+        o0[j] += a[j];
+        o1[j] += a[j] * b1[j];
     }
+    if (b2 != NULL)
+        for (ptrdiff_t j = 0; j < n; j++)
+            o2[j] += a[j] * b2[j];
+}
+
+/* out[u] (n of them) += the sum over the k slots of slots[j * stride + u], in
+ * slot order. */
+static void RK_F(rk_slot_sums)(ptrdiff_t k, ptrdiff_t n, const RK_T* slots, ptrdiff_t stride, RK_T* out)
+{
+    for (ptrdiff_t j = 0; j < k; j++)
+        for (ptrdiff_t u = 0; u < n; u++)
+            out[u] += slots[j * stride + u];
 }
 
 static void RK_F(rk_zero_rows)(int nthreads, RK_T* c, ptrdiff_t ldc, ptrdiff_t cols,
@@ -812,6 +806,15 @@ static void RK_F(rk_scale_n_by_r)(const rk_backward* p, RK_T* dg)
  * bits do not depend on the thread count.  The weights are one block each,
  * in PyTorch's gate order. */
 
+/* Software prefetch, as RK_PREFETCH, of one thread's rows of a step in the
+ * batch-row split: rows off + t, off + t + L, ... below off + n. */
+static inline void RK_F(rk_prefetch_lane)(const RK_T* a, ptrdiff_t ld, ptrdiff_t cols, ptrdiff_t off,
+                                          ptrdiff_t n, ptrdiff_t t, ptrdiff_t L, int for_write)
+{
+    if (n > t)
+        RK_PREFETCH(a + (off + t) * ld, rk_lane_rows(n, t, L), L * ld, cols, for_write);
+}
+
 static void RK_F(rk_input_layer_norm)(const rk_forward* p, ptrdiff_t GH)
 {
     ptrdiff_t i;
@@ -821,6 +824,16 @@ static void RK_F(rk_input_layer_norm)(const rk_forward* p, ptrdiff_t GH)
         RK_F(rk_layer_norm)(GH, g, (const RK_T*)p->gamma_ih, NULL, g, (RK_T*)p->x_hat + i * GH,
                             (RK_T*)p->rstd + i * 3);
     }
+}
+
+/* What a LayerNorm cell's forward writes for one row. */
+static inline void RK_F(rk_prefetch_ln_fwd_row)(const rk_forward* p, ptrdiff_t row, ptrdiff_t GH, ptrdiff_t H,
+                                                int lstm)
+{
+    RK_PREFETCH((const RK_T*)p->gates + row * GH, 1, GH, GH, 1);
+    RK_PREFETCH((const RK_T*)p->rec_hat + row * GH, 1, GH, GH, 1);
+    if (lstm)
+        RK_PREFETCH((const RK_T*)p->c_hat + row * H, 1, H, H, 1);
 }
 
 static void RK_F(rk_forward_rows)(rk_forward* p, const rk_cell* cell)
@@ -845,6 +858,11 @@ static void RK_F(rk_forward_rows)(rk_forward* p, const rk_cell* cell)
             RK_F(rk_step) st = RK_F(rk_step_at)(p, s);
             ptrdiff_t rows = rk_lane_rows(st.n, t, L);
             RK_T* rec = (RK_T*)p->rec;  /* (B, GH): row j's raw recurrent product */
+            /* the rows this thread updates, written long ago (the input side's
+             * LayerNorm) or not yet: the first two before the GEMM, the others
+             * two rows ahead */
+            for (ptrdiff_t j = t; j < st.n && j < t + 2 * L; j += L)
+                RK_F(rk_prefetch_ln_fwd_row)(p, st.off + j, GH, H, lstm);
             RK_G(packed)(rows, GH, P, (const RK_T*)p->h + (st.off + t) * P, L * P, (const RK_T*)p->w_fwd,
                          rec + t * GH, L * GH, 0);
             for (ptrdiff_t j = t; j < st.n; j += L) {
@@ -852,6 +870,8 @@ static void RK_F(rk_forward_rows)(rk_forward* p, const rk_cell* cell)
                 RK_T* g = (RK_T*)p->gates + row * GH;
                 RK_T* rstd = (RK_T*)p->rstd + row * 3 + 1;
                 RK_T* h_new = (RK_T*)p->h + dst * P;
+                if (j + 2 * L < st.n)
+                    RK_F(rk_prefetch_ln_fwd_row)(p, row + 2 * L, GH, H, lstm);
                 if (lstm)
                     RK_F(rk_lstm_ln_fwd)(H, g, rec + j * GH, (const RK_T*)p->bias, (const RK_T*)p->gamma_hh,
                                          (const RK_T*)p->gamma_c, (const RK_T*)p->beta_c,
@@ -871,58 +891,97 @@ static void RK_F(rk_forward_rows)(rk_forward* p, const rk_cell* cell)
     p->team = team;
 }
 
+/* What a LayerNorm cell's backward reads and writes for one row. */
+static inline void RK_F(rk_prefetch_ln_row)(const rk_backward* p, ptrdiff_t row, ptrdiff_t GH, ptrdiff_t H,
+                                            int lstm)
+{
+    RK_PREFETCH((const RK_T*)p->gates + row * GH, 1, GH, GH, 0);
+    RK_PREFETCH((const RK_T*)p->x_hat + row * GH, 1, GH, GH, 0);
+    RK_PREFETCH((const RK_T*)p->rec_hat + row * GH, 1, GH, GH, 0);
+    if (lstm) {
+        RK_PREFETCH((const RK_T*)p->c + row * H, 1, H, H, 0);
+        RK_PREFETCH((const RK_T*)p->c_hat + row * H, 1, H, H, 0);
+    } else {
+        RK_PREFETCH((const RK_T*)p->aux + row * H, 1, H, H, 0);
+        RK_PREFETCH((const RK_T*)p->h + row * p->P, 1, p->P, p->P, 0);
+    }
+    RK_PREFETCH((const RK_T*)p->drec + row * GH, 1, GH, GH, 1);
+    RK_PREFETCH((const RK_T*)p->drec_x + row * GH, 1, GH, GH, 1);
+}
+
 static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
 {
     const int G = cell->gates, lstm = (cell->flags & RK_CELL_STATE) != 0;
-    const ptrdiff_t H = p->H, P = p->P, GH = G * H, N = p->N, I = p->I;
+    const ptrdiff_t H = p->H, P = p->P, GH = G * H, N = p->N, I = p->I, B = p->B;
     int team = 1;
-    RK_T* dgates = (RK_T*)p->dgates;
     RK_T* drec = (RK_T*)p->drec;      /* (N, GH): the raw recurrent product's gradient */
-    RK_T* dln = (RK_T*)p->dln;        /* LSTM (N, H): LN(c~)'s output's; GRU (N, GH): the recurrent side's */
+    RK_T* drec_x = (RK_T*)p->drec_x;  /* (N, GH): the input product's (W_ih x) */
     const int slots = p->step_threads > p->nthreads ? p->step_threads : p->nthreads;
-    RK_T* work = (RK_T*)malloc((size_t)(slots > 0 ? slots : 1) * (size_t)GH * sizeof(RK_T) + 64);
-    ptrdiff_t i;
-    if (work == NULL) {
+    /* per thread: LayerNorm work (GH) and one row's gradients, which only the
+     * sums below read besides the LayerNorms: the gates' (GH) and the LSTM's
+     * LN(c~) output's (H) or the GRU's recurrent side's (GH) */
+    const ptrdiff_t per_thread = lstm ? 2 * GH + H : 3 * GH;
+    RK_T* work = (RK_T*)malloc((size_t)(slots > 0 ? slots : 1) * (size_t)per_thread * sizeof(RK_T) + 64);
+    /* The bias and gain gradients, summed in the time loop while the rows are
+     * in cache: over its steps per batch slot (slot j always belongs to the
+     * same thread, whatever the team size), then over the slots in order.
+     * Per slot, the LSTM's: db, dgamma_ih, dgamma_hh (GH each), dbeta_c,
+     * dgamma_c (H each); the GRU's: db, dgamma_ih, db_hh, dgamma_hh (GH each). */
+    const ptrdiff_t SW = lstm ? 3 * GH + 2 * H : 4 * GH;
+    RK_T* sums = (RK_T*)calloc((size_t)(B > 0 ? B : 1) * (size_t)SW, sizeof(RK_T));
+    if (work == NULL || sums == NULL) {
+        free(work);
+        free(sums);
         p->team = -1;
         return;
     }
     #pragma omp parallel num_threads(p->step_threads)
     {
         const ptrdiff_t t = rk_thread_num(), L = rk_team_size();
-        RK_T* mine = work + t * GH;
+        RK_T* mine = work + t * per_thread;
+        RK_T* dg = mine + GH;             /* the row's gate (input side) gradient */
+        RK_T* d_side = mine + 2 * GH;     /* LSTM: LN(c~)'s output's; GRU: the recurrent side's */
         if (t == 0)
             team = (int)L;
         for (ptrdiff_t s = p->S - 1; s >= 0; s--) {
             RK_F(rk_bstep) st = RK_F(rk_bstep_at)(p, s);
             RK_T* dh = (RK_T*)p->dh;
+            /* this thread's first rows of the step; the row loop fetches ahead */
+            for (ptrdiff_t j = t; j < st.n && j < t + 2 * L; j += L)
+                RK_F(rk_prefetch_ln_row)(p, st.off + j, GH, H, lstm);
             /* the recurrence's gradient from step s+1 (the GRU adds it to its carry) */
             RK_G(packed)(rk_lane_rows(st.n_next, t, L), P, GH, drec + (st.off_next + t) * GH, L * GH,
                          (const RK_T*)p->w_bwd, dh + t * P, L * P, !lstm);
             for (ptrdiff_t j = t; j < st.n; j += L) {
                 ptrdiff_t row = st.off + j;
                 const RK_T* rstd = (const RK_T*)p->rstd + row * 3;
+                const RK_T* x_hat = (const RK_T*)p->x_hat + row * GH;
+                const RK_T* rec_hat = (const RK_T*)p->rec_hat + row * GH;
+                RK_T* acc = sums + j * SW;
+                if (j + 2 * L < st.n)
+                    RK_F(rk_prefetch_ln_row)(p, row + 2 * L, GH, H, lstm);
                 if (p->dy != NULL) {
                     const RK_T* dyr = RK_F(rk_dy_row)((const RK_T*)p->dy, p->dy_rows, row, P);
                     for (ptrdiff_t u = 0; u < P; u++)
                         dh[j * P + u] += dyr[u];
                 }
+                /* the cell, then both sides' LayerNorms while the row is in cache */
                 if (lstm) {
                     RK_F(rk_lstm_ln_bwd)(H, (const RK_T*)p->gates + row * GH, (const RK_T*)p->gamma_c,
                                          (const RK_T*)p->beta_c, (const RK_T*)p->c + row * H,
                                          (const RK_T*)p->c_hat + row * H, rstd[2], dh + j * P,
-                                         (RK_T*)p->dc + j * H, dgates + row * GH, dln + row * H, mine);
-                    RK_F(rk_layer_norm_bwd)(GH, dgates + row * GH, (const RK_T*)p->gamma_hh,
-                                            (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH, mine);
-                    /* and through the input side's LayerNorm while the row is in cache */
-                    RK_F(rk_layer_norm_bwd)(GH, dgates + row * GH, (const RK_T*)p->gamma_ih,
-                                            (const RK_T*)p->x_hat + row * GH, rstd[0],
-                                            (RK_T*)p->drec_x + row * GH, mine);
+                                         (RK_T*)p->dc + j * H, dg, d_side, mine);
+                    RK_F(rk_ln_gates_bwd)(GH, dg, dg, (const RK_T*)p->gamma_hh, rec_hat, rstd[1],
+                                          (const RK_T*)p->gamma_ih, x_hat, rstd[0], drec + row * GH,
+                                          drec_x + row * GH, acc, acc + GH, NULL, acc + 2 * GH);
+                    RK_F(rk_row_sums)(H, d_side, (const RK_T*)p->c_hat + row * H, NULL, acc + 3 * GH,
+                                      acc + 3 * GH + H, NULL);
                 } else {
                     RK_F(rk_gru_ln_bwd)(H, (const RK_T*)p->gates + row * GH, (const RK_T*)p->aux + row * H,
-                                        (const RK_T*)p->h + row * P, dh + j * P, dgates + row * GH,
-                                        dln + row * GH);
-                    RK_F(rk_layer_norm_bwd)(GH, dln + row * GH, (const RK_T*)p->gamma_hh,
-                                            (const RK_T*)p->rec_hat + row * GH, rstd[1], drec + row * GH, mine);
+                                        (const RK_T*)p->h + row * P, dh + j * P, dg, d_side);
+                    RK_F(rk_ln_gates_bwd)(GH, d_side, dg, (const RK_T*)p->gamma_hh, rec_hat, rstd[1],
+                                          (const RK_T*)p->gamma_ih, x_hat, rstd[0], drec + row * GH,
+                                          drec_x + row * GH, acc, acc + GH, acc + 2 * GH, acc + 3 * GH);
                 }
             }
         }
@@ -931,32 +990,23 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
                      (RK_T*)p->dh + t * P, L * P, !lstm);
     }
     p->team = team;
-    /* the gradients summed over every row, in row order */
-    if (lstm) {  /* the bias gets dgates (both biases: one sum), the gains dgates times x_hat, rec_hat */
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, (const RK_T*)p->x_hat, (const RK_T*)p->rec_hat,
-                             (RK_T*)p->db, (RK_T*)p->dgamma_ih, (RK_T*)p->dgamma_hh);
-        RK_F(rk_column_sums)(p->nthreads, N, H, dln, (const RK_T*)p->c_hat, NULL,
-                             (RK_T*)p->dbeta_c, (RK_T*)p->dgamma_c, NULL);
-    } else {     /* the input side (dgates) and the recurrent side (dln) apart */
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dgates, (const RK_T*)p->x_hat, NULL,
-                             (RK_T*)p->db, (RK_T*)p->dgamma_ih, NULL);
-        RK_F(rk_column_sums)(p->nthreads, N, GH, dln, (const RK_T*)p->rec_hat, NULL,
-                             (RK_T*)p->db_hh, (RK_T*)p->dgamma_hh, NULL);
-    }
-    /* the GRU's input side through its LayerNorm: the gradient of W_ih x, into
-     * drec_x, which is dln, so only after dln's sums (the LSTM did it in the loop) */
-    if (!lstm) {
-        #pragma omp parallel for num_threads(p->nthreads) schedule(static)
-        for (i = 0; i < N; i++)
-            RK_F(rk_layer_norm_bwd)(GH, dgates + i * GH, (const RK_T*)p->gamma_ih,
-                                    (const RK_T*)p->x_hat + i * GH, ((const RK_T*)p->rstd)[i * 3],
-                                    (RK_T*)p->drec_x + i * GH, work + (ptrdiff_t)rk_thread_num() * GH);
+    /* the gradients summed over every row: the slots' sums, in slot order */
+    RK_F(rk_slot_sums)(B, GH, sums, SW, (RK_T*)p->db);
+    RK_F(rk_slot_sums)(B, GH, sums + GH, SW, (RK_T*)p->dgamma_ih);
+    if (lstm) {  /* both biases get dgates: one sum */
+        RK_F(rk_slot_sums)(B, GH, sums + 2 * GH, SW, (RK_T*)p->dgamma_hh);
+        RK_F(rk_slot_sums)(B, H, sums + 3 * GH, SW, (RK_T*)p->dbeta_c);
+        RK_F(rk_slot_sums)(B, H, sums + 3 * GH + H, SW, (RK_T*)p->dgamma_c);
+    } else {
+        RK_F(rk_slot_sums)(B, GH, sums + 2 * GH, SW, (RK_T*)p->db_hh);
+        RK_F(rk_slot_sums)(B, GH, sums + 3 * GH, SW, (RK_T*)p->dgamma_hh);
     }
     free(work);
+    free(sums);
     if (p->dx != NULL)
-        RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, (const RK_T*)p->drec_x, GH, NULL, NULL,
+        RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, drec_x, GH, NULL, NULL,
                            (const RK_T*)p->w_ih, I, (RK_T*)p->dx, I, p->dx_rows);
-    RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, (const RK_T*)p->drec_x, GH, I,
+    RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, drec_x, GH, I,
                           (const RK_T*)p->x, I, (RK_T*)p->dw_ih, I, 0, NULL, 0, NULL, 0);
     RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, drec, GH, P, (const RK_T*)p->h, P,
                           (RK_T*)p->dw_hh, P, 0, NULL, 0, NULL, 0);
