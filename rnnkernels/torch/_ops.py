@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from .._core import memory
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _EMPTY_SHAPE = (0,)
@@ -110,7 +111,7 @@ def _forward_impl(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     if cache is not None:
         _remember_packing(cache, ws[3], w_ih, w_hh, w_hr)
     if cache is not None and np.may_share_memory(y, ws[1]):
-        y = y.copy()  # y is a view of the state buffer; an operator's outputs may not alias
+        y = memory.copy(y)  # y is a view of the state buffer; an operator's outputs may not alias
     out = [_tensor(y), _tensor(h_n), _empty(dtype) if c_n is None else _tensor(c_n)]
     out += [_empty(dtype) if a is None else _tensor(a) for a in ws]
     return tuple(out)
@@ -147,6 +148,12 @@ def recurrent_backward(kind: str, batch_sizes: Tensor, w_ih: Tensor, w_hh: Tenso
     """The gradients ``dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr`` of one
     forward call (empty tensors where that input was absent, and dx empty
     without ``input_grad``: a first layer's inputs need none, and dX is a GEMM)."""
+    return _backward_impl(kind, batch_sizes, w_ih, w_hh, w_hr, ws_x, ws_h, ws_c, ws_gates, ws_aux, ws_m, dy,
+                          dh_n, dc_n, reverse, nonlinearity, has_b_ih, has_b_hh, input_grad)
+
+
+def _backward_impl(kind, batch_sizes, w_ih, w_hh, w_hr, ws_x, ws_h, ws_c, ws_gates, ws_aux, ws_m, dy, dh_n, dc_n,
+                   reverse, nonlinearity, has_b_ih, has_b_hh, input_grad):
     ws = [None if t.dim() == 1 and t.numel() == 0 else _np(t)
           for t in (ws_x, ws_h, ws_c, ws_gates, ws_aux, ws_m)]
     arg = lambda t: None if t is None else _np(t)  # noqa: E731
@@ -202,9 +209,11 @@ def _backward_forward(ctx, dy, dh_n, dc_n, *_workspace_grads):
         dc_n = x_ws.new_empty(_EMPTY_SHAPE)
     elif dc_n is None:
         dc_n = x_ws.new_zeros((B, H))
-    g = recurrent_backward(ctx.kind, batch_sizes, w_ih, w_hh, w_hr, *ws, dy.contiguous(), dh_n.contiguous(),
-                           dc_n.contiguous(), ctx.reverse, ctx.nonlinearity, ctx.has_b_ih, ctx.has_b_hh,
-                           ctx.needs_input_grad[1])
+    args = (ctx.kind, batch_sizes, w_ih, w_hh, w_hr, *ws, dy.contiguous(), dh_n.contiguous(), dc_n.contiguous(),
+            ctx.reverse, ctx.nonlinearity, ctx.has_b_ih, ctx.has_b_hh, ctx.needs_input_grad[1])
+    # the operator while tracing, and under create_graph=True (its backward raises the clear error)
+    eager = not torch.is_grad_enabled() and _plain_eager((batch_sizes, w_ih, w_hh, w_hr, *ws, dy, dh_n, dc_n))
+    g = (_backward_impl if eager else recurrent_backward)(*args)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = g
     return (None, dx if ctx.needs_input_grad[1] else None, None, dh0, dc0 if ctx.kind == "lstm" else None, dw_ih, dw_hh,
             db_ih if ctx.has_b_ih else None, db_hh if ctx.has_b_hh else None,
@@ -225,3 +234,45 @@ def _no_double_backward(ctx, *grads):
 
 
 recurrent_backward.register_autograd(_no_double_backward, setup_context=_setup_backward)
+
+
+# ---------------------------------------------------------------- eager calls
+# In eager mode the operators' dispatch (custom_op's Python wrapper, its
+# autograd kernel, the redispatch to the implementation) costs about 0.2 ms a
+# call: a tenth of a small layer's forward.  A call on plain CPU tensors outside
+# any tracing therefore runs the same implementations under one
+# torch.autograd.Function, with the same autograd formula (_setup_forward,
+# _backward_forward).  torch.compile, torch.export, fake and functional tensors,
+# dispatch and function modes and functorch transforms get the operators.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _plain_eager(tensors):
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled()
+            or torch._C._functorch.maybe_current_level() is not None):
+        return False
+    return all(t is None or type(t) in _PLAIN_TYPES for t in tensors)
+
+
+class _EagerForward(torch.autograd.Function):
+    """``recurrent_forward`` for plain eager calls (see above)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _forward_impl(*inputs)
+        _setup_forward(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward_forward(ctx, *grads)
+
+
+def recurrent(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, nonlinearity, training):
+    """``recurrent_forward``, differentiable, as the modules call it: the
+    operator, or in plain eager mode the same computation without its dispatch."""
+    args = (kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, nonlinearity, training)
+    if _plain_eager((data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)):
+        return _EagerForward.apply(*args)
+    return recurrent_forward(*args)

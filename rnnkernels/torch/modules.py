@@ -6,7 +6,8 @@ its constructor, so the arguments, defaults, parameter names and shapes,
 ``state_dict`` keys, initialisation and ``repr`` are torch.nn's. They are
 deliberately not subclasses of ``torch.nn.LSTM``/``GRU``/``RNN``: Dynamo
 refuses to trace those, while it traces these into two opaque operators per
-layer and direction (``rnnkernels/torch/_ops.py``).
+layer and direction (``rnnkernels/torch/_ops.py``; plain eager calls skip
+their dispatch).
 
 ``forward`` takes and returns what torch.nn's takes and returns: a batched
 ``(T, B, I)`` (``(B, T, I)`` with ``batch_first``) or unbatched ``(T, I)``
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from ._ops import recurrent_forward
+from ._ops import recurrent
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -111,7 +112,7 @@ class _Recurrent(torch.nn.RNNBase):
                 hk = h0[k]
                 ck = c0[k] if c0 is not None else empty
                 training = _needs_grad((x, hk, ck, w_ih, w_hh, b_ih, b_hh, w_hr))
-                out = recurrent_forward(self._kind, x, batch_sizes, hk, ck, w_ih, w_hh, b_ih, b_hh, w_hr,
+                out = recurrent(self._kind, x, batch_sizes, hk, ck, w_ih, w_hh, b_ih, b_hh, w_hr,
                                         bool(d), nonlinearity, training)
                 outs.append(out[0])
                 hs.append(out[1])

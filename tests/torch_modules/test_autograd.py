@@ -39,6 +39,33 @@ def test_opcheck_forward_operator(case, dtype):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda c: f"{c[0]}-{c[1]}-rev{c[2]}-P{c[3]}-bias{c[4]}-{c[5]}")
+def test_eager_path_equals_the_operators(case, monkeypatch):
+    """Plain eager calls skip the operators' dispatch (rnnkernels.torch._ops.recurrent):
+    outputs, states and every gradient are the operators' bits."""
+    from rnnkernels.torch import _ops
+
+    kind, bs, reverse, proj, bias, nl = case
+
+    def run():
+        args = _op_args(kind, bs, reverse, proj, bias, nl)
+        out = _ops.recurrent(*args)
+        inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        loss = (out[0] ** 2).sum() + out[1].sum() + (out[2].sum() if kind == "lstm" else 0)
+        return [t.detach() for t in out[:3]] + list(torch.autograd.grad(loss, inputs))
+
+    eager = run()
+    calls = []
+    monkeypatch.setattr(_ops, "recurrent_forward", lambda *a: calls.append(1) or recurrent_forward(*a))
+    monkeypatch.setattr(_ops, "_plain_eager", lambda tensors: False)
+    through_operators = run()
+    assert calls  # the second run did go through the operator
+    assert len(eager) == len(through_operators)
+    for a, b in zip(eager, through_operators):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.torch
 def test_opcheck_inference_call_and_backward_operator():
     args = [a.detach() if isinstance(a, torch.Tensor) else a for a in _op_args("lstm", [3, 2], False, training=False)]
     torch.library.opcheck(recurrent_forward, tuple(args))  # inference: nothing to differentiate
