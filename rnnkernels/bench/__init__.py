@@ -20,13 +20,14 @@ Fairness rules the code follows:
   timed with numpy in the same run at the same thread count and dtype.
 """
 import argparse
+import datetime
 import json
 import os
 import signal
 import sys
 from .._util.argtypes import non_negative_int, positive_int
 from .cases import CELLS, DTYPES, SIZES, SYSTEMS
-from .machine import default_threads, results_name
+from .machine import default_threads, machine_info, results_name
 from .._util.atomic import write_json
 from .report import render
 from .runner import run_benchmark
@@ -193,10 +194,13 @@ def _run_dropin(options):
                                  for row in module.rows(options.repeats, threads, dtype, **quick)]
         print(render_dropin(rows))
         if options.json:
+            report = {"schema": "rnnkernels-dropin/1",
+                      "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                      "machine": machine_info(), "rows": rows}
             path = options.json
-            if os.path.isdir(path):
-                path = os.path.join(path, "dropin.json")
-            write_json(path, {"schema": "rnnkernels-dropin/1", "rows": rows})
+            if os.path.isdir(path):  # one file per run, as the other benchmarks write
+                path = os.path.join(path, results_name(report).replace(".json", "-dropin.json"))
+            write_json(path, report)
             print(f"results: {path}")
     except KeyboardInterrupt:
         print("rnnkernels bench: interrupted", file=sys.stderr)

@@ -128,39 +128,53 @@ def _thread_scaling(rows):
 
 
 # ------------------------------------------------------- drop-in training steps
-_DROPIN_COLUMNS = (("framework", "framework", None), ("size", "size", None), ("cell", "cell", None), ("layers", "layers", None),
-                   ("bidirectional", "bidir", None), ("input", "input", None), ("dtype", "dtype", None),
-                   ("threads", "thr", None), ("peer", "peer", None), ("peer_ms", "peer ms", ".2f"),
-                   ("ours_ms", "ours ms", ".2f"), ("ratio", "ours/peer", ".2f"),
+_DROPIN_COLUMNS = (("framework", "framework", None), ("name", "case", None), ("size", "size", None),
+                   ("cell", "cell", None), ("layers", "layers", None), ("bidirectional", "bidir", None),
+                   ("input", "input", None), ("dtype", "dtype", None), ("threads", "thr", None),
+                   ("peer", "peer", None), ("peer_ms", "peer ms", ".2f"), ("ours_ms", "ours ms", ".2f"),
+                   ("ratio", "ours/peer", ".2f"), ("peer_cpu_ms", "peer cpu ms", ".2f"),
+                   ("ours_cpu_ms", "ours cpu ms", ".2f"), ("cpu_ratio", "cpu ours/peer", ".2f"),
+                   ("peer_test_accuracy", "peer acc", ".4f"), ("ours_test_accuracy", "ours acc", ".4f"),
                    ("max_abs_diff", "max|diff|", ".1e"))
+_DROPIN_LEFT = ("framework", "name", "size", "cell", "layers", "bidirectional", "input", "dtype")
+_RATIOS = ("ratio", "cpu_ratio")
+
+
+def _dropin_cell(row, key, spec):
+    v = row.get(key)
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, dict):  # a size: {"B": 32, "T": 100, ...}
+        return " ".join(f"{k}{x}" for k, x in v.items())
+    if isinstance(v, float) and spec is None:
+        spec = ".3g"
+    return f"{v:{spec}}" + ("x" if key in _RATIOS else "") if spec else str(v)
 
 
 def render_dropin(rows):
-    """The drop-in table (``rnnkernels bench --dropin``): one row per case of
-    :mod:`rnnkernels.bench.dropin_torch` / ``dropin_keras`` (medians of
-    training steps, the ratio ours / the framework's own layer). Keys a row
-    has beyond the known ones are shown in extra columns."""
+    """The drop-in tables (``rnnkernels bench --dropin``): one per framework,
+    one row per case of :mod:`rnnkernels.bench.dropin_torch` / ``dropin_keras``
+    (medians of training steps, the ratio ours / the framework's own layer).
+    Scalar keys a framework's rows have beyond the known ones are shown in
+    extra columns; lists and per-run records stay in the JSON."""
     if not rows:
         return "drop-in: no rows"
-    keys = [k for k, _, _ in _DROPIN_COLUMNS if any(k in r for r in rows)]
-    extra = []
-    for r in rows:
-        extra += [k for k in r if k not in keys and k not in extra]
+    known = [k for k, _, _ in _DROPIN_COLUMNS]
     specs = {k: (title, spec) for k, title, spec in _DROPIN_COLUMNS}
-
-    def cell(r, k):
-        v = r.get(k)
-        if v is None:
-            return "-"
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        spec = specs.get(k, (k, None))[1]
-        if isinstance(v, float) and spec is None:
-            spec = ".3g"
-        return f"{v:{spec}}" + ("x" if k == "ratio" else "") if spec else str(v)
-
-    header = [specs.get(k, (k, None))[0] for k in keys + extra]
-    body = [[cell(r, k) for k in keys + extra] for r in rows]
-    left = sum(1 for k in keys if k in ("framework", "size", "cell", "layers", "bidirectional", "input", "dtype"))
+    frameworks = list(dict.fromkeys(r.get("framework", "-") for r in rows))
+    tables = []
+    for framework in frameworks:
+        mine = [r for r in rows if r.get("framework", "-") == framework]
+        keys = [k for k in known if any(k in r for r in mine)]
+        extra = []
+        for r in mine:
+            extra += [k for k, v in r.items() if k not in keys and k not in extra
+                      and not isinstance(v, (list, tuple, dict))]
+        header = [specs.get(k, (k, None))[0] for k in keys + extra]
+        body = [[_dropin_cell(r, k, specs.get(k, (k, None))[1]) for k in keys + extra] for r in mine]
+        left = sum(1 for k in keys if k in _DROPIN_LEFT)
+        tables.append(format_table(header, body, left=left))
     return "drop-in training steps (forward, loss, backward, optimizer step; medians, interleaved)\n" + \
-        format_table(header, body, left=left)
+        "\n\n".join(tables)

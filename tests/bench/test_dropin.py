@@ -24,6 +24,19 @@ def test_rows_time_both_modules_on_the_same_model():
     assert "ours/peer" in table and "packed" in table and table.count("\n") == 2 + len(rows)
 
 
+def test_render_puts_each_framework_in_its_own_table():
+    torch_row = {"framework": "torch", "size": "B4 T10", "cell": "lstm", "peer": "torch.nn", "peer_ms": 2.0,
+                 "ours_ms": 1.0, "ratio": 0.5}
+    keras_row = {"framework": "keras", "name": "LSTM fit step", "size": {"B": 32, "T": 100}, "peer_ms": 4.0,
+                 "ours_ms": 3.0, "ratio": 0.75, "peer_cpu_ms": 8.0, "ours_cpu_ms": 5.0, "cpu_ratio": 0.625,
+                 "ours_runs_ms": [1.0, 2.0]}
+    table = render_dropin([torch_row, keras_row])
+    torch_part, keras_part = table.split("\n\n")
+    assert "torch.nn" in torch_part and "cpu ours/peer" not in torch_part
+    assert "LSTM fit step" in keras_part and "B32 T100" in keras_part and "0.62x" in keras_part
+    assert "ours_runs_ms" not in table  # per-run lists stay in the JSON
+
+
 def test_render_shows_unknown_keys_of_other_frameworks_rows():
     table = render_dropin([{"framework": "keras", "cell": "lstm", "peer": "keras", "peer_ms": 2.0,
                             "ours_ms": 1.0, "ratio": 0.5, "backend": "tensorflow"}])
@@ -31,12 +44,13 @@ def test_render_shows_unknown_keys_of_other_frameworks_rows():
 
 
 def test_dropin_option_prints_the_table_and_writes_json(tmp_path, capsys):
-    path = tmp_path / "dropin.json"
     status = bench.main(["--dropin", "--quick", "--cells", "rnn", "--repeats", "1", "--threads", "1",
-                         "--json", str(path)])
+                         "--json", str(tmp_path)])
     assert status == 0
     out = capsys.readouterr().out
     assert "drop-in training steps" in out and "rnn" in out
+    (path,) = tmp_path.glob("*-dropin.json")  # a folder: one file named by the run's date and CPU
+    assert f"results: {path}" in out
     data = json.loads(path.read_text())
-    assert data["schema"] == "rnnkernels-dropin/1"
+    assert data["schema"] == "rnnkernels-dropin/1" and data["machine"]["cpus"] and data["created"]
     assert {r["input"] for r in data["rows"] if r["framework"] == "torch"} == {"padded", "packed"}
