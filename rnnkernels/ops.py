@@ -290,8 +290,14 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     ctilde = None
     if kind == "lstm" and (v.zc is not None or v.zc_rate >= 0):
         a["ctilde"] = ctilde = _aligned_empty((N, H), dtype)
-    # what the step writes and backward reads
-    a["gates"] = gates = (_aligned_empty if training else _scratch)((N, GH), dtype)
+    # what the step writes and backward reads; the RNN's backward reads its
+    # derivative off h alone, so its gates (the pre-activations) are scratch,
+    # the slot its backward's gate gradients take: one (N, H) buffer less held
+    # from forward to backward
+    keeps_gates = training and kind != "rnn"
+    a["gates"] = gates = (_aligned_empty if keeps_gates else _scratch)((N, GH), dtype)
+    if not keeps_gates:
+        gates = None
     aux = None
     if kind == "gru":
         a["aux"] = aux = (_aligned_empty if training else _scratch)((N, H), dtype, *([] if training else [1]))
@@ -358,6 +364,8 @@ def _backward(kind, cache, dy, dstates, input_grad=True):
         a["dc"] = dc = plan.to_sorted(_state("dc_n", dstates[1], dtype, B, H))
     if not cache.rows_split:  # the LayerNorm cells keep their gate gradients one row at a time
         a["dgates"] = dgates = _scratch((N, GH), dtype, slot=0)
+        if cache.gates is None:  # the RNN keeps none (it reads h): a valid buffer the kernel never reads
+            a["gates"] = dgates
     if cache.cell_name == "gru_reset_before":
         dgates[:] = 0  # r's columns are read (times a zero weight) before they are written
     if kind == "gru" and cache.reset_after and not cache.rows_split:
@@ -560,7 +568,7 @@ def workspace_shapes(kind, N, B, I, H, P, projection=False):
     order; None where the cell keeps no such array); ``projection``: an LSTM
     with ``w_hr (P, H)``."""
     G = _cells.CELLS[kind].gates
-    return ((N, I), (N + B, P), (N + B, H) if kind == "lstm" else None, (N, G * H),
+    return ((N, I), (N + B, P), (N + B, H) if kind == "lstm" else None, None if kind == "rnn" else (N, G * H),
             (N, H) if kind == "gru" else None, (N, H) if projection else None)
 
 

@@ -47,7 +47,7 @@ def _tensor(a):
 
 # The forward calls' packed weights, reused by their backward calls: a pure
 # cache (the rebuilt cache is bitwise the same, tests/kernels/test_workspace.py),
-# keyed by the address of the call's gates buffer and valid while that buffer
+# keyed by the address of the call's state buffer and valid while that buffer
 # lives (a weak reference removes the entry) and the weight tensors are the
 # same memory at the same version (any in-place change bumps it).
 _PACKED = {}
@@ -60,21 +60,21 @@ def _weights_key(*tensors):
     return tuple(None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in tensors)
 
 
-def _remember_packing(cache, gates, w_ih, w_hh, w_hr):
-    address = gates.ctypes.data
+def _remember_packing(cache, states, w_ih, w_hh, w_hr):
+    address = states.ctypes.data
 
     def forget(ref, address=address):
-        # runs as the gates buffer dies, before its memory can serve another
+        # runs as the state buffer dies, before its memory can serve another
         # call; removes only this buffer's own entry
         entry = _PACKED.get(address)
         if entry is not None and entry[0] is ref:
             _PACKED.pop(address, None)
 
-    _PACKED[address] = (weakref.ref(gates, forget), _weights_key(w_ih, w_hh, w_hr), ops.packed_weights(cache))
+    _PACKED[address] = (weakref.ref(states, forget), _weights_key(w_ih, w_hh, w_hr), ops.packed_weights(cache))
 
 
-def _recall_packing(ws_gates, w_ih, w_hh, w_hr):
-    entry = _PACKED.get(ws_gates.data_ptr())
+def _recall_packing(ws_h, w_ih, w_hh, w_hr):
+    entry = _PACKED.get(ws_h.data_ptr())
     if entry is None or entry[0]() is None or entry[1] != _weights_key(w_ih, w_hh, w_hr):
         return None
     return entry[2]
@@ -109,7 +109,7 @@ def _forward_impl(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     dtype = data.dtype
     ws = ops.workspace(cache) if cache is not None else (None,) * len(ops.WORKSPACE)
     if cache is not None:
-        _remember_packing(cache, ws[3], w_ih, w_hh, w_hr)
+        _remember_packing(cache, ws[1], w_ih, w_hh, w_hr)
     if cache is not None and np.may_share_memory(y, ws[1]):
         y = memory.copy(y)  # y is a view of the state buffer; an operator's outputs may not alias
     out = [_tensor(y), _tensor(h_n), _empty(dtype) if c_n is None else _tensor(c_n)]
@@ -159,7 +159,7 @@ def _backward_impl(kind, batch_sizes, w_ih, w_hh, w_hr, ws_x, ws_h, ws_c, ws_gat
     arg = lambda t: None if t is None else _np(t)  # noqa: E731
     cache = ops.cache_from_workspace(kind, tuple(ws), _np(batch_sizes), _np(w_ih), _np(w_hh), arg(w_hr),
                                      reverse, has_b_ih, has_b_hh, nonlinearity,
-                                     packed=_recall_packing(ws_gates, w_ih, w_hh, w_hr))
+                                     packed=_recall_packing(ws_h, w_ih, w_hh, w_hr))
     if kind == "lstm":
         g = ops.lstm_backward(cache, _np(dy), _np(dh_n), _np(dc_n), input_grad=input_grad)
     elif kind == "gru":

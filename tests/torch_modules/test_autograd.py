@@ -194,8 +194,8 @@ def test_backward_reuses_the_forward_packing_only_while_valid():
     out = recurrent_forward(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
     ws = out[3:]
     w_ih, w_hh, w_hr = w_ih.detach(), w_hh.detach(), w_hr.detach()
-    assert _ops._recall_packing(ws[3], w_ih, w_hh, w_hr) is not None
-    assert _ops._recall_packing(ws[3], w_ih, w_hh.clone(), w_hr) is None  # other memory: packed again
+    assert _ops._recall_packing(ws[1], w_ih, w_hh, w_hr) is not None
+    assert _ops._recall_packing(ws[1], w_ih, w_hh.clone(), w_hr) is None  # other memory: packed again
     dy, dh, dc = torch.randn_like(out[0]), torch.randn_like(out[1]), torch.randn_like(out[2])
     def call(w, ws):
         return recurrent_backward(kind, bs, w_ih, w, w_hr, *ws, dy, dh, dc, reverse, nl, True, True)
@@ -203,7 +203,7 @@ def test_backward_reuses_the_forward_packing_only_while_valid():
     for a, b in zip(call(w_hh, ws), call(w_hh.clone(), ws)):
         assert torch.equal(a, b)  # the reused packing and a fresh one: the same bits
     w_hh.add_(0)  # an in-place change (its version moves): the packing is stale
-    assert _ops._recall_packing(ws[3], w_ih, w_hh, w_hr) is None
+    assert _ops._recall_packing(ws[1], w_ih, w_hh, w_hr) is None
     del out, ws
     gc.collect()
     assert not _ops._PACKED  # entries die with the workspace
