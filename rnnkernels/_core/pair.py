@@ -7,51 +7,30 @@ kernels release the GIL).  Each kernel gives the same bits on any number of
 threads, so the results are those of one direction after the other.
 """
 import concurrent.futures
-import contextvars
 import os
 import threading
 
-from . import memory as _memory, threads as _threads
+from . import threads as _threads
+from .worker import Worker
 
-_pool = None
-_pool_lock = threading.Lock()
+_direction = Worker("rnnkernels-direction")
 _pool_free = threading.Lock()  # held by the caller whose forward direction the worker runs
 
 
 def _worker():
-    """The worker thread that runs a Bidirectional layer's forward direction while the
-    calling thread runs the backward one.  One serves the process; a caller that finds it
-    busy with another thread's pair runs its two tasks itself (see run_pair)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnkernels-direction")
-            # its scratch buffers are its own: release_memory() must reach them there
-            _memory._worker_scratch[:] = [lambda: _release_worker_scratch(pool)]
-            _pool = pool
-        return _pool
+    """The worker that runs a Bidirectional layer's forward direction while the calling
+    thread runs the backward one.  One serves the process; a caller that finds it busy
+    with another thread's pair runs its two tasks itself (see run_pair)."""
+    return _direction
 
 
-def _release_worker_scratch(pool):
-    try:
-        pool.submit(_memory.release_scratch).result()
-    except RuntimeError:  # interpreter shutting down: the worker and its buffers are gone
-        pass
-
-
-def _forget_pool_in_child():
-    """After fork() the child has the pool object but not its thread: a task submitted
-    there would wait forever.  Start afresh (the locks too: another thread may have held
-    them at the fork)."""
-    global _pool, _pool_lock, _pool_free
-    _pool = None
-    _pool_lock, _pool_free = threading.Lock(), threading.Lock()
-    _memory._worker_scratch.clear()
-
+def _forget_lock_in_child():
+    global _pool_free
+    _pool_free = threading.Lock()  # another thread may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):  # no fork() where it is missing (Windows)
-    os.register_at_fork(after_in_child=_forget_pool_in_child)
+    os.register_at_fork(after_in_child=_forget_lock_in_child)
 
 
 def run_pair(first, second, concurrent_ok=True):
@@ -70,7 +49,7 @@ def run_pair(first, second, concurrent_ok=True):
                 return task()
 
         try:  # in the caller's context: np.errstate and other contextvars apply there too
-            other = _worker().submit(contextvars.copy_context().run, run, (n + 1) // 2, first)
+            other = _worker().submit(run, (n + 1) // 2, first)
         except RuntimeError:  # interpreter shutting down: no new threads
             return [first(), second()]
         try:

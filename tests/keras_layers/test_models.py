@@ -176,3 +176,28 @@ def test_convert_swaps_keras_layers_and_keeps_weights(tmp_path, functional):
     converted.fit(x, y, epochs=1, batch_size=16, verbose=0)
     with pytest.raises(TypeError, match="model: expected a keras.Model"):
         rk.convert(keras.layers.LSTM(3))
+
+
+def test_fit_runs_every_kernel_call_on_one_thread_of_ours(monkeypatch):
+    """TensorFlow calls numpy_functions from any of its inter-op threads; libgomp keeps an
+    OpenMP pool per calling thread, and more OpenMP threads than CPUs make its barriers
+    sleep. So the adapter runs every kernel call on its one worker thread."""
+    from rnnkernels.keras import _compute
+    import threading
+
+    seen = []
+    for name in ("forward", "backward"):
+        real = getattr(_compute, name)
+
+        def spy(*args, _real=real, **kwargs):
+            seen.append(threading.current_thread())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(_compute, name, spy)
+    model = seed_like_model(Bidirectional(LSTM(5, return_sequences=False)))
+    x, y = data()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    model.evaluate(x, y, verbose=0)
+    assert len(seen) > 12
+    assert {t.name.split("_")[0] for t in seen} == {"rnnkernels-tf"}
+    assert len(set(seen)) == 1
