@@ -44,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout: import this tree's rnnkernels
     sys.path.insert(0, ROOT)
 
-from rnnkernels._argtypes import non_negative_int, positive_int  # noqa: E402
+from rnnkernels._util.argtypes import non_negative_int, positive_int  # noqa: E402
 from rnnkernels._util.atomic import write_json as write_json_atomic  # noqa: E402
 from rnnkernels.bench.machine import machine_info  # noqa: E402
 from rnnkernels.bench.report import format_table  # noqa: E402
