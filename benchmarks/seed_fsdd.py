@@ -58,7 +58,7 @@ LEARNING_RATE, KERAS_EPSILON = 1e-3, 1e-7
 # ------------------------------------------------------------------ data
 def load_recordings(data):
     """The FSDD recordings: the embedded copy (``data='embedded'``) or a folder."""
-    from rnnkernels import datasets
+    from rnnkernels.audio import datasets
     if data == "embedded":
         return datasets.load_spoken_digits()
     if not os.path.isdir(data):
