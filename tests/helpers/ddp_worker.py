@@ -74,5 +74,9 @@ def run(rank, world, init_file, out_file):
         train(net, [batch])
         if rank == 0:
             torch.save({k: v.detach().clone() for k, v in net.module.state_dict().items()}, out_file)
+        # both ranks done before either tears its process group down: gloo aborts a
+        # process ("terminate called without an active exception") whose peer closed the
+        # connection under it, which happened once in CI
+        dist.barrier()
     finally:
         dist.destroy_process_group()
