@@ -191,19 +191,15 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
     free(raw);
 }
 
-/* One row's share of the bias and LayerNorm gain gradients: o0 += a,
- * o1 += a * b1 and, when b2 is given, o2 += a * b2 (n columns). */
-static inline void RK_F(rk_row_sums)(ptrdiff_t n, const RK_T* restrict a, const RK_T* restrict b1,
-                                     const RK_T* restrict b2, RK_T* restrict o0, RK_T* restrict o1,
-                                     RK_T* restrict o2)
+/* One row's share of a bias and a LayerNorm gain gradient: o0 += a,
+ * o1 += a * b (n columns). */
+static inline void RK_F(rk_row_sums)(ptrdiff_t n, const RK_T* restrict a, const RK_T* restrict b,
+                                     RK_T* restrict o0, RK_T* restrict o1)
 {
     for (ptrdiff_t j = 0; j < n; j++) {
         o0[j] += a[j];
-        o1[j] += a[j] * b1[j];
+        o1[j] += a[j] * b[j];
     }
-    if (b2 != NULL)
-        for (ptrdiff_t j = 0; j < n; j++)
-            o2[j] += a[j] * b2[j];
 }
 
 /* out[u] (n of them) += the sum over the k slots of slots[j * stride + u], in
@@ -806,15 +802,6 @@ static void RK_F(rk_scale_n_by_r)(const rk_backward* p, RK_T* dg)
  * bits do not depend on the thread count.  The weights are one block each,
  * in PyTorch's gate order. */
 
-/* Software prefetch, as RK_PREFETCH, of one thread's rows of a step in the
- * batch-row split: rows off + t, off + t + L, ... below off + n. */
-static inline void RK_F(rk_prefetch_lane)(const RK_T* a, ptrdiff_t ld, ptrdiff_t cols, ptrdiff_t off,
-                                          ptrdiff_t n, ptrdiff_t t, ptrdiff_t L, int for_write)
-{
-    if (n > t)
-        RK_PREFETCH(a + (off + t) * ld, rk_lane_rows(n, t, L), L * ld, cols, for_write);
-}
-
 static void RK_F(rk_input_layer_norm)(const rk_forward* p, ptrdiff_t GH)
 {
     ptrdiff_t i;
@@ -974,8 +961,8 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
                     RK_F(rk_ln_gates_bwd)(GH, dg, dg, (const RK_T*)p->gamma_hh, rec_hat, rstd[1],
                                           (const RK_T*)p->gamma_ih, x_hat, rstd[0], drec + row * GH,
                                           drec_x + row * GH, acc, acc + GH, NULL, acc + 2 * GH);
-                    RK_F(rk_row_sums)(H, d_side, (const RK_T*)p->c_hat + row * H, NULL, acc + 3 * GH,
-                                      acc + 3 * GH + H, NULL);
+                    RK_F(rk_row_sums)(H, d_side, (const RK_T*)p->c_hat + row * H, acc + 3 * GH,
+                                      acc + 3 * GH + H);
                 } else {
                     RK_F(rk_gru_ln_bwd)(H, (const RK_T*)p->gates + row * GH, (const RK_T*)p->aux + row * H,
                                         (const RK_T*)p->h + row * P, dh + j * P, dg, d_side);

@@ -113,7 +113,7 @@ class _Recurrent(torch.nn.RNNBase):
                 ck = c0[k] if c0 is not None else empty
                 training = _needs_grad((x, hk, ck, w_ih, w_hh, b_ih, b_hh, w_hr))
                 out = recurrent(self._kind, x, batch_sizes, hk, ck, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                        bool(d), nonlinearity, training)
+                                bool(d), nonlinearity, training)
                 outs.append(out[0])
                 hs.append(out[1])
                 if c0 is not None:
