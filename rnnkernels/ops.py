@@ -321,7 +321,7 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     if N:
         nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, rows_split)
         team = kernels.forward(a, _cells.kernel_index(cell_name), B, I, H, P, nthreads, step_threads,
-                                  v.zh_rate, v.zc_rate)
+                               v.zh_rate, v.zc_rate, _tuning.solo_from(plan, G, H, P, step_threads))
         _threads.note_call(f"{kind}_forward", nthreads, team)
     finals = [plan.final(h)] + ([plan.final(c)] if c is not None else [])
     y = plan.outputs(h, y)
@@ -399,7 +399,7 @@ def _backward(kind, cache, dy, dstates, input_grad=True):
         nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, cache.rows_split)
         team = cache.kernels.backward(a, _cells.kernel_index(cache.cell_name), B, I, H, P, nthreads,
                                       step_threads, _tuning.wgrad_pieces(N, cache.tuned), cache.zh_rate,
-                                      cache.zc_rate)
+                                      cache.zc_rate, _tuning.solo_from(plan, G, H, P, step_threads))
         _threads.note_call(f"{kind}_backward", nthreads, team)
     unperm = (lambda v: v) if cache.rows_split else w.unpermute
     dw_hh = unperm(a["dw_hh"])

@@ -29,6 +29,7 @@ from _rows cimport check_rows as _check_rows, copy_threads as _copy_threads
 cdef extern from "_recurrent.h" nogil:
     ctypedef struct rk_forward:
         int dtype, cell, nthreads, step_threads
+        Py_ssize_t solo_from
         Py_ssize_t S, N, B, I, H, P
         const Py_ssize_t* counts
         const Py_ssize_t* offsets
@@ -77,6 +78,7 @@ cdef extern from "_recurrent.h" nogil:
 
     ctypedef struct rk_backward:
         int dtype, cell, nthreads, step_threads, wgrad_pieces
+        Py_ssize_t solo_from
         Py_ssize_t S, N, B, I, H, P
         const Py_ssize_t* counts
         const Py_ssize_t* offsets
@@ -259,10 +261,12 @@ cdef int _cell_of(int cell) except -1:
 
 
 def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-            int nthreads, int step_threads, double zh_rate=-1.0, double zc_rate=-1.0):
+            int nthreads, int step_threads, double zh_rate=-1.0, double zc_rate=-1.0,
+            Py_ssize_t solo_from=-1):
     """One forward call of kernel cell ``cell`` (cells()) over the packed batch
     ``a`` describes (its names: rk_forward's fields, src/_recurrent.h).
-    Returns the threads the time loop ran on."""
+    Steps from ``solo_from`` on (none when negative) run on the calling thread
+    alone.  Returns the threads the time loop ran on."""
     cdef rk_forward p
     cdef const Py_ssize_t[::1] counts = a["counts"]
     cdef const Py_ssize_t[::1] offsets = a["offsets"]
@@ -280,6 +284,7 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
     _check_plan(counts, offsets, B, N)
     _check_bounds(tiles, H, "tiles")
     p.dtype, p.cell, p.nthreads, p.step_threads = buf.itemsize, cell, max(1, nthreads), max(1, step_threads)
+    p.solo_from = S if solo_from < 0 or solo_from > S else solo_from
     p.S, p.N, p.B, p.I, p.H, p.P = S, N, B, I, H, P
     p.counts = &counts[0] if S else NULL
     p.offsets = &offsets[0]
@@ -363,7 +368,8 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
 
 
 def backward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-             int nthreads, int step_threads, int wgrad_pieces, double zh_rate=-1.0, double zc_rate=-1.0):
+             int nthreads, int step_threads, int wgrad_pieces, double zh_rate=-1.0, double zc_rate=-1.0,
+             Py_ssize_t solo_from=-1):
     """The backward call matching forward's (same names; the gradients are
     rk_backward's fields).  Returns the threads the time loop ran on."""
     cdef rk_backward p
@@ -385,6 +391,7 @@ def backward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssiz
     _check_plan(counts, offsets, B, N)
     _check_bounds(tiles, H, "tiles")
     p.dtype, p.cell, p.nthreads, p.step_threads = buf.itemsize, cell, max(1, nthreads), max(1, step_threads)
+    p.solo_from = S if solo_from < 0 or solo_from > S else solo_from
     p.wgrad_pieces = wgrad_pieces
     p.S, p.N, p.B, p.I, p.H, p.P = S, N, B, I, H, P
     p.counts = &counts[0] if S else NULL

@@ -41,6 +41,7 @@ typedef struct {
     int dtype;                         /* 4: float, 8: double */
     int cell;                          /* row of RK_CELLS */
     int nthreads, step_threads;        /* the merged GEMMs', the time loop's */
+    ptrdiff_t solo_from;               /* steps from this one on run on the calling thread alone */
     ptrdiff_t S, N, B, I, H, P;        /* steps, packed rows, batch, inputs, hidden, outputs (P = H unless projecting) */
     const ptrdiff_t* counts;           /* (S,) active rows per step */
     const ptrdiff_t* offsets;          /* (S+1,) packed row where step s starts */
@@ -92,6 +93,7 @@ typedef struct {
  * every gradient out. */
 typedef struct {
     int dtype, cell, nthreads, step_threads, wgrad_pieces;
+    ptrdiff_t solo_from;               /* as forward's: steps from this one on run on one thread */
     ptrdiff_t S, N, B, I, H, P;
     const ptrdiff_t* counts;
     const ptrdiff_t* offsets;

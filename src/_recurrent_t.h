@@ -457,11 +457,38 @@ static void RK_F(rk_projection_tile)(const rk_forward* p, const RK_F(rk_step)* s
 
 static void RK_F(rk_forward_rows)(rk_forward* p, const rk_cell* cell);
 
+/* One step of the time loop: its tiles shared by the enclosing team, or all
+ * done by the calling thread when it runs outside the parallel region (an
+ * orphaned worksharing loop is a team of one).  Every tile's work is the same
+ * either way, so the bits do not depend on who computes it. */
+static void RK_F(rk_forward_step)(const rk_forward* p, const rk_cell* cell, ptrdiff_t s)
+{
+    RK_F(rk_step) st = RK_F(rk_step_at)(p, s);
+    ptrdiff_t k;
+    #pragma omp for schedule(static)
+    for (k = 0; k < p->ntiles; k++)
+        RK_F(rk_forward_tile)(p, cell, &st, k);
+    if (cell->flags & RK_TWO_PHASE) {
+        #pragma omp for schedule(static)
+        for (k = 0; k < p->ntiles; k++)
+            RK_F(rk_forward_tile2)(p, cell, &st, k);
+    }
+    if (p->m != NULL) {
+        #pragma omp for schedule(static)
+        for (k = 0; k < p->nptiles; k++)
+            RK_F(rk_projection_tile)(p, &st, k);
+    }
+}
+
 static void RK_F(rk_forward)(rk_forward* p)
 {
     const rk_cell* cell = &RK_CELLS[p->cell];
     const int G = cell->gates;
     const ptrdiff_t GH = G * p->H;
+    /* Variable lengths: the last steps have few rows, too little work to pay
+     * for the per-step barrier, so they run after the parallel region, on
+     * this thread alone (ops chooses solo_from from the sizes). */
+    const ptrdiff_t solo = p->solo_from < p->S ? p->solo_from : p->S;
     int team = 1;
     RK_F(rk_zero_rows)(p->nthreads, (RK_T*)p->y, p->P, p->P, p->padding, p->npadding);
     RK_F(rk_gemm_rows)(p->nthreads, p->N, GH, p->I, (const RK_T*)p->x, p->I, p->x_rows, (RK_T*)p->xp,
@@ -470,28 +497,17 @@ static void RK_F(rk_forward)(rk_forward* p)
         RK_F(rk_forward_rows)(p, cell);
         return;
     }
-    #pragma omp parallel num_threads(p->step_threads)
-    {
-        if (rk_thread_num() == 0)
-            team = rk_team_size();
-        for (ptrdiff_t s = 0; s < p->S; s++) {
-            RK_F(rk_step) st = RK_F(rk_step_at)(p, s);
-            ptrdiff_t k;
-            #pragma omp for schedule(static)
-            for (k = 0; k < p->ntiles; k++)
-                RK_F(rk_forward_tile)(p, cell, &st, k);
-            if (cell->flags & RK_TWO_PHASE) {
-                #pragma omp for schedule(static)
-                for (k = 0; k < p->ntiles; k++)
-                    RK_F(rk_forward_tile2)(p, cell, &st, k);
-            }
-            if (p->m != NULL) {
-                #pragma omp for schedule(static)
-                for (k = 0; k < p->nptiles; k++)
-                    RK_F(rk_projection_tile)(p, &st, k);
-            }
+    if (solo > 0) {
+        #pragma omp parallel num_threads(p->step_threads)
+        {
+            if (rk_thread_num() == 0)
+                team = rk_team_size();
+            for (ptrdiff_t s = 0; s < solo; s++)
+                RK_F(rk_forward_step)(p, cell, s);
         }
     }
+    for (ptrdiff_t s = solo; s < p->S; s++)
+        RK_F(rk_forward_step)(p, cell, s);
     p->team = team;
 }
 
@@ -694,12 +710,34 @@ static void RK_F(rk_backward_tail)(const rk_backward* p, const rk_cell* cell, pt
                             c0, cw, (cell->flags & RK_CARRY) || zh, scratch);
 }
 
+/* One backward step (see rk_forward_step: shared by the team, or all on the
+ * calling thread; ``work`` is that thread's scratch, used within the step). */
+static void RK_F(rk_backward_step)(const rk_backward* p, const rk_cell* cell, ptrdiff_t s, RK_T* work)
+{
+    RK_F(rk_bstep) st = RK_F(rk_bstep_at)(p, s);
+    ptrdiff_t k;
+    if (p->m != NULL) {
+        #pragma omp for schedule(static)
+        for (k = 0; k < p->nptiles; k++)
+            RK_F(rk_projection_grad_tile)(p, &st, k, work);
+    }
+    #pragma omp for schedule(static)
+    for (k = 0; k < p->ntiles; k++)
+        RK_F(rk_backward_tile)(p, cell, &st, k, work);
+    if (cell->flags & RK_TWO_PHASE) {
+        #pragma omp for schedule(static)
+        for (k = 0; k < p->ntiles; k++)
+            RK_F(rk_backward_tile2)(p, cell, &st, k);
+    }
+}
+
 static void RK_F(rk_backward)(rk_backward* p)
 {
     const rk_cell* cell = &RK_CELLS[p->cell];
     const int G = cell->gates;
     const ptrdiff_t GH = G * p->H, N = p->N, I = p->I, P = p->P, H = p->H, wide = P > H ? P : H;
     const ptrdiff_t per_thread = p->B * wide + 3 * wide;
+    const ptrdiff_t solo = p->solo_from < p->S ? p->solo_from : p->S;
     int team = 1, failed = 0;
     RK_T* work;
     if (p->dx != NULL)  /* NULL: no input gradient wanted (a first layer), no dX GEMM */
@@ -713,28 +751,16 @@ static void RK_F(rk_backward)(rk_backward* p)
         p->team = -1;  /* out of memory: ops raises MemoryError */
         return;
     }
+    /* the steps forward ran alone come first here, on this thread alone */
+    for (ptrdiff_t s = p->S - 1; s >= solo; s--)
+        RK_F(rk_backward_step)(p, cell, s, work);
     #pragma omp parallel num_threads(p->step_threads)
     {
         RK_T* mine = work + (ptrdiff_t)rk_thread_num() * per_thread;
         if (rk_thread_num() == 0)
             team = rk_team_size();
-        for (ptrdiff_t s = p->S - 1; s >= 0; s--) {
-            RK_F(rk_bstep) st = RK_F(rk_bstep_at)(p, s);
-            ptrdiff_t k;
-            if (p->m != NULL) {
-                #pragma omp for schedule(static)
-                for (k = 0; k < p->nptiles; k++)
-                    RK_F(rk_projection_grad_tile)(p, &st, k, mine);
-            }
-            #pragma omp for schedule(static)
-            for (k = 0; k < p->ntiles; k++)
-                RK_F(rk_backward_tile)(p, cell, &st, k, mine);
-            if (cell->flags & RK_TWO_PHASE) {
-                #pragma omp for schedule(static)
-                for (k = 0; k < p->ntiles; k++)
-                    RK_F(rk_backward_tile2)(p, cell, &st, k);
-            }
-        }
+        for (ptrdiff_t s = solo - 1; s >= 0; s--)
+            RK_F(rk_backward_step)(p, cell, s, mine);
         {
             ptrdiff_t k, ntail = p->m != NULL ? p->nptiles : p->ntiles;
             #pragma omp for schedule(static)

@@ -290,6 +290,20 @@ def threads_for(plan, G, H, P, ntiles, I=0, rows_split=False):
     return int(merged), int(step)
 
 
+def solo_from(plan, G, H, P, step_threads):
+    """The first step of a call's time loop that runs on one thread: steps
+    are in decreasing row counts, and one whose product (2 n G H P flops)
+    would give each of the team's threads less than ``min_step_flops`` runs
+    after the parallel region, without a barrier (a variable-length batch's
+    last steps).  From the sizes alone, so forward and backward agree and the
+    bits never depend on it (src/_recurrent_t.h, rk_forward_step)."""
+    counts = plan.counts
+    if step_threads <= 1 or not len(counts):
+        return len(counts)
+    rows = -(-step_threads * current().min_step_flops // (2 * G * H * P))
+    return int((counts >= rows).sum())
+
+
 def describe(plan=None):
     """One line for people: the build, the GEMM blocking, the tiles, the source."""
     p = plan or current()

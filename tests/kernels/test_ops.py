@@ -58,6 +58,44 @@ def test_bitwise_identical_for_any_thread_count(cell, varlen):
                 assert np.array_equal(v, other[k]), k
 
 
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_steps_run_alone_give_the_same_bits(cell, monkeypatch):
+    """A variable-length batch's last steps, with too few rows to share, run
+    on one thread after the parallel region (tuning.solo_from): whichever
+    step that starts at, forward and backward give the same bits, and the
+    reference's numbers."""
+    lengths = np.array([30, 3, 17, 30, 1, 25, 9, 30, 12, 6, 22])
+    case = make_case(cell, 30, 11, 6, 70, dtype=np.float64, lengths=lengths, seed=12)
+    expected = run(reference, cell, case)
+    results = []
+    for first_alone in (None, 0, 1, 8, 20, 29):
+        if first_alone is not None:
+            monkeypatch.setattr(tuning, "solo_from", lambda plan, *a, s=first_alone: s)
+        with rnnkernels.num_threads(2):
+            results.append(run(ops, cell, case))
+        assert_close(results[-1], expected, np.float64, cell)
+    for other in results[1:]:
+        for k, v in results[0].items():
+            if k != "cache" and v is not None:
+                assert np.array_equal(v, other[k]), k
+
+
+def test_steps_run_alone_where_each_thread_would_get_little_work():
+    """solo_from: the first step whose product gives each thread less than
+    the plan's min_step_flops; every step with one thread."""
+    plan = plan_module.plan(6, 40, np.array([6, 6, 5, 3, 2, 1] * 6 + [6] * 4), False)
+    counts = plan.counts.tolist()
+    assert counts == [40, 34, 28, 22, 22, 16]
+    step = tuning.current().min_step_flops
+    H = 64
+    rows = lambda r: r * 2 * 4 * H * H  # noqa: E731  the flops of r rows' LSTM product
+    assert tuning.solo_from(plan, 4, H, H, 1) == 6
+    first = sum(rows(n) >= 2 * step for n in counts)
+    assert 0 < first < 6  # at the default min_step_flops, some steps of each kind
+    assert tuning.solo_from(plan, 4, H, H, 2) == first
+    assert tuning.solo_from(plan, 4, 1024, 1024, 2) == 6
+
+
 def _plan(**changes):
     return tuning.current().replace(**changes)
 
