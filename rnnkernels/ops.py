@@ -319,7 +319,8 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     if y is not None:
         a.update(y=y, y_rows=plan.y_rows, padding=plan.padding)
     if N:
-        nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, rows_split)
+        a["rows"] = lanes = not rows_split and w_hr is None and _tuning.lane_split(cell_name, plan, GH * P * dtype.itemsize)
+        nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, rows_split or lanes)
         team = kernels.forward(a, _cells.kernel_index(cell_name), B, I, H, P, nthreads, step_threads,
                                v.zh_rate, v.zc_rate, _tuning.solo_from(plan, G, H, P, step_threads))
         _threads.note_call(f"{kind}_forward", nthreads, team)
@@ -339,6 +340,16 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
 def _identity_rows(n):
     from ._core.plan import _identity_rows as rows
     return rows(n)
+
+
+def _backward_lanes(cache, weight_elements):
+    """Whether backward takes the batch-row split (tuning.lane_split): the
+    plain cells only, without the variants' per-row sums and carries."""
+    c = cache
+    plain = (not c.rows_split and not c.projection and c.peep is None and c.mask is None and c.zh is None
+             and c.zc is None and c.zh_rate < 0 and c.zc_rate < 0)
+    return plain and _tuning.lane_split(c.cell_name, c.plan, weight_elements * np.dtype(c.dtype).itemsize,
+                                        backward=True)
 
 
 def _backward(kind, cache, dy, dstates, input_grad=True):
@@ -396,7 +407,8 @@ def _backward(kind, cache, dy, dstates, input_grad=True):
         for name in cache.layer_norm:
             a["d" + name] = np.zeros(cache.layer_norm[name].shape[0], dtype)
     if N:
-        nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, cache.rows_split)
+        a["rows"] = lanes = _backward_lanes(cache, GH * P)
+        nthreads, step_threads = _kernel_threads(plan, G, H, P, len(w.tiles) - 1, I, cache.rows_split or lanes)
         team = cache.kernels.backward(a, _cells.kernel_index(cache.cell_name), B, I, H, P, nthreads,
                                       step_threads, _tuning.wgrad_pieces(N, cache.tuned), cache.zh_rate,
                                       cache.zc_rate, _tuning.solo_from(plan, G, H, P, step_threads))

@@ -30,6 +30,7 @@ cdef extern from "_recurrent.h" nogil:
     ctypedef struct rk_forward:
         int dtype, cell, nthreads, step_threads
         Py_ssize_t solo_from
+        int rows
         Py_ssize_t S, N, B, I, H, P
         const Py_ssize_t* counts
         const Py_ssize_t* offsets
@@ -79,6 +80,7 @@ cdef extern from "_recurrent.h" nogil:
     ctypedef struct rk_backward:
         int dtype, cell, nthreads, step_threads, wgrad_pieces
         Py_ssize_t solo_from
+        int rows
         Py_ssize_t S, N, B, I, H, P
         const Py_ssize_t* counts
         const Py_ssize_t* offsets
@@ -285,6 +287,7 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
     _check_bounds(tiles, H, "tiles")
     p.dtype, p.cell, p.nthreads, p.step_threads = buf.itemsize, cell, max(1, nthreads), max(1, step_threads)
     p.solo_from = S if solo_from < 0 or solo_from > S else solo_from
+    p.rows = 1 if a.get("rows") else 0
     p.S, p.N, p.B, p.I, p.H, p.P = S, N, B, I, H, P
     p.counts = &counts[0] if S else NULL
     p.offsets = &offsets[0]
@@ -392,6 +395,7 @@ def backward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssiz
     _check_bounds(tiles, H, "tiles")
     p.dtype, p.cell, p.nthreads, p.step_threads = buf.itemsize, cell, max(1, nthreads), max(1, step_threads)
     p.solo_from = S if solo_from < 0 or solo_from > S else solo_from
+    p.rows = 1 if a.get("rows") else 0
     p.wgrad_pieces = wgrad_pieces
     p.S, p.N, p.B, p.I, p.H, p.P = S, N, B, I, H, P
     p.counts = &counts[0] if S else NULL

@@ -42,6 +42,7 @@ typedef struct {
     int cell;                          /* row of RK_CELLS */
     int nthreads, step_threads;        /* the merged GEMMs', the time loop's */
     ptrdiff_t solo_from;               /* steps from this one on run on the calling thread alone */
+    int rows;                          /* split the batch rows over the threads (one tile of all units) */
     ptrdiff_t S, N, B, I, H, P;        /* steps, packed rows, batch, inputs, hidden, outputs (P = H unless projecting) */
     const ptrdiff_t* counts;           /* (S,) active rows per step */
     const ptrdiff_t* offsets;          /* (S+1,) packed row where step s starts */
@@ -94,6 +95,7 @@ typedef struct {
 typedef struct {
     int dtype, cell, nthreads, step_threads, wgrad_pieces;
     ptrdiff_t solo_from;               /* as forward's: steps from this one on run on one thread */
+    int rows;                          /* the batch-row split (plain LSTM and RNN; db summed per batch slot) */
     ptrdiff_t S, N, B, I, H, P;
     const ptrdiff_t* counts;
     const ptrdiff_t* offsets;

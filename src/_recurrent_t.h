@@ -386,34 +386,43 @@ static void RK_F(rk_fill_fwd_row)(const rk_forward* p, const RK_F(rk_step)* st, 
     r->peep = p->peep != NULL ? (const RK_T*)p->peep + 3 * u0 : NULL;
 }
 
-/* One tile of one forward step: its recurrent product, then each row's point
+/* One tile of one forward step for the rows of one lane (t, t + L, ...: all
+ * of them with t = 0, L = 1): their recurrent product, then each row's point
  * update (phase 1 of a two-phase cell). */
-static void RK_F(rk_forward_tile)(const rk_forward* p, const rk_cell* cell, const RK_F(rk_step)* st,
-                                  ptrdiff_t k)
+static void RK_F(rk_forward_tile_lane)(const rk_forward* p, const rk_cell* cell, const RK_F(rk_step)* st,
+                                       ptrdiff_t k, ptrdiff_t t, ptrdiff_t L)
 {
     const int G = cell->gates, two_phase = (cell->flags & RK_TWO_PHASE) != 0;
     const ptrdiff_t H = p->H, P = p->P, GH = G * H, u0 = p->tiles[k], ub = p->tiles[k + 1] - u0;
-    const ptrdiff_t n = st->n;
-    RK_T* gates = (RK_T*)p->gates;
-    const RK_T* a = (p->hm != NULL ? (const RK_T*)p->hm : (const RK_T*)p->h) + st->off * P;
+    const ptrdiff_t n = rk_lane_rows(st->n, t, L);
+    RK_T* gates = (RK_T*)p->gates + (st->off + t) * GH + G * u0;  /* the lane's first row, this tile */
+    RK_T* gh = (RK_T*)p->gh + t * GH + G * u0;
+    const RK_T* a = (p->hm != NULL ? (const RK_T*)p->hm : (const RK_T*)p->h) + (st->off + t) * P;
     const RK_T* w = (const RK_T*)p->w_fwd + p->w_fwd_starts[two_phase || (cell->flags & RK_SEPARATE) ? 2 * k : k];
     RK_F(rk_fwd) r;
     /* the tile's gate rows of the next step, which its next product accumulates into */
-    RK_PREFETCH(gates + st->off_next * GH + G * u0, st->n_next, GH, G * ub, 1);
+    RK_PREFETCH((RK_T*)p->gates + (st->off_next + t) * GH + G * u0, rk_lane_rows(st->n_next, t, L), L * GH,
+                G * ub, 1);
     if (cell->flags & RK_SEPARATE) {  /* r z block, then n block, into the scratch */
-        RK_G(packed)(n, 2 * ub, P, a, P, w, (RK_T*)p->gh + G * u0, GH, 0);
-        RK_G(packed)(n, ub, P, a, P, (const RK_T*)p->w_fwd + p->w_fwd_starts[2 * k + 1],
-                     (RK_T*)p->gh + G * u0 + 2 * ub, GH, 0);
+        RK_G(packed)(n, 2 * ub, P, a, L * P, w, gh, L * GH, 0);
+        RK_G(packed)(n, ub, P, a, L * P, (const RK_T*)p->w_fwd + p->w_fwd_starts[2 * k + 1], gh + 2 * ub,
+                     L * GH, 0);
     } else if (two_phase) {           /* r z only: n needs r * h first */
-        RK_G(packed)(n, 2 * ub, P, a, P, w, gates + st->off * GH + G * u0, GH, 1);
+        RK_G(packed)(n, 2 * ub, P, a, L * P, w, gates, L * GH, 1);
     } else {
-        RK_G(packed)(n, G * ub, P, a, P, w, gates + st->off * GH + G * u0, GH, 1);
+        RK_G(packed)(n, G * ub, P, a, L * P, w, gates, L * GH, 1);
     }
-    for (ptrdiff_t j = 0; j < n; j++) {
+    for (ptrdiff_t j = t; j < st->n; j += L) {
         RK_F(rk_fill_fwd_row)(p, st, j, u0, G, &r);
         RK_CELL_FWD(cell)(ub, &r);
         RK_F(rk_after_row)(p, st, j, u0, ub, !two_phase && p->m == NULL);
     }
+}
+
+static void RK_F(rk_forward_tile)(const rk_forward* p, const rk_cell* cell, const RK_F(rk_step)* st,
+                                  ptrdiff_t k)
+{
+    RK_F(rk_forward_tile_lane)(p, cell, st, k, 0, 1);
 }
 
 /* Phase 2 of a two-phase cell (GRU before the reset): n from W_hn (r h). */
@@ -480,6 +489,29 @@ static void RK_F(rk_forward_step)(const rk_forward* p, const rk_cell* cell, ptrd
     }
 }
 
+/* The batch-row split of a one-phase cell without projection (ops chooses
+ * it where every thread can keep all of W_hh in its L2): thread t of L owns
+ * the rows t, t + L, ... through every step and computes every tile of them.
+ * A row's next step reads only its own state, so the steps need no barrier.
+ * Each tile's product and point updates are the tile split's, row by row,
+ * so the bits are the same as the tile split's (and any thread count's). */
+static void RK_F(rk_forward_lanes)(rk_forward* p, const rk_cell* cell)
+{
+    int team = 1;
+    #pragma omp parallel num_threads(p->step_threads)
+    {
+        const ptrdiff_t t = rk_thread_num(), L = rk_team_size();
+        if (t == 0)
+            team = (int)L;
+        for (ptrdiff_t s = 0; s < p->S; s++) {
+            RK_F(rk_step) st = RK_F(rk_step_at)(p, s);
+            for (ptrdiff_t k = 0; k < p->ntiles; k++)
+                RK_F(rk_forward_tile_lane)(p, cell, &st, k, t, L);
+        }
+    }
+    p->team = team;
+}
+
 static void RK_F(rk_forward)(rk_forward* p)
 {
     const rk_cell* cell = &RK_CELLS[p->cell];
@@ -495,6 +527,10 @@ static void RK_F(rk_forward)(rk_forward* p)
                        (const RK_T*)p->w_ih_t, GH, (RK_T*)p->gates, GH, NULL);
     if (cell->flags & RK_ROWS) {
         RK_F(rk_forward_rows)(p, cell);
+        return;
+    }
+    if (p->rows) {
+        RK_F(rk_forward_lanes)(p, cell);
         return;
     }
     if (solo > 0) {
@@ -663,6 +699,78 @@ static void RK_F(rk_backward_tile)(const rk_backward* p, const rk_cell* cell, co
     }
 }
 
+/* One tile of one backward step for the rows of one lane (the batch-row
+ * split, rk_backward_lanes): the tile split's work row by row, except that
+ * each row's bias gradient goes to its batch slot's sums. */
+static void RK_F(rk_backward_tile_lane)(const rk_backward* p, const rk_cell* cell, const RK_F(rk_bstep)* st,
+                                        ptrdiff_t k, ptrdiff_t t, ptrdiff_t L, RK_T* slots)
+{
+    const int G = cell->gates;
+    const ptrdiff_t H = p->H, P = p->P, GH = G * H, u0 = p->tiles[k], ub = p->tiles[k + 1] - u0;
+    const ptrdiff_t n_prev = rk_lane_rows(st->n_prev, t, L), n_next = rk_lane_rows(st->n_next, t, L);
+    RK_T* dgates = (RK_T*)p->dgates;
+    RK_T* dh = (RK_T*)p->dh;
+    const RK_T* gates = (const RK_T*)p->gates;
+    RK_F(rk_bwd) r;
+    /* what the lane reads and writes at the previous step (the next one here) */
+    RK_PREFETCH(gates + (st->off_prev + t) * GH + G * u0, n_prev, L * GH, G * ub, 0);
+    RK_PREFETCH(dgates + (st->off_prev + t) * GH + G * u0, n_prev, L * GH, G * ub, 1);
+    if (p->c != NULL)
+        RK_PREFETCH((const RK_T*)p->c + (st->off_prev + t) * H + u0, n_prev, L * H, ub, 0);
+    if (n_next > 0)  /* the gradient through the recurrence from step s + 1 */
+        RK_G(packed)(n_next, ub, GH, dgates + (st->off_next + t) * GH, L * GH,
+                     (const RK_T*)p->w_bwd + p->w_bwd_starts[k], dh + t * P + u0, L * P,
+                     (cell->flags & RK_CARRY) != 0);
+    for (ptrdiff_t j = t; j < st->n; j += L) {
+        RK_T* restrict slot = slots + j * GH + G * u0;
+        const RK_T* restrict dg = dgates + (st->off + j) * GH + G * u0;
+        if (p->dy != NULL)
+            RK_F(rk_add_dy)(1, ub, (const RK_T*)p->dy + u0, p->dy_rows, st->off + j, P, dh + j * P + u0, P);
+        RK_F(rk_fill_bwd_row)(p, st, j, u0, G, &r);
+        RK_CELL_BWD(cell)(ub, &r);
+        for (ptrdiff_t u = 0; u < G * ub; u++)
+            slot[u] += dg[u];
+    }
+}
+
+/* The batch-row split of backward (ops chooses it with forward's, for the
+ * plain LSTM and RNN): thread t of L owns the rows t, t + L, ... through
+ * every step, so the steps need no barrier; the bias gradient is summed per
+ * batch slot and the slots in slot order after the loop, so the bits do not
+ * depend on the thread count.  Returns 0, or -1 out of memory. */
+static int RK_F(rk_backward_lanes)(rk_backward* p, const rk_cell* cell)
+{
+    const int G = cell->gates;
+    const ptrdiff_t GH = G * p->H, P = p->P;
+    int team = 1;
+    RK_T* slots = (RK_T*)calloc((size_t)(p->B > 0 ? p->B : 1) * (size_t)GH, sizeof(RK_T));
+    if (slots == NULL)
+        return -1;
+    #pragma omp parallel num_threads(p->step_threads)
+    {
+        const ptrdiff_t t = rk_thread_num(), L = rk_team_size();
+        if (t == 0)
+            team = (int)L;
+        for (ptrdiff_t s = p->S - 1; s >= 0; s--) {
+            RK_F(rk_bstep) st = RK_F(rk_bstep_at)(p, s);
+            for (ptrdiff_t k = 0; k < p->ntiles; k++)
+                RK_F(rk_backward_tile_lane)(p, cell, &st, k, t, L, slots);
+        }
+        /* dL/dh0 for the lane's rows active at step 0 */
+        if (p->S > 0 && rk_lane_rows(p->counts[0], t, L) > 0)
+            for (ptrdiff_t k = 0; k < p->ntiles; k++) {
+                const ptrdiff_t c0 = p->tiles[k], cw = p->tiles[k + 1] - c0;
+                RK_G(packed)(rk_lane_rows(p->counts[0], t, L), cw, GH, (const RK_T*)p->dgates + t * GH, L * GH,
+                             (const RK_T*)p->w_bwd + p->w_bwd_starts[k], (RK_T*)p->dh + t * P + c0, L * P,
+                             (cell->flags & RK_CARRY) != 0);
+            }
+    }
+    RK_F(rk_slot_sums)(p->B, GH, slots, GH, (RK_T*)p->db);
+    free(slots);
+    p->team = team;
+    return 0;
+}
+
 /* Phase 2 of a two-phase cell: drh = dn @ W_hn[:, tile]; r's gradient and the
  * carry through r * h; the row's gradients are complete then. */
 static void RK_F(rk_backward_tile2)(const rk_backward* p, const rk_cell* cell, const RK_F(rk_bstep)* st,
@@ -746,6 +854,13 @@ static void RK_F(rk_backward)(rk_backward* p)
         RK_F(rk_backward_rows)(p, cell);
         return;
     }
+    if (p->rows) {
+        if (RK_F(rk_backward_lanes)(p, cell) < 0) {
+            p->team = -1;  /* out of memory: ops raises MemoryError */
+            return;
+        }
+        goto merged;
+    }
     work = (RK_T*)malloc((size_t)(p->step_threads > 0 ? p->step_threads : 1) * (size_t)per_thread * sizeof(RK_T) + 64);
     if (work == NULL) {
         p->team = -1;  /* out of memory: ops raises MemoryError */
@@ -771,6 +886,7 @@ static void RK_F(rk_backward)(rk_backward* p)
     free(work);
     (void)failed;
     p->team = team;
+merged:
     /* every gradient that does not depend on the recurrence, over all N rows */
     {
         RK_T* dg = (RK_T*)p->dgates;

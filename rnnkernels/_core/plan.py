@@ -194,5 +194,21 @@ def _equal_plan(T, B, reverse):
 
 
 def packed_plan(batch_sizes, reverse):
-    """The plan for a PackedSequence's batch_sizes (checked by ops)."""
-    return PackedPlan(batch_sizes, reverse)
+    """The plan for a PackedSequence's batch_sizes (checked by ops).  The
+    last few are kept by their values: a padded batch reaches the kernels as
+    a PackedSequence with every batch size equal (rnnkernels.torch), and a
+    training loop asks for the same plan at every call, just after the
+    kernels have evicted the interpreter's data (see ``plan``)."""
+    key = (batch_sizes.tobytes(), bool(reverse))
+    found = _packed_plans.get(key)
+    if found is None:
+        found = PackedPlan(batch_sizes, reverse)
+        _frozen(*vars(found).values())
+        if len(_packed_plans) >= _PACKED_PLANS_KEPT:
+            _packed_plans.pop(next(iter(_packed_plans)), None)  # the oldest
+        _packed_plans[key] = found
+    return found
+
+
+_PACKED_PLANS_KEPT = 8
+_packed_plans = {}  # (batch_sizes' bytes, reverse) -> PackedPlan; single dict operations, atomic under the GIL

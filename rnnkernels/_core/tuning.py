@@ -304,6 +304,30 @@ def solo_from(plan, G, H, P, step_threads):
     return int((counts >= rows).sum())
 
 
+# The cells whose time loop can run on the batch-row split (src/_recurrent_t.h,
+# rk_forward_lanes and rk_backward_lanes): forward every one-phase cell (the
+# GRU before the reset takes two), backward the plain LSTM and RNN.
+_LANE_CELLS = frozenset({"lstm", "lstm_peephole", "gru", "rnn_tanh", "rnn_relu"})
+_BACKWARD_LANE_CELLS = frozenset({"lstm", "rnn_tanh", "rnn_relu"})
+
+
+def lane_split(cell_name, plan, weight_bytes, backward=False):
+    """Whether a call's time loop splits the batch rows over its threads
+    (each thread computing every hidden unit of its own rows, so no barrier
+    between steps) instead of the hidden units (one barrier a step): where
+    the first step has two rows or more and all of W_hh (``weight_bytes``)
+    fits in half the L2 cache CPUID reports, since every thread then reads all
+    of it at every step.  From the sizes and the CPU alone, never the thread
+    count: forward's bits are the same either way, backward's bias gradient
+    is summed per batch slot on the row split, so the two must agree for
+    every thread count."""
+    cells = _BACKWARD_LANE_CELLS if backward else _LANE_CELLS
+    if cell_name not in cells or plan.n_first < 2:
+        return False
+    l2 = _cpu.facts().get("l2") or 1 << 20
+    return weight_bytes <= l2 // 2
+
+
 def describe(plan=None):
     """One line for people: the build, the GEMM blocking, the tiles, the source."""
     p = plan or current()

@@ -6,7 +6,7 @@ import pytest
 
 import rnnkernels
 from rnnkernels import ops, reference
-from rnnkernels._core import plan as plan_module, tuning
+from rnnkernels._core import plan as plan_module, threads as _threads, tuning
 
 from helpers.cells import CELLS, PLAIN, assert_close, call_kwargs, make_case, output_size, run
 
@@ -80,6 +80,53 @@ def test_steps_run_alone_give_the_same_bits(cell, monkeypatch):
                 assert np.array_equal(v, other[k]), k
 
 
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("varlen", [False, True])
+def test_row_split_and_unit_split_agree(cell, varlen, monkeypatch):
+    """The time loop splits the batch rows over the threads where all of W_hh
+    fits in half the L2 (tuning.lane_split), the hidden units elsewhere: each
+    split gives the same bits at 1, 2 and 3 threads and the reference's
+    numbers, and forward gives the same bits under both."""
+    lengths = np.array([19, 3, 17, 19, 1, 12, 7] * 3) if varlen else None
+    case = make_case(cell, 19, 21, 5, 70, dtype=np.float64, lengths=lengths, seed=21)
+    by_split = {}
+    for split in ("rows", "units"):
+        if split == "units":
+            monkeypatch.setattr(tuning, "lane_split", lambda *args, **kwargs: False)
+        results = []
+        with tuning.using(_plan(min_step_flops=1000)):  # small steps still take every thread
+            for n in (1, 2, 3):
+                _threads.reset_usage()
+                with rnnkernels.num_threads(n):
+                    results.append(run(ops, cell, case, reverse=varlen))
+                    teams = _threads.usage()["max_time_loop_threads"]
+                    assert teams <= n
+                    if _openmp() and rnnkernels.get_num_threads() >= 2:
+                        assert teams >= 2, (split, n)  # the split ran on a team
+        for other in results[1:]:
+            for k, v in results[0].items():
+                if k != "cache" and v is not None:
+                    assert np.array_equal(v, other[k]), (split, k)
+        assert_close(results[0], run(reference, cell, case, reverse=varlen), np.float64, cell)
+        by_split[split] = results[0]
+    assert np.array_equal(by_split["rows"]["y"], by_split["units"]["y"])
+
+
+def test_the_row_split_follows_the_sizes_and_the_cache():
+    """Rows where W_hh fits in half the L2 and the first step has two rows;
+    backward only for the plain LSTM and RNN; never a function of the thread count."""
+    from rnnkernels._core import cpu
+    l2 = cpu.facts().get("l2") or 1 << 20
+    two_rows = plan_module.plan(5, 2, None, False)
+    one_row = plan_module.plan(5, 1, None, False)
+    assert tuning.lane_split("lstm", two_rows, l2 // 2)
+    assert not tuning.lane_split("lstm", two_rows, l2 // 2 + 1)
+    assert not tuning.lane_split("lstm", one_row, 64)
+    assert not tuning.lane_split("gru_reset_before", two_rows, 64)
+    assert tuning.lane_split("gru", two_rows, 64) and not tuning.lane_split("gru", two_rows, 64, backward=True)
+    assert tuning.lane_split("rnn_relu", two_rows, 64, backward=True)
+
+
 def test_steps_run_alone_where_each_thread_would_get_little_work():
     """solo_from: the first step whose product gives each thread less than
     the plan's min_step_flops; every step with one thread."""
@@ -94,6 +141,11 @@ def test_steps_run_alone_where_each_thread_would_get_little_work():
     assert 0 < first < 6  # at the default min_step_flops, some steps of each kind
     assert tuning.solo_from(plan, 4, H, H, 2) == first
     assert tuning.solo_from(plan, 4, 1024, 1024, 2) == 6
+
+
+def _openmp():
+    from rnnkernels._core import _threads as compiled
+    return compiled.openmp_enabled()
 
 
 def _plan(**changes):
