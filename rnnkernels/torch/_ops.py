@@ -92,7 +92,7 @@ def _sizes(kind, data, h0, w_hh, w_hr):
 
 
 def _forward_impl(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, nonlinearity,
-                  training, y_may_alias=False):
+                  training):
     x, bs = _np(data), _np(batch_sizes)
     arg = lambda t: None if t is None else _np(t)  # noqa: E731
     weights = (_np(w_ih), _np(w_hh), arg(b_ih), arg(b_hh))
@@ -110,20 +110,10 @@ def _forward_impl(kind, data, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     ws = ops.workspace(cache) if cache is not None else (None,) * len(ops.WORKSPACE)
     if cache is not None:
         _remember_packing(cache, ws[1], w_ih, w_hh, w_hr)
-    states = None
     if cache is not None and np.may_share_memory(y, ws[1]):
-        if y_may_alias:  # y as the view of the state buffer's tensor that it is
-            states = _tensor(ws[1])
-            gap = y.__array_interface__["data"][0] - ws[1].__array_interface__["data"][0]
-            first = gap // (ws[1].shape[1] * ws[1].itemsize)
-            y_t = states[first:first + y.shape[0]]
-        else:
-            y = memory.copy(y)  # an operator's outputs may not alias
-    if states is None:
-        y_t = _tensor(y)
-    out = [y_t, _tensor(h_n), _empty(dtype) if c_n is None else _tensor(c_n)]
-    out += [_empty(dtype) if a is None else states if i == 1 and states is not None else _tensor(a)
-            for i, a in enumerate(ws)]
+        y = memory.copy(y)  # y is a view of the state buffer; an operator's outputs may not alias
+    out = [_tensor(y), _tensor(h_n), _empty(dtype) if c_n is None else _tensor(c_n)]
+    out += [_empty(dtype) if a is None else _tensor(a) for a in ws]
     return tuple(out)
 
 
@@ -270,10 +260,7 @@ class _EagerForward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        # y may be a view of the state buffer that backward reads: autograd
-        # then refuses an in-place change of y, as it should, where an
-        # operator's outputs must be distinct memory (one copy, above)
-        output = _forward_impl(*inputs, y_may_alias=True)
+        output = _forward_impl(*inputs)
         _setup_forward(ctx, inputs, output)
         return output
 

@@ -234,3 +234,24 @@ def test_no_deadlock_when_the_collector_frees_workspaces_mid_call():
     r = subprocess.run([sys.executable, "-c", _GC_STRESS], capture_output=True, text=True, timeout=300,
                        env=package_env())
     assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+def test_an_in_place_change_of_the_output_keeps_the_gradients_right(cell):
+    """The kernels' output is never memory their backward reads: an in-place
+    change of it (which torch.nn's generic backward allows) gives torch.nn's
+    gradients, not silently wrong ones."""
+    import rnnkernels.torch as rkt
+    torch.manual_seed(3)
+    peer = getattr(torch.nn, cell)(3, 5, dtype=torch.float64)
+    ours = getattr(rkt, cell)(3, 5, dtype=torch.float64)
+    ours.load_state_dict(peer.state_dict())
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    grads = []
+    for module in (peer, ours):
+        y, _ = module(x)
+        y.mul_(2)
+        (y * y).sum().backward()
+        grads.append([p.grad.clone() for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
