@@ -218,6 +218,10 @@ def _weight_grad(shape, dtype, n_rows):
     return (_aligned_empty if n_rows else _aligned_zeros)(shape, dtype)
 
 
+# Whether forward computes the input side inside the steps (tests turn it off to
+# compare the two ways: the same bits).
+_INPUT_IN_STEP = True
+
 # Inference's packed inputs: a scratch slot of their own (the kernels' other
 # scratch buffers use slots 0 and 1), needed at the same time as those.
 _XP_SLOT = 2
@@ -237,11 +241,17 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     tuned, kernels = _tuning.current(), _kernels()  # one plan and one build for the call and its backward
     ub = H if rows_split else _tuning.unit_tile(H, tuned)
     backward = None if not training else "gate_split" if cell_name == "gru_reset_before" else "tiles"
+    # the input side computed inside each step, into the tile's gate rows while they are in L1,
+    # rather than by one pass over every row before the loop (which wrote all N x G*H gates and
+    # read them back a step at a time): the same sums in the same order, so the same bits; the
+    # LayerNorm cells normalise the whole input projection first
+    input_in_step = _INPUT_IN_STEP and not rows_split
     w = _Weights(w_ih, w_hh, G, ub, backward, split_gru=kind == "gru" and not rows_split, w_hr=w_hr,
-                 pub=_tuning.unit_tile(P, tuned) if w_hr is not None else None)
+                 pub=_tuning.unit_tile(P, tuned) if w_hr is not None else None, input_in_step=input_in_step)
     a = {"counts": plan.counts, "offsets": plan.offsets, "tiles": w.tiles, "ptiles": w.ptiles,
          "w_ih_t": w.w_ih_t, "w_fwd": w.w_fwd, "w_fwd_starts": w.w_fwd_starts,
-         "w_hr_fwd": w.w_hr_fwd, "w_hr_fwd_starts": w.w_hr_fwd_starts}
+         "w_hr_fwd": w.w_hr_fwd, "w_hr_fwd_starts": w.w_hr_fwd_starts,
+         "w_ih_fwd": w.w_ih_fwd, "w_ih_fwd_starts": w.w_ih_fwd_starts}
     # The inputs: the kernels read x's rows in place and gather them into xp,
     # the packed inputs backward reads.  A training call always gathers, so
     # that changing x in place after forward changes no gradient.

@@ -75,6 +75,8 @@ cdef extern from "_recurrent.h" nogil:
         const Py_ssize_t* y_rows
         const Py_ssize_t* padding
         Py_ssize_t npadding
+        const void* w_ih_fwd
+        const Py_ssize_t* w_ih_fwd_starts
         int team
 
     ctypedef struct rk_backward:
@@ -275,6 +277,7 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
     cdef const Py_ssize_t[::1] tiles = a["tiles"]
     cdef const Py_ssize_t[::1] ptiles
     cdef const Py_ssize_t[::1] fstarts = a["w_fwd_starts"]
+    cdef const Py_ssize_t[::1] istarts
     cdef const Py_ssize_t[::1] pstarts
     cdef Py_ssize_t S = counts.shape[0], G, GH, N, R, Ry
     _cell_of(cell)
@@ -305,6 +308,14 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
         raise ValueError(f"x: expected {N} packed rows, got {R}")
     p.xp = buf.get("xp", N * I if p.x_rows != NULL else 0, True)
     p.w_ih_t = buf.get("w_ih_t", I * GH)
+    if a.get("w_ih_fwd") is not None:
+        istarts = a["w_ih_fwd_starts"]
+        if istarts.shape[0] != p.ntiles + 1:
+            raise ValueError(f"w_ih_fwd_starts: expected a block start for each of the {p.ntiles} tiles")
+        p.w_ih_fwd = buf.get("w_ih_fwd", istarts[p.ntiles])
+        p.w_ih_fwd_starts = &istarts[0]
+        if p.x_rows != NULL and p.xp == NULL:
+            raise ValueError("xp: the input side inside the steps reads the gathered rows")
     p.w_fwd = buf.get("w_fwd", fstarts[fstarts.shape[0] - 1])
     p.w_fwd_starts = &fstarts[0]
     if fstarts.shape[0] - 1 != (2 if rk_cell_flags(cell) & (RK_SEPARATE | RK_TWO_PHASE) else 1) * p.ntiles:

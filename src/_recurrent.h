@@ -54,6 +54,8 @@ typedef struct {
     const ptrdiff_t* x_rows;           /* (N,) row of x for each packed row, or NULL */
     void* xp;                          /* (N, I) x's rows packed (with x_rows), for backward */
     const void* w_ih_t;                /* (I, G*H) permuted W_ih^T */
+    const void* w_ih_fwd;              /* or blocks of it, one a tile (w_ih_fwd_starts): the input */
+    const ptrdiff_t* w_ih_fwd_starts;  /* side computed inside each step, no input projection pass */
     const void* w_fwd;                 /* forward weight blocks of W_hh (w_fwd_starts) */
     const ptrdiff_t* w_fwd_starts;
     const void* w_hr_fwd;              /* projection: blocks of W_hr^T over ptiles */

@@ -211,6 +211,17 @@ static void RK_F(rk_slot_sums)(ptrdiff_t k, ptrdiff_t n, const RK_T* slots, ptrd
             out[u] += slots[j * stride + u];
 }
 
+/* out[i] = x[rows[i]] for the n rows (each cols wide). */
+static void RK_F(rk_gather_rows)(int nthreads, ptrdiff_t n, ptrdiff_t cols, const RK_T* x, const ptrdiff_t* rows,
+                                 RK_T* out)
+{
+    ptrdiff_t i;
+    int threads = (size_t)n * (size_t)cols * sizeof(RK_T) >= RK_PARALLEL_ZERO_BYTES ? nthreads : 1;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (i = 0; i < n; i++)
+        memcpy(out + i * cols, x + rows[i] * cols, (size_t)cols * sizeof(RK_T));
+}
+
 static void RK_F(rk_zero_rows)(int nthreads, RK_T* c, ptrdiff_t ldc, ptrdiff_t cols,
                                const ptrdiff_t* rows, ptrdiff_t nrows)
 {
@@ -400,9 +411,17 @@ static void RK_F(rk_forward_tile_lane)(const rk_forward* p, const rk_cell* cell,
     const RK_T* a = (p->hm != NULL ? (const RK_T*)p->hm : (const RK_T*)p->h) + (st->off + t) * P;
     const RK_T* w = (const RK_T*)p->w_fwd + p->w_fwd_starts[two_phase || (cell->flags & RK_SEPARATE) ? 2 * k : k];
     RK_F(rk_fwd) r;
-    /* the tile's gate rows of the next step, which its next product accumulates into */
-    RK_PREFETCH((RK_T*)p->gates + (st->off_next + t) * GH + G * u0, rk_lane_rows(st->n_next, t, L), L * GH,
-                G * ub, 1);
+    if (p->w_ih_fwd != NULL) {
+        /* the input side, into the tile's gate rows while they are in L1: the
+         * same sums over I, in the same order, as the input projection pass */
+        const ptrdiff_t I = p->I;
+        const RK_T* x = (const RK_T*)(p->x_rows != NULL ? p->xp : p->x) + (st->off + t) * I;
+        RK_G(packed)(n, G * ub, I, x, L * I, (const RK_T*)p->w_ih_fwd + p->w_ih_fwd_starts[k], gates, L * GH, 0);
+    } else {
+        /* the tile's gate rows of the next step, which its next product accumulates into */
+        RK_PREFETCH((RK_T*)p->gates + (st->off_next + t) * GH + G * u0, rk_lane_rows(st->n_next, t, L), L * GH,
+                    G * ub, 1);
+    }
     if (cell->flags & RK_SEPARATE) {  /* r z block, then n block, into the scratch */
         RK_G(packed)(n, 2 * ub, P, a, L * P, w, gh, L * GH, 0);
         RK_G(packed)(n, ub, P, a, L * P, (const RK_T*)p->w_fwd + p->w_fwd_starts[2 * k + 1], gh + 2 * ub,
@@ -523,8 +542,11 @@ static void RK_F(rk_forward)(rk_forward* p)
     const ptrdiff_t solo = p->solo_from < p->S ? p->solo_from : p->S;
     int team = 1;
     RK_F(rk_zero_rows)(p->nthreads, (RK_T*)p->y, p->P, p->P, p->padding, p->npadding);
-    RK_F(rk_gemm_rows)(p->nthreads, p->N, GH, p->I, (const RK_T*)p->x, p->I, p->x_rows, (RK_T*)p->xp,
-                       (const RK_T*)p->w_ih_t, GH, (RK_T*)p->gates, GH, NULL);
+    if (p->w_ih_fwd == NULL)
+        RK_F(rk_gemm_rows)(p->nthreads, p->N, GH, p->I, (const RK_T*)p->x, p->I, p->x_rows, (RK_T*)p->xp,
+                           (const RK_T*)p->w_ih_t, GH, (RK_T*)p->gates, GH, NULL);
+    else if (p->x_rows != NULL)  /* the steps read the rows gathered */
+        RK_F(rk_gather_rows)(p->nthreads, p->N, p->I, (const RK_T*)p->x, p->x_rows, (RK_T*)p->xp);
     if (cell->flags & RK_ROWS) {
         RK_F(rk_forward_rows)(p, cell);
         return;

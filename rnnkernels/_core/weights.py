@@ -89,6 +89,18 @@ def tile_permutation(H, gates, ub, split_gru):
     return colmap, inverse, bool(np.array_equal(colmap, np.arange(colmap.size))), bounds
 
 
+@functools.lru_cache(maxsize=64)
+def _gate_bounds_of(tiles_key, gates):
+    out = np.array([gates * u for u in tiles_key], dtype=np.intp)
+    out.flags.writeable = False
+    return out
+
+
+def _gate_bounds(tiles, gates):
+    """The gate-column bounds of the tiles: gates * (0, ub, 2 ub, ..., H)."""
+    return _gate_bounds_of(tuple(int(u) for u in tiles), gates)
+
+
 class Weights:
     """The weights in the forms one call's kernels read.
 
@@ -99,7 +111,7 @@ class Weights:
     (a GRU before the reset reaches W_hn through r * h: W_hh's backward tiles
     without its n rows, and of those rows alone), or None (inference)."""
 
-    def __init__(self, w_ih, w_hh, gates, ub, backward, split_gru=False, w_hr=None, pub=None):
+    def __init__(self, w_ih, w_hh, gates, ub, backward, split_gru=False, w_hr=None, pub=None, input_in_step=False):
         GH, P = w_hh.shape
         H = GH // gates
         I, dtype = w_ih.shape[1], w_ih.dtype
@@ -111,6 +123,11 @@ class Weights:
         self.w_ih = _aligned_empty((GH if backward else 0, I), dtype)   # (G*H, I) for dX
         threads = _threads.kernel_threads()
         _kernels().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)
+        # with the input side inside the steps, block k: (I, G*ub) = W_ih[colmap][G*u0:G*u1].T
+        self.w_ih_fwd = self.w_ih_fwd_starts = None
+        if input_in_step:
+            self.w_ih_fwd, self.w_ih_fwd_starts = pack_blocks(w_ih, _gate_bounds(tiles, gates), True, self.colmap,
+                                                              threads)
         # forward block k: (P, G*ub) = W_hh[colmap][G*u0:G*u1].T
         self.w_fwd, self.w_fwd_starts = pack_blocks(w_hh, bounds, True, self.colmap, threads)
         # backward block k: (G*H, ub) = W_hh[colmap][:, u0:u1], over the units h has

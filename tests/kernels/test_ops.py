@@ -17,6 +17,14 @@ CELL_NAMES = list(CELLS)
 SHAPES = [(1, 1, 1, 1), (7, 5, 3, 13), (4, 3, 2, 37), (3, 11, 17, 70), (2, 2, 5, 131)]
 
 
+def _assert_same_bits(results, label=""):
+    """Every output and gradient of each run equal to the first run's, bit for bit."""
+    for other in results[1:]:
+        for k, v in results[0].items():
+            if k != "cache" and v is not None:
+                assert np.array_equal(v, other[k]), (label, k)
+
+
 @pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
@@ -52,10 +60,7 @@ def test_bitwise_identical_for_any_thread_count(cell, varlen):
     for n in (1, 2, 3):
         with rnnkernels.num_threads(n):
             results.append(run(ops, cell, case, reverse=varlen))
-    for other in results[1:]:
-        for k, v in results[0].items():
-            if k != "cache" and v is not None:
-                assert np.array_equal(v, other[k]), k
+    _assert_same_bits(results)
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
@@ -74,10 +79,7 @@ def test_steps_run_alone_give_the_same_bits(cell, monkeypatch):
         with rnnkernels.num_threads(2):
             results.append(run(ops, cell, case))
         assert_close(results[-1], expected, np.float64, cell)
-    for other in results[1:]:
-        for k, v in results[0].items():
-            if k != "cache" and v is not None:
-                assert np.array_equal(v, other[k]), k
+    _assert_same_bits(results)
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
@@ -103,13 +105,28 @@ def test_row_split_and_unit_split_agree(cell, varlen, monkeypatch):
                     assert teams <= n
                     if _openmp() and rnnkernels.get_num_threads() >= 2:
                         assert teams >= 2, (split, n)  # the split ran on a team
-        for other in results[1:]:
-            for k, v in results[0].items():
-                if k != "cache" and v is not None:
-                    assert np.array_equal(v, other[k]), (split, k)
+        _assert_same_bits(results, split)
         assert_close(results[0], run(reference, cell, case, reverse=varlen), np.float64, cell)
         by_split[split] = results[0]
     assert np.array_equal(by_split["rows"]["y"], by_split["units"]["y"])
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("varlen", [False, True])
+def test_the_input_side_inside_the_steps_gives_the_same_bits(cell, varlen, monkeypatch):
+    """Forward computes x_t W_ih^T inside each step, into the gate rows that
+    the recurrent product then accumulates into, instead of one pass over
+    every row before the time loop: the same sums in the same order, so the
+    same bits for every output and gradient, at 1 and 2 threads."""
+    lengths = np.array([11, 3, 9, 11, 1, 6, 7] * 2) if varlen else None
+    case = make_case(cell, 11, 14, 9, 45, dtype=np.float32, lengths=lengths, seed=31)
+    results = {}
+    for in_step in (True, False):
+        monkeypatch.setattr(ops, "_INPUT_IN_STEP", in_step)
+        for n in (1, 2):
+            with rnnkernels.num_threads(n):
+                results[in_step, n] = run(ops, cell, case, reverse=varlen)
+    _assert_same_bits(list(results.values()))
 
 
 def test_the_row_split_follows_the_sizes_and_the_cache():
@@ -193,10 +210,7 @@ def test_more_weight_gradient_pieces_same_answer_any_thread_count(cell, T, B, H,
             with rnnkernels.num_threads(n):
                 results.append(run(ops, cell, case))
             assert_close(results[-1], expected, np.float64, cell)
-    for other in results[1:]:
-        for k, v in results[0].items():
-            if k != "cache" and v is not None:
-                assert np.array_equal(v, other[k]), k
+    _assert_same_bits(results)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
