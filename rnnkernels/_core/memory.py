@@ -34,7 +34,9 @@ ALIGN = 64
 _MIN_POOLED = 64 * 1024      # smaller blocks are cheap for malloc itself
 _PER_CLASS = 4               # free blocks kept per size class
 
-_lock = threading.Lock()
+# Re-entrant: garbage collection can run a _Block's __del__ on this thread
+# while another __del__ (or empty) holds the lock; a plain Lock deadlocked there.
+_lock = threading.RLock()
 _free = {}                   # size class (bytes) -> [(raw uint8 array, its address)]
 _free_bytes = 0
 _scratch = threading.local()
@@ -73,9 +75,10 @@ class _Block:
         raw, size_class = self.raw, self.size_class
         if _lock is None:  # interpreter exit
             return
+        limit = _limit()  # outside the lock: it allocates, which may collect garbage
         with _lock:
             blocks = _free.setdefault(size_class, [])
-            if len(blocks) < _PER_CLASS and _free_bytes + raw.nbytes <= _limit():
+            if len(blocks) < _PER_CLASS and _free_bytes + raw.nbytes <= limit:
                 blocks.append((raw, self.address))
                 _free_bytes += raw.nbytes
 

@@ -107,3 +107,25 @@ def test_release_reaches_the_bidirectional_worker_threads_scratch():
     assert worker_scratch()  # the forward direction's gate gradients live there
     rnnkernels.release_memory()
     assert worker_scratch() == {} and _memory._scratch.__dict__ == {}
+
+
+def test_garbage_collection_inside_a_release_does_not_deadlock():
+    """A pooled block's release allocates (reading the pool's limit), which may
+    run garbage collection, which may release another pooled block held in a
+    reference cycle, on the same thread: the pool's lock must allow that (a
+    plain lock hung a training run in CI)."""
+    import gc
+    import subprocess
+    import sys
+    code = (
+        "import gc\n"
+        "from rnnkernels._core import memory\n"
+        "gc.set_threshold(1, 1, 1)\n"
+        "for i in range(300):\n"
+        "    a = [memory.empty((128 * 1024,), 'f4')]\n"
+        "    a.append(a)  # a cycle: only the collector frees it\n"
+        "    b = memory.empty((96 * 1024,), 'f4'); del a, b\n"
+        "print('ok')\n")
+    gc.collect()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
