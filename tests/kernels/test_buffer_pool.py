@@ -127,5 +127,5 @@ def test_garbage_collection_inside_a_release_does_not_deadlock():
         "    b = memory.empty((96 * 1024,), 'f4'); del a, b\n"
         "print('ok')\n")
     gc.collect()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
