@@ -307,8 +307,9 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
     if p.x_rows == NULL and R != N:
         raise ValueError(f"x: expected {N} packed rows, got {R}")
     p.xp = buf.get("xp", N * I if p.x_rows != NULL else 0, True)
-    p.w_ih_t = buf.get("w_ih_t", I * GH)
-    if a.get("w_ih_fwd") is not None:
+    if a.get("w_ih_fwd") is None:
+        p.w_ih_t = buf.get("w_ih_t", I * GH)   # the input projection pass reads it
+    else:
         istarts = a["w_ih_fwd_starts"]
         if istarts.shape[0] != p.ntiles + 1:
             raise ValueError(f"w_ih_fwd_starts: expected a block start for each of the {p.ntiles} tiles")
@@ -687,24 +688,26 @@ def pack_blocks(const floating[:, ::1] w,        # IN  (R, C)
 
 def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch order
                           const Py_ssize_t[::1] colmap,   # IN  (G,) source row of each permuted row
-                          floating[:, ::1] w_ih_t,        # OUT (I, G) rows in tile order, transposed
+                          floating[:, ::1] w_ih_t,        # OUT (I, G) rows in tile order, transposed, or (0, G)
                           floating[:, ::1] w_ih_p,        # OUT (G, I) rows in tile order, or (0, I)
                           int nthreads):
-    """The permuted input weights: transposed for the input projection, and
-    (training only) as rows for dX, in one pass, in parallel over blocks of
-    rows (see pack_blocks)."""
+    """The permuted input weights: transposed for the input projection pass
+    (not needed where the input side runs inside the steps), and (training
+    only) as rows for dX, in one pass, in parallel over blocks of rows (see
+    pack_blocks).  An output with no rows is not written."""
     cdef Py_ssize_t G = w_ih.shape[0], I = w_ih.shape[1], r, r0, r1, i, blk
+    cdef bint transposed = w_ih_t.shape[0] != 0
     cdef bint rows_too = w_ih_p.shape[0] != 0
     if colmap.shape[0] != G:
         raise ValueError(f"colmap: expected {G} rows, got {colmap.shape[0]}")
-    if (w_ih_t.shape[0], w_ih_t.shape[1]) != (I, G) or \
+    if (transposed and (w_ih_t.shape[0], w_ih_t.shape[1]) != (I, G)) or \
             (rows_too and (w_ih_p.shape[0], w_ih_p.shape[1]) != (G, I)):
-        raise ValueError(f"w_ih_t, w_ih_p: expected shapes ({I}, {G}) and ({G}, {I}) or (0, {I})")
+        raise ValueError(f"w_ih_t, w_ih_p: expected shapes ({I}, {G}) or (0, {G}), and ({G}, {I}) or (0, {I})")
     _check_rows(colmap, G, "colmap", False)
-    if G == 0 or I == 0:
+    if G == 0 or I == 0 or not (transposed or rows_too):
         return
     cdef const floating* ih = &w_ih[0, 0]
-    cdef floating* iht = &w_ih_t[0, 0]
+    cdef floating* iht = &w_ih_t[0, 0] if transposed else NULL
     cdef floating* ihp = &w_ih_p[0, 0] if rows_too else NULL
     cdef const Py_ssize_t* cm = &colmap[0]
     with nogil:
@@ -718,6 +721,7 @@ def permute_input_weights(const floating[:, ::1] w_ih,    # IN  (G, I) PyTorch o
             if rows_too:
                 for r in range(r0, r1):
                     memcpy(ihp + r * I, ih + cm[r] * I, I * sizeof(floating))
-            for i in range(I):
-                for r in range(r0, r1):
-                    iht[i * G + r] = ih[cm[r] * I + i]
+            if transposed:
+                for i in range(I):
+                    for r in range(r0, r1):
+                        iht[i * G + r] = ih[cm[r] * I + i]

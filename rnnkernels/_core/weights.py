@@ -119,7 +119,8 @@ class Weights:
         self.colmap, self._inverse, self.identity, bounds = tile_permutation(H, gates, ub, split_gru)
         self.tiles = tiles = tiles_of(H, ub)
         self.ptiles = tiles_of(P, pub) if w_hr is not None else None
-        self.w_ih_t = _aligned_empty((I, GH), dtype)     # (I, G*H) for the input projection
+        # (I, G*H) for the input projection pass; none where the input side runs inside the steps
+        self.w_ih_t = _aligned_empty((0 if input_in_step else I, GH), dtype)
         self.w_ih = _aligned_empty((GH if backward else 0, I), dtype)   # (G*H, I) for dX
         threads = _threads.kernel_threads()
         _kernels().permute_input_weights(w_ih, self.colmap, self.w_ih_t, self.w_ih, threads)

@@ -83,6 +83,9 @@ def test_permute_input_weights(dtype, G, I, nthreads):
     w_t[:] = np.nan  # inference: the rows are not wanted
     kernels.permute_input_weights(w, colmap, w_t, np.empty((0, I), dtype), nthreads)
     np.testing.assert_array_equal(w_t, w[colmap].T)
+    w_p[:] = np.nan  # the input side inside the steps: the transpose is not wanted
+    kernels.permute_input_weights(w, colmap, np.empty((0, G), dtype), w_p, nthreads)
+    np.testing.assert_array_equal(w_p, w[colmap])
 
 
 def test_permute_input_weights_rejects_bad_arguments():
