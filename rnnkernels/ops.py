@@ -305,12 +305,17 @@ def _forward(kind, x, plan, weights, states, training, v, reset_after=True, nonl
     # the slot its backward's gate gradients take: one (N, H) buffer less held
     # from forward to backward
     keeps_gates = training and kind != "rnn"
-    a["gates"] = gates = (_aligned_empty if keeps_gates else _scratch)((N, GH), dtype)
+    # gates that nothing after their step reads need room for one step's rows only (with the
+    # input side inside the steps, which writes each step's gates there): the (N, G*H) scratch
+    # of every step went through the caches, which evicted the weights, for nothing
+    a["step_gates"] = step_gates = not keeps_gates and input_in_step
+    a["gates"] = gates = (_aligned_empty if keeps_gates else _scratch)((B if step_gates else N, GH), dtype)
     if not keeps_gates:
         gates = None
     aux = None
     if kind == "gru":
-        a["aux"] = aux = (_aligned_empty if training else _scratch)((N, H), dtype, *([] if training else [1]))
+        a["aux"] = aux = (_aligned_empty if training else _scratch)((B if step_gates else N, H), dtype,
+                                                                    *([] if training else [1]))
         if not rows_split and reset_after:
             a["gh"] = _aligned_empty((B, GH), dtype)
     m = None

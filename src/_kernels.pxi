@@ -58,6 +58,7 @@ cdef extern from "_recurrent.h" nogil:
         void* c
         void* hm
         void* gates
+        int step_gates
         void* aux
         void* gh
         void* m
@@ -283,7 +284,13 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
     _cell_of(cell)
     G = rk_cell_gates(cell)
     GH = G * H
-    N = a["gates"].shape[0]
+    step_gates = bool(a.get("step_gates"))
+    if not step_gates:
+        N = a["gates"].shape[0]
+    elif offsets.shape[0] == S + 1:
+        N = offsets[S] if S else 0
+    else:
+        raise ValueError(f"offsets: expected {S + 1} values starting at 0, got {offsets.shape[0]}")
     memset(&p, 0, sizeof(p))
     cdef _Buffers buf = _Buffers(a, a["h"].dtype.itemsize)
     _check_plan(counts, offsets, B, N)
@@ -343,8 +350,12 @@ def forward(dict a, int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize
         raise ValueError("mask, hm: a recurrent mask needs its masked-state buffer, and only then")
     if (rk_cell_flags(cell) & RK_CELL_STATE) and p.c == NULL:
         raise ValueError("c: this cell needs a cell-state buffer")
-    p.gates = buf.get("gates", N * GH, True)
-    p.aux = buf.get("aux", N * H, True)
+    p.step_gates = step_gates
+    p.gates = buf.get("gates", (B if step_gates else N) * GH, True)
+    if step_gates and (p.w_ih_fwd == NULL or rk_cell_flags(cell) & RK_ROWS):
+        raise ValueError("step_gates: one step's gates need the input side inside the steps (w_ih_fwd) "
+                         "and a cell without LayerNorm")
+    p.aux = buf.get("aux", (B if step_gates else N) * H, True)
     p.gh = buf.get("gh", B * GH, True)
     p.ctilde = buf.get("ctilde", N * H, True)
     if (p.zc != NULL or p.zc_rate >= 0) and p.ctilde == NULL:

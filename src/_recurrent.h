@@ -71,8 +71,11 @@ typedef struct {
     void* h;                           /* (N+B, P) states */
     void* c;                           /* (N+B, H) cell states (LSTM) */
     void* hm;                          /* (N+B, P) masked states (recurrent dropout) */
-    void* gates;                       /* (N, G*H) */
-    void* aux;                         /* (N, H) GRU: W_hn h + b_hn, or r * h */
+    void* gates;                       /* (N, G*H), or (B, G*H) with step_gates */
+    int step_gates;                    /* gates and aux hold one step's rows (its row j at row j):
+                                          nothing after the step reads them (inference, or the RNN),
+                                          and the input side runs inside the steps */
+    void* aux;                         /* (N, H), or (B, H) with step_gates; GRU: W_hn h + b_hn, or r * h */
     void* gh;                          /* (B, G*H) scratch: GRU's separate recurrent product */
     void* m;                           /* (N, H) projection: o * tanh(c) */
     void* ctilde;                      /* (N, H) zoneout of c: c~ */

@@ -354,6 +354,10 @@ static inline RK_F(rk_step) RK_F(rk_step_at)(const rk_forward* p, ptrdiff_t s)
 
 /* The state row that the state leaving step st for row j goes to. */
 #define RK_DST(p, st, j) ((j) < (st).n_next ? (st).off_next + (j) : (p)->N + (j))
+/* The gates' (and the GRU's aux) row of the step's row j: its packed row, or
+ * j itself where they hold one step (step_gates: nothing after the step reads
+ * them). */
+#define RK_GATE_ROW(p, st, j) ((p)->step_gates ? (j) : (st).off + (j))
 
 /* What a tile writes after a row's point update: the keep-previous mixes of
  * zoneout, the masked copy of h the next product reads, and y's row. */
@@ -383,7 +387,7 @@ static void RK_F(rk_fill_fwd_row)(const rk_forward* p, const RK_F(rk_step)* st, 
 {
     ptrdiff_t row = st->off + j, dst = RK_DST(p, *st, j), P = p->P, H = p->H, GH = G * H;
     const RK_T* h = (const RK_T*)p->h;
-    r->g = (RK_T*)p->gates + row * GH + G * u0;
+    r->g = (RK_T*)p->gates + RK_GATE_ROW(p, *st, j) * GH + G * u0;
     r->gh = p->gh != NULL ? (const RK_T*)p->gh + j * GH + G * u0 : NULL;
     r->b = (const RK_T*)p->bias + G * u0;
     r->b_hn = p->b_hn != NULL ? (const RK_T*)p->b_hn + u0 : NULL;
@@ -393,7 +397,7 @@ static void RK_F(rk_fill_fwd_row)(const rk_forward* p, const RK_F(rk_step)* st, 
     r->c_prev = p->c != NULL ? (const RK_T*)p->c + row * H + u0 : NULL;
     r->c_new = p->ctilde != NULL ? (RK_T*)p->ctilde + row * H + u0
              : p->c != NULL ? (RK_T*)p->c + dst * H + u0 : NULL;
-    r->aux = p->aux != NULL ? (RK_T*)p->aux + row * H + u0 : NULL;
+    r->aux = p->aux != NULL ? (RK_T*)p->aux + RK_GATE_ROW(p, *st, j) * H + u0 : NULL;
     r->peep = p->peep != NULL ? (const RK_T*)p->peep + 3 * u0 : NULL;
 }
 
@@ -406,7 +410,7 @@ static void RK_F(rk_forward_tile_lane)(const rk_forward* p, const rk_cell* cell,
     const int G = cell->gates, two_phase = (cell->flags & RK_TWO_PHASE) != 0;
     const ptrdiff_t H = p->H, P = p->P, GH = G * H, u0 = p->tiles[k], ub = p->tiles[k + 1] - u0;
     const ptrdiff_t n = rk_lane_rows(st->n, t, L);
-    RK_T* gates = (RK_T*)p->gates + (st->off + t) * GH + G * u0;  /* the lane's first row, this tile */
+    RK_T* gates = (RK_T*)p->gates + RK_GATE_ROW(p, *st, t) * GH + G * u0;  /* the lane's first row, this tile */
     RK_T* gh = (RK_T*)p->gh + t * GH + G * u0;
     const RK_T* a = (p->hm != NULL ? (const RK_T*)p->hm : (const RK_T*)p->h) + (st->off + t) * P;
     const RK_T* w = (const RK_T*)p->w_fwd + p->w_fwd_starts[two_phase || (cell->flags & RK_SEPARATE) ? 2 * k : k];
@@ -452,9 +456,9 @@ static void RK_F(rk_forward_tile2)(const rk_forward* p, const rk_cell* cell, con
     const ptrdiff_t H = p->H, GH = G * H, u0 = p->tiles[k], ub = p->tiles[k + 1] - u0;
     RK_T* gates = (RK_T*)p->gates;
     RK_F(rk_fwd) r;
-    RK_G(packed)(st->n, ub, H, (const RK_T*)p->aux + st->off * H, H,
+    RK_G(packed)(st->n, ub, H, (const RK_T*)p->aux + RK_GATE_ROW(p, *st, 0) * H, H,
                  (const RK_T*)p->w_fwd + p->w_fwd_starts[2 * k + 1],
-                 gates + st->off * GH + G * u0 + 2 * ub, GH, 1);
+                 gates + RK_GATE_ROW(p, *st, 0) * GH + G * u0 + 2 * ub, GH, 1);
     for (ptrdiff_t j = 0; j < st->n; j++) {
         RK_F(rk_fill_fwd_row)(p, st, j, u0, G, &r);
         RK_CELL_FWD2(cell)(ub, &r);

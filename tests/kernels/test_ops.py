@@ -129,6 +129,39 @@ def test_the_input_side_inside_the_steps_gives_the_same_bits(cell, varlen, monke
     _assert_same_bits(list(results.values()))
 
 
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("varlen", [False, True])
+def test_inference_keeps_one_steps_gates_and_the_training_bits(cell, varlen, monkeypatch):
+    """Inference keeps the gates (and the GRU's aux) of one step only, in a
+    (B, ...) scratch, where the input side runs inside the steps: nothing after
+    a step reads them.  Its outputs are a training forward's (which keeps every
+    step's) bit for bit, under both splits of the time loop, at 1 and 2
+    threads; the LayerNorm cells, which project the whole input first, keep
+    every row's."""
+    T, B, I, H = 9, 13, 5, 70
+    lengths = np.array([9, 3, 7, 9, 1, 5, 8, 2, 9, 4, 6, 9, 1]) if varlen else None
+    case = make_case(cell, T, B, I, H, dtype=np.float32, lengths=lengths, seed=41)
+    G, _, _, variants = CELLS[cell]
+    requested = []
+    scratch = ops._scratch
+    monkeypatch.setattr(ops, "_scratch", lambda shape, *a, **k: requested.append(shape) or scratch(shape, *a, **k))
+    for split in ("rows", "units"):
+        if split == "units":
+            monkeypatch.setattr(tuning, "lane_split", lambda *args, **kwargs: False)
+        with tuning.using(_plan(min_step_flops=1000)):
+            for n in (1, 2):
+                with rnnkernels.num_threads(n):
+                    train = run(ops, cell, case, reverse=varlen, backward=False)
+                    requested.clear()
+                    infer = run(ops, cell, case, reverse=varlen, training=False)
+                for k in ("y", "h_n", "c_n"):
+                    if k in train:
+                        assert np.array_equal(train[k], infer[k]), (split, n, k)
+                rows = {shape[0] for shape in requested if shape[-1] in (G * H, H)}
+                N = int(lengths.sum()) if varlen else T * B
+                assert (N in rows) == ("layer_norm" in variants), (split, n, rows)
+
+
 def test_the_row_split_follows_the_sizes_and_the_cache():
     """Rows where W_hh fits in half the L2 and the first step has two rows;
     backward only for the plain LSTM and RNN; never a function of the thread count."""
