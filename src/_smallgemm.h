@@ -63,15 +63,15 @@ static ptrdiff_t rk_gemm_kc = RK_KC;
 static ptrdiff_t rk_gemm_mr = RK_MR;
 
 #if RK_MR_MAX > 6
-#define RK_WIDE_BLOCKS(NAME)                                                             \
-    case 12: NAME##_block(12, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
-    case 11: NAME##_block(11, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
-    case 10: NAME##_block(10, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
-    case 9: NAME##_block(9, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;        \
-    case 8: NAME##_block(8, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    case 7: NAME##_block(7, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;
+#define RK_WIDE_BLOCKS(NAME, KIND)                                                       \
+    case 12: NAME##KIND(12, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 11: NAME##KIND(11, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 10: NAME##KIND(10, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    case 9: NAME##KIND(9, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    case 8: NAME##KIND(8, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    case 7: NAME##KIND(7, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;
 #else  /* no row block wider than RK_MR_MAX: its accumulators would not fit */
-#define RK_WIDE_BLOCKS(NAME)
+#define RK_WIDE_BLOCKS(NAME, KIND)
 #endif
 
 #define RK_DEFINE_SMALL_GEMM(NAME, T)                                                   \
@@ -111,6 +111,42 @@ static inline __attribute__((always_inline)) void NAME##_block(ptrdiff_t mr, ptr
     }                                                                                    \
 }                                                                                        \
                                                                                          \
+/* The same for a panel with at most one vector's worth of valid columns (the \
+   last panel of a narrow product, such as dX with I = 40): half the FMAs. \
+   Each element's sum is the same sequence of terms, so the same bits. */ \
+static inline __attribute__((always_inline)) void NAME##_half(ptrdiff_t mr, ptrdiff_t k, const T* a,  \
+                                ptrdiff_t ars, ptrdiff_t aks,                            \
+                                const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc,        \
+                                int accumulate)                                          \
+{                                                                                        \
+    NAME##_vec acc0[RK_MR_MAX];                                                          \
+    ptrdiff_t r, p;                                                                      \
+    for (r = 0; r < mr; r++)                                                             \
+        acc0[r] = accumulate ? *(const NAME##_vec*)(c + r * ldc) : (NAME##_vec){0};      \
+    for (p = 0; p < k; p++) {                                                            \
+        NAME##_vec b0 = *(const NAME##_vec*)(b + p * ldb);                               \
+        for (r = 0; r < mr; r++)                                                         \
+            acc0[r] += a[r * ars + p * aks] * b0;                                        \
+    }                                                                                    \
+    for (r = 0; r < mr; r++)                                                             \
+        *(NAME##_vec*)(c + r * ldc) = acc0[r];                                           \
+}                                                                                        \
+                                                                                         \
+static inline __attribute__((always_inline)) void NAME##_rows_half(ptrdiff_t mr, ptrdiff_t k, const T* a, \
+                        ptrdiff_t ars, ptrdiff_t aks,                                    \
+                        const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
+{                                                                                        \
+    switch (mr) {                                                                        \
+    RK_WIDE_BLOCKS(NAME, _half)                                                          \
+    case 6: NAME##_half(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
+    case 5: NAME##_half(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
+    case 4: NAME##_half(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
+    case 3: NAME##_half(3, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
+    case 2: NAME##_half(2, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
+    default: NAME##_half(1, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
 /* One copy of the block per row count, so that the loops over rows unroll \
    and the accumulators stay in registers for the last, partial row block too. \
    Two layouts of A, each with its strides known at compile time where it is \
@@ -122,7 +158,7 @@ static inline __attribute__((always_inline)) void NAME##_rows_any(ptrdiff_t mr, 
                         const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
 {                                                                                        \
     switch (mr) {                                                                        \
-    RK_WIDE_BLOCKS(NAME)                                                                 \
+    RK_WIDE_BLOCKS(NAME, _block)                                                         \
     case 6: NAME##_block(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
     case 5: NAME##_block(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
     case 4: NAME##_block(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
@@ -159,6 +195,20 @@ static inline __attribute__((always_inline)) void NAME##_panel(ptrdiff_t mr, ptr
     ptrdiff_t r, q;                                                                      \
     if (w == NAME##_NR) {                                                                \
         NAME##_rows_any(mr, kc, a, ars, aks, bp, NAME##_NR, c, ldc, accumulate);         \
+        return;                                                                          \
+    }                                                                                    \
+    if (w == NAME##_VL) {                                                                \
+        NAME##_rows_half(mr, kc, a, ars, aks, bp, NAME##_NR, c, ldc, accumulate);        \
+        return;                                                                          \
+    }                                                                                    \
+    if (w < NAME##_VL) {  /* the first vector of the panel only, through tmp */         \
+        for (r = 0; r < mr; r++)                                                         \
+            for (q = 0; q < NAME##_VL; q++)                                              \
+                tmp[r * NAME##_VL + q] = accumulate && q < w ? c[r * ldc + q] : 0;       \
+        NAME##_rows_half(mr, kc, a, ars, aks, bp, NAME##_NR, tmp, NAME##_VL, accumulate); \
+        for (r = 0; r < mr; r++)                                                         \
+            for (q = 0; q < w; q++)                                                      \
+                c[r * ldc + q] = tmp[r * NAME##_VL + q];                                 \
         return;                                                                          \
     }                                                                                    \
     for (r = 0; r < mr; r++)                                                             \

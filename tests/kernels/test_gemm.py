@@ -7,7 +7,8 @@ from rnnkernels._core.tuning import kernels as _kernels
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (7, 13, 31), (300, 41, 33), (513, 257, 17), (6, 0, 5)])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (7, 13, 31), (300, 41, 33), (513, 257, 17), (6, 0, 5),
+                                     (29, 37, 16), (11, 64, 48), (9, 40, 40), (5, 19, 8), (3, 7, 24)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_matmul_matches_numpy(m, k, n, dtype, tol, threads):
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
@@ -30,6 +31,22 @@ def test_matmul_same_bits_for_any_thread_count():
         _kernels().matmul(a, b, out, threads)
         outs.append(out)
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 4, 8, 9, 16, 17, 24, 40, 47, 48])
+def test_a_narrow_last_panel_gives_the_wide_products_bits(dtype, n):
+    """The last panel of a product narrower than a register block's columns
+    runs a one-vector kernel when its valid columns fit in one vector: each
+    column's sum is the same sequence of terms, so its bits are those of the
+    same columns of a wider product."""
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((37, 300)).astype(dtype)
+    b = rng.standard_normal((300, 64)).astype(dtype)
+    wide, narrow = np.empty((37, 64), dtype), np.empty((37, n), dtype)
+    _kernels().matmul(a, b, wide, 1)
+    _kernels().matmul(a, np.ascontiguousarray(b[:, :n]), narrow, 1)
+    assert np.array_equal(narrow, wide[:, :n])
 
 
 def test_matmul_reads_read_only_inputs():
