@@ -73,6 +73,26 @@ static ptrdiff_t rk_gemm_mr = RK_MR;
 #else  /* no row block wider than RK_MR_MAX: its accumulators would not fit */
 #define RK_WIDE_BLOCKS(NAME, KIND)
 #endif
+/* One call of NAME##KIND per row count: inlined with a constant mr, its loops
+ * over rows unroll and its accumulators stay in registers; NAME##FN makes it
+ * a function of mr. */
+#define RK_ROW_SWITCH(NAME, KIND)                                                        \
+    switch (mr) {                                                                        \
+    RK_WIDE_BLOCKS(NAME, KIND)                                                           \
+    case 6: NAME##KIND(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    case 5: NAME##KIND(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    case 4: NAME##KIND(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    case 3: NAME##KIND(3, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    case 2: NAME##KIND(2, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;            \
+    default: NAME##KIND(1, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
+    }
+#define RK_ROWS_FN(NAME, T, FN, KIND)                                                    \
+static inline __attribute__((always_inline)) void NAME##FN(ptrdiff_t mr, ptrdiff_t k, const T* a, \
+        ptrdiff_t ars, ptrdiff_t aks, const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc,    \
+        int accumulate)                                                                  \
+{                                                                                        \
+    RK_ROW_SWITCH(NAME, KIND)                                                            \
+}
 
 #define RK_DEFINE_SMALL_GEMM(NAME, T)                                                   \
 typedef T NAME##_vec __attribute__((vector_size(RK_VBYTES), aligned(sizeof(T))));       \
@@ -132,20 +152,7 @@ static inline __attribute__((always_inline)) void NAME##_half(ptrdiff_t mr, ptrd
         *(NAME##_vec*)(c + r * ldc) = acc0[r];                                           \
 }                                                                                        \
                                                                                          \
-static inline __attribute__((always_inline)) void NAME##_rows_half(ptrdiff_t mr, ptrdiff_t k, const T* a, \
-                        ptrdiff_t ars, ptrdiff_t aks,                                    \
-                        const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
-{                                                                                        \
-    switch (mr) {                                                                        \
-    RK_WIDE_BLOCKS(NAME, _half)                                                          \
-    case 6: NAME##_half(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
-    case 5: NAME##_half(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
-    case 4: NAME##_half(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
-    case 3: NAME##_half(3, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
-    case 2: NAME##_half(2, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;           \
-    default: NAME##_half(1, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    }                                                                                    \
-}                                                                                        \
+RK_ROWS_FN(NAME, T, _rows_half, _half)                                                   \
                                                                                          \
 /* One copy of the block per row count, so that the loops over rows unroll \
    and the accumulators stay in registers for the last, partial row block too. \
@@ -153,20 +160,7 @@ static inline __attribute__((always_inline)) void NAME##_rows_half(ptrdiff_t mr,
    inlined: row-major (ars = lda, aks = 1) for the per-step products and the \
    merged projections, and blocks of MR values per k (ars = 1, aks = MR, \
    NAME##_pack_at) for A^T @ B. */ \
-static inline __attribute__((always_inline)) void NAME##_rows_any(ptrdiff_t mr, ptrdiff_t k, const T* a, \
-                        ptrdiff_t ars, ptrdiff_t aks,                                    \
-                        const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc, int accumulate)  \
-{                                                                                        \
-    switch (mr) {                                                                        \
-    RK_WIDE_BLOCKS(NAME, _block)                                                         \
-    case 6: NAME##_block(6, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    case 5: NAME##_block(5, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    case 4: NAME##_block(4, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    case 3: NAME##_block(3, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    case 2: NAME##_block(2, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;          \
-    default: NAME##_block(1, k, a, ars, aks, b, ldb, c, ldc, accumulate); break;         \
-    }                                                                                    \
-}                                                                                        \
+RK_ROWS_FN(NAME, T, _rows_any, _block)                                                   \
 
 /* Packing and the drivers.  The last, partial panel runs the same vector
  * code on zero-padded columns, through a small buffer. */
@@ -201,23 +195,20 @@ static inline __attribute__((always_inline)) void NAME##_panel(ptrdiff_t mr, ptr
         NAME##_rows_half(mr, kc, a, ars, aks, bp, NAME##_NR, c, ldc, accumulate);        \
         return;                                                                          \
     }                                                                                    \
-    if (w < NAME##_VL) {  /* the first vector of the panel only, through tmp */         \
+    {   /* a partial panel through tmp: its first vector only where that holds every valid column */ \
+        const int half = w < NAME##_VL;                                                  \
+        const ptrdiff_t tw = half ? NAME##_VL : NAME##_NR;                               \
         for (r = 0; r < mr; r++)                                                         \
-            for (q = 0; q < NAME##_VL; q++)                                              \
-                tmp[r * NAME##_VL + q] = accumulate && q < w ? c[r * ldc + q] : 0;       \
-        NAME##_rows_half(mr, kc, a, ars, aks, bp, NAME##_NR, tmp, NAME##_VL, accumulate); \
+            for (q = 0; q < tw; q++)                                                     \
+                tmp[r * tw + q] = accumulate && q < w ? c[r * ldc + q] : 0;              \
+        if (half)                                                                        \
+            NAME##_rows_half(mr, kc, a, ars, aks, bp, NAME##_NR, tmp, tw, accumulate);   \
+        else                                                                             \
+            NAME##_rows_any(mr, kc, a, ars, aks, bp, NAME##_NR, tmp, tw, accumulate);    \
         for (r = 0; r < mr; r++)                                                         \
             for (q = 0; q < w; q++)                                                      \
-                c[r * ldc + q] = tmp[r * NAME##_VL + q];                                 \
-        return;                                                                          \
+                c[r * ldc + q] = tmp[r * tw + q];                                        \
     }                                                                                    \
-    for (r = 0; r < mr; r++)                                                             \
-        for (q = 0; q < NAME##_NR; q++)                                                  \
-            tmp[r * NAME##_NR + q] = accumulate && q < w ? c[r * ldc + q] : 0;           \
-    NAME##_rows_any(mr, kc, a, ars, aks, bp, NAME##_NR, tmp, NAME##_NR, accumulate);     \
-    for (r = 0; r < mr; r++)                                                             \
-        for (q = 0; q < w; q++)                                                          \
-            c[r * ldc + q] = tmp[r * NAME##_NR + q];                                     \
 }                                                                                        \
                                                                                          \
 /* C (m x n) (+)= A (m x k) @ B, B packed by NAME##_pack_b. */                       \
