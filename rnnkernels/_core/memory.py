@@ -34,9 +34,7 @@ ALIGN = 64
 _MIN_POOLED = 64 * 1024      # smaller blocks are cheap for malloc itself
 _PER_CLASS = 4               # free blocks kept per size class
 
-# Re-entrant: garbage collection can run a _Block's __del__ on this thread
-# while another __del__ (or empty) holds the lock; a plain Lock deadlocked there.
-_lock = threading.RLock()
+_lock = threading.Lock()     # _Block.__del__ only tries it (see there)
 _free = {}                   # size class (bytes) -> [(raw uint8 array, its address)]
 _free_bytes = 0
 _scratch = threading.local()
@@ -75,12 +73,22 @@ class _Block:
         raw, size_class = self.raw, self.size_class
         if _lock is None:  # interpreter exit
             return
-        limit = _limit()  # outside the lock: it allocates, which may collect garbage
-        with _lock:
+        limit = _limit()
+        # Garbage collection can run this on a thread that already holds the
+        # lock, in the middle of empty() or of another __del__ (anything that
+        # allocates may collect): waiting for the lock deadlocked there, and
+        # re-entering it let the inner release interleave with the outer's
+        # bookkeeping.  A block that finds the lock taken is not pooled: its
+        # memory goes back to malloc like any array's.
+        if not _lock.acquire(blocking=False):
+            return
+        try:
             blocks = _free.setdefault(size_class, [])
             if len(blocks) < _PER_CLASS and _free_bytes + raw.nbytes <= limit:
                 blocks.append((raw, self.address))
                 _free_bytes += raw.nbytes
+        finally:
+            _lock.release()
 
 
 def _address_of(a):
