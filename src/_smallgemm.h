@@ -268,6 +268,17 @@ static void NAME##_pack_at(ptrdiff_t kc, ptrdiff_t n, const T* b, ptrdiff_t ldb,
     }                                                                                    \
 }                                                                                        \
                                                                                          \
+/* One panel of NAME##_wgrad_t's product, B^T's blocks of MR values per k against A's \
+   packed panel.  Not inlined: inside wgrad_t's loops gcc ran out of registers  \
+   and kept a B vector and the loop counter on the stack (a store and eight     \
+   reloads per k); on its own the block's accumulators and both B vectors stay  \
+   in registers. */                                                             \
+static __attribute__((noinline)) void NAME##_wgrad_panel(ptrdiff_t mr, ptrdiff_t w, ptrdiff_t kc, \
+        const T* bt, const T* ap, T* c, ptrdiff_t ldc, int accumulate)                   \
+{                                                                                        \
+    NAME##_panel(mr, w, kc, bt, 1, RK_MR, ap, c, ldc, accumulate);                       \
+}                                                                                        \
+                                                                                         \
 static void NAME##_wgrad_t(ptrdiff_t m, ptrdiff_t k, const T* a, ptrdiff_t lda,          \
                            ptrdiff_t n1, const T* b1, ptrdiff_t ldb1,                    \
                            ptrdiff_t n2, const T* b2, ptrdiff_t ldb2,                    \
@@ -293,10 +304,10 @@ static void NAME##_wgrad_t(ptrdiff_t m, ptrdiff_t k, const T* a, ptrdiff_t lda, 
                 for (q = 0; q < nb; q++) {                                               \
                     row = q < nb1 ? q * RK_MR : n1 + (q - nb1) * RK_MR;                  \
                     mr = (q < nb1 ? n1 : n1 + n2) - row;                                 \
-                    NAME##_panel(mr < RK_MR ? mr : RK_MR,                                \
-                                 nc - jj < NAME##_NR ? nc - jj : NAME##_NR, kc,          \
-                                 bt + q * kc * RK_MR, 1, RK_MR, ap + jj * kc,            \
-                                 out + row * m + j0 + jj, m, k0 > 0);                    \
+                    NAME##_wgrad_panel(mr < RK_MR ? mr : RK_MR,                          \
+                                       nc - jj < NAME##_NR ? nc - jj : NAME##_NR, kc,    \
+                                       bt + q * kc * RK_MR, ap + jj * kc,                \
+                                       out + row * m + j0 + jj, m, k0 > 0);              \
                 }                                                                        \
         }                                                                                \
     }                                                                                    \
