@@ -3,6 +3,8 @@ import os
 import platform
 import sys
 
+from . import openmp
+
 
 def config():
     """The build and runtime configuration as a dict (what :func:`show_config` prints)."""
@@ -10,9 +12,10 @@ def config():
     from . import blas, threads
     info = {"version": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
     try:
-        from . import _threads
+        _threads = openmp.load("_threads")
         info["openmp"] = _threads.openmp_enabled()
         info["openmp_max_threads"] = _threads.omp_max_threads()
+        info["openmp_wait"] = openmp.wait_setting()
     except ImportError as exc:  # a source checkout that was never built
         info["openmp"] = None
         info["build_error"] = str(exc)
@@ -47,7 +50,8 @@ def show_config(file=None):
     last = usage["last_call"]
     lines = [f"rnnkernels {info['version']} (python {info['python']}, {info['platform']})",
              f"build: OpenMP {'yes' if info['openmp'] else 'no' if info['openmp'] is False else 'unknown'}"
-             + (f" (default team {info['openmp_max_threads']})" if info.get('openmp') else "")
+             + (f" (default team {info['openmp_max_threads']}; idle threads: {info['openmp_wait']})"
+                if info.get('openmp') else "")
              + (f"; not built: {info['build_error']}" if "build_error" in info else ""),
              (f"CPU: {info['cpu']['brand'] or info['cpu']['vendor']} ({info['cpu']['vector_isa']}, "
               f"x86-64-v{info['cpu']['level']}, L1d {info['cpu']['l1d'] // 1024} KB, L2 {info['cpu']['l2'] // 1024} KB)"

@@ -13,11 +13,11 @@ which builds exist and which this CPU runs, and loads them.
 A build is never imported on a CPU that lacks what it was compiled for: the
 check comes first, so a missing instruction is a clear error, never SIGILL.
 """
-import importlib
 import importlib.util
 import os
 
 from . import cpu as _cpu
+from . import openmp as _openmp
 
 ENV = "RNNKERNELS_ISA"
 # Widest first: the order in which the default is chosen.
@@ -98,5 +98,5 @@ def module(name, family="_kernels"):
         problem = why_not(name)
         if problem:
             raise ValueError(f"isa: {problem}")
-        mod = _modules[family, name] = importlib.import_module(f"{__package__}.{family}_{name}")
+        mod = _modules[family, name] = _openmp.load(f"{family}_{name}")
     return mod

@@ -97,7 +97,8 @@ def _address_of(a):
     compiled helper reads the buffer's pointer.  Imported on first use, like
     the kernels, so that importing rnnkernels needs no compiled module."""
     global _address_of
-    from ._layout import buffer_address
+    from . import openmp
+    buffer_address = openmp.load("_layout").buffer_address
     _address_of = buffer_address
     return buffer_address(a)
 

@@ -15,13 +15,13 @@ import functools
 
 import numpy as np
 
+from . import openmp as _openmp
 from .memory import copy as _aligned_copy, empty as _aligned_empty, zeros as _aligned_zeros
 
 
 def _layout():
     """The compiled row copies (imported on first use, like the kernels)."""
-    from . import _layout as layout
-    return layout
+    return _openmp.load("_layout")
 
 
 def _frozen(*arrays):

@@ -24,6 +24,8 @@ import os
 import threading
 import warnings
 
+from . import openmp
+
 _lock = threading.Lock()
 _num_threads = None
 _local = threading.local()  # .threads: this Python thread's share (see thread_share)
@@ -46,8 +48,7 @@ def max_threads():
     more than OpenMP's thread limit (``OMP_THREAD_LIMIT``) where the build has OpenMP."""
     limit = max(MIN_THREAD_LIMIT, 4 * _usable_cpus())
     try:
-        from . import _threads
-        omp_limit = _threads.omp_thread_limit()
+        omp_limit = openmp.load("_threads").omp_thread_limit()
     except (ImportError, AttributeError):  # an unbuilt checkout, or a build before this function
         omp_limit = None
     if omp_limit is not None and omp_limit >= 1:

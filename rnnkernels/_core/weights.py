@@ -16,14 +16,14 @@ import numpy as np
 
 from . import threads as _threads
 from . import isa as _isa
+from . import openmp as _openmp
 from . import tuning as _tuning
 from .tuning import kernels as _kernels
 from .memory import empty as _aligned_empty
 
 
 def _layout():
-    from . import _layout
-    return _layout
+    return _openmp.load("_layout")
 
 
 _NO_ROWS = np.empty(0, dtype=np.intp)

@@ -1,4 +1,7 @@
-"""The thread-count API, what the build has, and what the calls ran on."""
+"""The thread-count API, what the build has, how idle threads wait, and what the calls ran on."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -65,3 +68,47 @@ def test_show_config_says_what_runs(capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"rnnkernels {rnnkernels.__version__}")
     assert "build: OpenMP" in out and "threads:" in out and "BLAS:" in out
+
+
+
+# A call that loads libgomp (through the kernels) and reports what the process's environment
+# holds afterwards; libgomp prints its settings as it loads under OMP_DISPLAY_ENV=verbose.
+_LOAD_AND_REPORT = """
+import os, numpy as np, rnnkernels
+from rnnkernels import ops
+from rnnkernels._core import openmp
+x = np.ones((4, 3, 5), np.float32)
+ops.rnn_forward(x, np.ones((7, 5), np.float32), np.ones((7, 7), np.float32), None, None)
+print("left in environment:", os.environ.get("GOMP_SPINCOUNT"))
+print("setting:", openmp.wait_setting())
+"""
+
+
+def _load_with(**settings):
+    """_LOAD_AND_REPORT in a child whose environment has no OpenMP wait setting but ``settings``."""
+    from helpers.environment import package_env
+    env = {k: v for k, v in package_env().items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(OMP_DISPLAY_ENV="verbose", **settings)
+    r = subprocess.run([sys.executable, "-c", _LOAD_AND_REPORT], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_our_libgomp_gets_a_bounded_idle_spin_unless_the_user_chose():
+    """libgomp's default idle spin (300,000 rounds, 8-10 ms of a core after every call) is cut
+    to openmp.SPIN_COUNT for the libgomp the kernels load, and the environment is put back."""
+    from rnnkernels._core import _threads, openmp
+    if not _threads.openmp_enabled():
+        pytest.skip("serial build: the kernels were compiled without OpenMP")
+    r = _load_with()
+    assert f"GOMP_SPINCOUNT = '{openmp.SPIN_COUNT}'" in r.stderr, r.stderr
+    assert "left in environment: None" in r.stdout, r.stdout
+    assert "rnnkernels' default" in r.stdout, r.stdout
+    # the user's choice wins, and is what show_config reports
+    r = _load_with(GOMP_SPINCOUNT="1234")
+    assert "GOMP_SPINCOUNT = '1234'" in r.stderr and "left in environment: 1234" in r.stdout, r
+    assert "GOMP_SPINCOUNT=1234 (environment)" in r.stdout, r.stdout
+    r = _load_with(OMP_WAIT_POLICY="active")
+    assert f"GOMP_SPINCOUNT = '{openmp.SPIN_COUNT}'" not in r.stderr, r.stderr
+    assert "OMP_WAIT_POLICY=active (environment)" in r.stdout, r.stdout
