@@ -267,15 +267,23 @@ for step in range(6):
         yt.sum().backward()
 assert all(o == out[0] for o in out)
 threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else -1
+from rnnkernels._core import _threads, openmp
+shared = openmp.shared_runtime()
+follows = None
+if first == "torch":  # one runtime: torch's thread setting is the one our modules read
+    torch.set_num_threads(1)
+    follows = _threads.omp_max_threads() == 1
+    torch.set_num_threads(2)
 print(json.dumps({"digest": __import__("hashlib").sha256(out[0]).hexdigest(), "threads": threads,
-                  "torch_threads": torch.get_num_threads() if first == "torch" else None}))
+                  "torch_threads": torch.get_num_threads() if first == "torch" else None,
+                  "shared": shared, "follows": follows}))
 """
 
 
 def test_beside_pytorchs_openmp_runtime():
-    """PyTorch loads its own libgomp: in one process with it, the kernels
-    neither crash nor change a bit, and the threads stay bounded (each
-    runtime keeps its own team of the requested size, no more)."""
+    """PyTorch loads its own libgomp: in one process with it (imported first),
+    the kernels run on that runtime (one thread pool: docs/design.md, "Idle
+    threads"), neither crash nor change a bit, and the threads stay bounded."""
     pytest.importorskip("torch")
     results = {}
     for first in ("torch", "alone"):
@@ -285,6 +293,10 @@ def test_beside_pytorchs_openmp_runtime():
         results[first] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results["torch"]["digest"] == results["alone"]["digest"]
     assert results["torch"]["torch_threads"] == 2
+    if sys.platform.startswith("linux"):
+        assert results["alone"]["shared"] is None, results
+        assert results["torch"]["shared"] and "torch" in results["torch"]["shared"], results
+        assert results["torch"]["follows"], results
     cpus = os.cpu_count() or 1
     if results["torch"]["threads"] > 0:  # the main thread + each runtime's team, plus a few helpers
         assert results["torch"]["threads"] <= 2 * max(2, cpus) + 8, results

@@ -112,3 +112,25 @@ def test_our_libgomp_gets_a_bounded_idle_spin_unless_the_user_chose():
     r = _load_with(OMP_WAIT_POLICY="active")
     assert f"GOMP_SPINCOUNT = '{openmp.SPIN_COUNT}'" not in r.stderr, r.stderr
     assert "OMP_WAIT_POLICY=active (environment)" in r.stdout, r.stdout
+
+
+def test_the_shared_runtime_check_names_every_openmp_function_the_modules_import():
+    """openmp.ENTRY_POINTS decides whether an already loaded runtime can serve our modules
+    (docs/design.md, "Idle threads"): a function missing there would bind to our own
+    libgomp beside the shared one, two runtimes for one region.  Read from each compiled
+    module's string table (the OpenMP API's names; the modules' own Python functions
+    such as omp_thread_limit are not imports)."""
+    import glob
+    import os
+    import re
+    from rnnkernels._core import openmp
+    core = os.path.dirname(openmp.__file__)
+    modules = glob.glob(os.path.join(core, "_*.so")) + glob.glob(os.path.join(core, "_*.pyd"))
+    if not modules:
+        pytest.skip("no compiled modules (an unbuilt checkout)")
+    imported = set()
+    for path in modules:
+        with open(path, "rb") as f:
+            imported |= {m.decode() for m in re.findall(rb"\x00(GOMP_[A-Za-z0-9_]+|omp_(?:get|set|in|is|init|destroy|test|unset|pause)_[A-Za-z0-9_]+)\x00", f.read())}
+    assert imported, "no OpenMP functions found in the compiled modules"
+    assert imported <= set(openmp.ENTRY_POINTS), sorted(imported - set(openmp.ENTRY_POINTS))
