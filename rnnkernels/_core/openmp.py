@@ -8,7 +8,7 @@ call, taken from whatever runs next on that core (PyTorch's or TensorFlow's
 own threads between our layers, the second direction of a Bidirectional layer
 running beside the first, a data loader).  Two directions run side by side
 took 1.28x the time of running them one after the other with that spin, and
-0.84-0.96x with a tenth of it.  So when the user chose neither
+0.78-0.83x with a tenth of it.  So when the user chose neither
 ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT``, the first load sets
 ``GOMP_SPINCOUNT=30000`` (about 1 ms: a barrier inside a time step still spins
 rather than sleeps) for the libgomp it loads, then puts the environment back,
