@@ -7,8 +7,8 @@ before it sleeps: measured here, 8-10 ms of a core burnt after every kernel
 call, taken from whatever runs next on that core (PyTorch's or TensorFlow's
 own threads between our layers, the second direction of a Bidirectional layer
 running beside the first, a data loader).  Two directions run side by side
-took 1.28x the time of running them one after the other with that spin, and
-0.78-0.83x with a tenth of it.  So when the user chose neither
+took 0.96-0.98x the time of running them one after the other with that spin
+(1.28x on a quiet machine), and 0.78-0.83x with a tenth of it.  So when the user chose neither
 ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT``, the first load sets
 ``GOMP_SPINCOUNT=30000`` (about 1 ms: a barrier inside a time step still spins
 rather than sleeps) for the libgomp it loads, then puts the environment back,
