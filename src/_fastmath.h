@@ -17,14 +17,17 @@
 
 static inline float rk_expf(float x)
 {
-    union { int32_t i; float f; } two_n;
+    union { float f; int32_t i; } fm, two_n;
     float fn, r, p;
     /* exp(88) ~ 1.65e38 < FLT_MAX; exp(-87) ~ 1.6e-38 is still normal. */
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.0f ? -87.0f : x;
-    /* n = round(x / ln2) with the 1.5*2^23 trick (no libm call, vectorises). */
-    fn = x * 1.44269504088896341f + 12582912.0f;
-    fn -= 12582912.0f;
+    /* n = round(x / ln2) with the 1.5*2^23 trick (no libm call, vectorises):
+     * fm's bits are those of 1.5*2^23 plus n, and 1.5*2^23's bits shifted
+     * left by 23 are zero, so (bits + 127) << 23 is 2^n's without a
+     * float-to-int conversion. */
+    fm.f = x * 1.44269504088896341f + 12582912.0f;
+    fn = fm.f - 12582912.0f;
     r = x - fn * 0.693359375f;          /* ln2 split in two for an exact reduction */
     r = r - fn * -2.12194440e-4f;
     p = 1.9875691500e-4f;
@@ -34,7 +37,7 @@ static inline float rk_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    two_n.i = ((int32_t)fn + 127) << 23;
+    two_n.i = (int32_t)((uint32_t)(fm.i + 127) << 23);
     return p * two_n.f;
 }
 
@@ -45,16 +48,33 @@ static inline float rk_sigmoidf(float x)
 
 static inline float rk_tanhf(float x)
 {
-    /* Small |x|: odd Taylor series (relative error < 1e-7 below 0.4), which
-     * avoids the cancellation in 1 - 2/(e^2x + 1).  Both branches are computed
-     * and blended so the loop stays branch-free. */
-    float ax = fabsf(x);
-    float x2 = x * x;
-    float small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f
-                  + x2 * (0.0218694885f + x2 * -0.00886323552f)))));
-    float big = 1.0f - 2.0f / (rk_expf(2.0f * ax) + 1.0f);
-    big = copysignf(big, x);
-    return ax < 0.4f ? small : big;
+    /* A rational function, x P(x^2) / Q(x^2) with P and Q of degree 4, fitted
+     * to tanh(x) / x for the least relative error on [0, 9] (iteratively
+     * reweighted least squares on the linearised problem; the fit's own error
+     * is 2e-8, under float32's rounding).  About half the work of an exp, a
+     * division and a blended Taylor branch.  From |x| = 8.125 on it returns
+     * +-1 exactly (tanh(8.125) is 1 - 1.8e-7, 3 ulp below 1), which also keeps
+     * |tanh| <= 1 where the rounding of P / Q would land an ulp above it.
+     * Evaluated in float32, over every float in [-10, 10]: at most 5.1 ulp
+     * from tanh with FMA (the avx512 and avx2 builds), 6.1 ulp without (the
+     * baseline), 3.6e-7 relative (tests/kernels/test_fastmath.py samples it). */
+    float xc, s, p, q, t;
+    xc = x > 8.125f ? 8.125f : x;       /* NaN passes through the clamps */
+    xc = xc < -8.125f ? -8.125f : xc;
+    s = xc * xc;
+    p = 1.3354194194903357e-08f;
+    p = p * s + 2.0608764316421002e-05f;
+    p = p * s + 3.495569806545973e-03f;
+    p = p * s + 1.338101029396057e-01f;
+    p = p * s + 1.0f;
+    q = 7.776372399348475e-07f;
+    q = q * s + 3.2856041798368096e-04f;
+    q = q * s + 2.5876913219690323e-02f;
+    q = q * s + 4.671432673931122e-01f;
+    q = q * s + 1.0f;
+    t = xc * p / q;
+    t = x >= 8.125f ? 1.0f : t;
+    return x <= -8.125f ? -1.0f : t;
 }
 
 static inline double rk_exp(double x) { return exp(x); }
