@@ -1,9 +1,10 @@
 /* Vectorisable activations for the fused gate loops.
  *
  * float: a branch-free exp (Cody-Waite range reduction + Cephes' degree-6
- * polynomial, max relative error about 2 ulp over the clamped range), with
- * sigmoid and tanh built on it.  Plain C with no calls, so gcc inlines it and
- * vectorises the loops that use it (no -ffast-math needed).  Inputs are
+ * polynomial, max relative error about 2 ulp over the clamped range) with the
+ * sigmoid built on it, and a rational tanh (rk_tanhf).  Plain C with no calls,
+ * so gcc inlines them and vectorises the loops that use them (no -ffast-math
+ * needed).  Inputs are
  * clamped so huge pre-activations saturate instead of overflowing; the clamps
  * are written so that NaN passes through them and propagates.
  *
