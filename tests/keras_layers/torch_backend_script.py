@@ -1,7 +1,9 @@
 """Run by test_torch_backend.py in a child process with KERAS_BACKEND=torch: our layers
 against keras.layers with the same weights (outputs, and gradients through torch
 autograd), then a small model.fit.  Prints one JSON line; exits 77 when the torch
-backend cannot run here."""
+backend cannot run here.  Writes each layer case's inputs, weights and our outputs and
+gradients to the .npz file named by argv[1], so that the parent can run the same case
+under the TensorFlow backend and compare in float64."""
 import json
 import os
 import sys
@@ -42,6 +44,7 @@ def worst(a, b):
 
 
 results = {}
+arrays = {}
 rng = np.random.default_rng(0)
 for name, (ours_cls, theirs_cls, base) in CELLS.items():
     for go_backwards in (False, True):
@@ -56,7 +59,11 @@ for name, (ours_cls, theirs_cls, base) in CELLS.items():
             x = rng.standard_normal((4, 6, 2))
             mask = (np.arange(6)[None, :] < np.array([6, 3, 0, 1])[:, None]) if masked else None
             got, want = run(ours, x, mask), run(theirs, x, mask)
-            results[f"{name} go_backwards={go_backwards} masked={masked}"] = [worst(got, want), ours.last_path]
+            case = f"{name} go_backwards={go_backwards} masked={masked}"
+            results[case] = [worst(got, want), ours.last_path]
+            arrays.update({f"{case}|x": x, **({} if mask is None else {f"{case}|mask": mask})})
+            arrays.update({f"{case}|weight{k}": w for k, w in enumerate(theirs.get_weights())})
+            arrays.update({f"{case}|got{k}": g for k, g in enumerate(got)})
 # not right-padded: Keras's loop
 theirs, ours = keras.layers.LSTM(3, dtype="float64"), LSTM(3, dtype="float64")
 theirs.build((2, 5, 2))
@@ -99,4 +106,5 @@ try:
     results["double backward"] = "allowed"
 except RuntimeError as exc:
     results["double backward"] = str(exc)
+np.savez(sys.argv[1], **arrays)
 print(json.dumps(results))
