@@ -51,6 +51,7 @@ class Plan:
     wgrad_min_rows: int = 256  # rows per weight-gradient piece, at least
     wgrad_max_pieces: int = 16  # each piece keeps a buffer the size of the gradients
     min_step_flops: int = 500_000  # recurrent flops per step and thread worth another thread
+    min_lane_flops: int = 100_000  # the same on the batch-row split, which has no barrier a step
     min_merged_flops: int = 4_000_000  # the same for a merged GEMM (one fork/join each)
     source: str = "defaults"   # where it came from (not part of its identity)
 
@@ -72,7 +73,9 @@ class Plan:
         values = {}
         for name in fields:
             if name not in data:
-                raise ValueError(f"{source}: the plan lacks {name!r}")
+                if fields[name].default is dataclasses.MISSING:
+                    raise ValueError(f"{source}: the plan lacks {name!r}")
+                continue  # a field newer than the file: its default
             value = data[name]
             if name == "isa":
                 if not isinstance(value, str) or value not in _isa.ORDER:
@@ -282,10 +285,19 @@ def threads_for(plan, G, H, P, ntiles, I=0, rows_split=False):
     either, so neither do the results.  ``plan`` is the call's row plan."""
     tuned = current()
     nthreads = _threads.kernel_threads()
-    step_flops = 2 * plan.n_first * G * H * P
     merged_flops = 2 * plan.N * G * H * (I + P)
-    pieces = plan.n_first if rows_split else ntiles
-    step = min(nthreads, max(1, pieces), max(1, step_flops // tuned.min_step_flops))
+    if rows_split:
+        # each thread owns its rows through every step: no barrier a step, one
+        # fork/join for the loop, so the loop's work pays for a thread as a
+        # merged GEMM's does, and a step's share may be smaller than where a
+        # barrier follows it (docs/design.md, "The batch-row split")
+        pieces = plan.n_first
+        worth = min(2 * plan.N * G * H * P // tuned.min_merged_flops,
+                    2 * plan.n_first * G * H * P // tuned.min_lane_flops)
+    else:
+        # a barrier at every step: each step's product has to pay for it
+        pieces, worth = ntiles, 2 * plan.n_first * G * H * P // tuned.min_step_flops
+    step = min(nthreads, max(1, pieces), max(1, worth))
     merged = min(nthreads, max(1, merged_flops // tuned.min_merged_flops))
     return int(merged), int(step)
 

@@ -201,6 +201,10 @@ def test_plan_files_round_trip_and_bad_ones_are_clear_errors(tmp_path):
     bad(lambda d: json.dumps({**d, "isa": "avx1024"}), "isa: expected one of")
     bad(lambda d: json.dumps({**d, "extra": 1}), "unknown plan fields")
     bad(lambda d: json.dumps({k: v for k, v in d.items() if k != "cpus"}), "lacks 'cpus'")
+    # a field added after the file was written (it has a default) takes its default
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps({k: v for k, v in data.items() if k != "min_lane_flops"}))
+    assert tuning.load(str(older)).replace(source="test") == plan
     bad(lambda d: json.dumps({**d, "format": "pickle"}), "not an rnnkernels plan")
     bad(lambda d: json.dumps(d).replace('"gemm_kc": 192', '"gemm_kc": Infinity'), "Infinity is not a plan value")
     bad("[1, 2", "cannot read the plan")

@@ -96,7 +96,8 @@ def test_row_split_and_unit_split_agree(cell, varlen, monkeypatch):
         if split == "units":
             monkeypatch.setattr(tuning, "lane_split", lambda *args, **kwargs: False)
         results = []
-        with tuning.using(_plan(min_step_flops=1000)):  # small steps still take every thread
+        # small steps and loops still take every thread
+        with tuning.using(_plan(min_step_flops=1000, min_lane_flops=1000, min_merged_flops=1000)):
             for n in (1, 2, 3):
                 _threads.reset_usage()
                 with rnnkernels.num_threads(n):
@@ -148,7 +149,7 @@ def test_inference_keeps_one_steps_gates_and_the_training_bits(cell, varlen, mon
     for split in ("rows", "units"):
         if split == "units":
             monkeypatch.setattr(tuning, "lane_split", lambda *args, **kwargs: False)
-        with tuning.using(_plan(min_step_flops=1000)):
+        with tuning.using(_plan(min_step_flops=1000, min_lane_flops=1000, min_merged_flops=1000)):
             for n in (1, 2):
                 with rnnkernels.num_threads(n):
                     train = run(ops, cell, case, reverse=varlen, backward=False)
@@ -191,6 +192,27 @@ def test_steps_run_alone_where_each_thread_would_get_little_work():
     assert 0 < first < 6  # at the default min_step_flops, some steps of each kind
     assert tuning.solo_from(plan, 4, H, H, 2) == first
     assert tuning.solo_from(plan, 4, 1024, 1024, 2) == 6
+
+
+def test_the_row_split_takes_a_thread_where_the_loop_and_each_steps_share_pay_for_it():
+    """threads_for: the unit split (a barrier a step) gives a step's product
+    min_step_flops a thread; the row split (no barrier) min_lane_flops a
+    thread of each step and min_merged_flops a thread of the whole loop."""
+    tuned = tuning.current()
+    H = 128
+    step = lambda n: 2 * n * H * H  # noqa: E731  the flops of n rows' RNN product
+    with rnnkernels.num_threads(2):
+        if rnnkernels.get_num_threads() < 2:
+            pytest.skip("one CPU")
+        for B in (2, 4, 8, 16, 32):
+            plan = plan_module.plan(100, B, None, False)
+            _, rows = tuning.threads_for(plan, 1, H, H, 2, 40, rows_split=True)
+            _, units = tuning.threads_for(plan, 1, H, H, 2, 40, rows_split=False)
+            assert rows == (2 if step(B) >= 2 * tuned.min_lane_flops else 1), B
+            assert units == (2 if step(B) >= 2 * tuned.min_step_flops else 1), B
+        short = plan_module.plan(1, 32, None, False)  # one step: too little to fork for
+        assert step(32) < tuned.min_merged_flops * 2
+        assert tuning.threads_for(short, 1, H, H, 2, 40, rows_split=True)[1] == 1
 
 
 def _openmp():
