@@ -100,7 +100,7 @@ typedef struct {
 typedef struct {
     int dtype, cell, nthreads, step_threads, wgrad_pieces;
     ptrdiff_t solo_from;               /* as forward's: steps from this one on run on one thread */
-    int rows;                          /* the batch-row split (plain LSTM and RNN; db summed per batch slot) */
+    int rows;                          /* the batch-row split (plain LSTM and RNN)                */
     ptrdiff_t S, N, B, I, H, P;
     const ptrdiff_t* counts;
     const ptrdiff_t* offsets;

@@ -128,18 +128,22 @@ static void RK_F(rk_gemm_rows)(int nthreads, ptrdiff_t rows, ptrdiff_t n, ptrdif
 
 /* Weight gradients, the reductions over all k rows: C1 = A^T B1 and C2 =
  * A^T B2 (dW_ih and dW_hh from the same gate gradients), on our kernel with A
- * packed once for both.  The k rows are split into npiece equal pieces (a
- * function of the shape and the machine, never of the thread count); each
- * piece sums its rows into its own buffer, transposed, and the pieces are
- * added in order while transposing back, so the summation order is fixed. */
+ * packed once for both, and (csum not NULL) A's column sums, the bias
+ * gradient, as the product with a column of ones.  The k rows are split into
+ * npiece equal pieces (a function of the shape and the machine, never of the
+ * thread count); each piece sums its rows into its own buffer, transposed,
+ * and the pieces are added in order while transposing back, so the summation
+ * order is fixed. */
 static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff_t k,
                                   const RK_T* a, ptrdiff_t lda,                      /* IN  (k x m) */
                                   ptrdiff_t n1, const RK_T* b1, ptrdiff_t ldb1,      /* IN  (k x n1) */
                                   RK_T* c1, ptrdiff_t ldc1,                          /* OUT (m x n1) */
                                   ptrdiff_t n2, const RK_T* b2, ptrdiff_t ldb2,      /* IN  (k x n2) or n2 = 0 */
-                                  RK_T* c2, ptrdiff_t ldc2)                          /* OUT (m x n2) */
+                                  RK_T* c2, ptrdiff_t ldc2,                          /* OUT (m x n2) */
+                                  RK_T* csum)                                        /* OUT (m,) or NULL */
 {
-    ptrdiff_t n = n1 + n2, size, work, part, piece, i0;
+    const int ones = csum != NULL;
+    ptrdiff_t n = n1 + n2 + ones, size, work, part, piece, i0;
     void* raw;
     RK_T* base;
     if (m <= 0 || n <= 0)
@@ -147,7 +151,7 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
     if (npiece < 1)
         npiece = 1;
     size = (k + npiece - 1) / npiece;
-    work = (RK_G(wgrad_work)(n1, n2) + 15) / 16 * 16;
+    work = (RK_G(wgrad_work)(n1, n2, ones) + 15) / 16 * 16;
     part = (n * m + 15) / 16 * 16;
     raw = malloc((size_t)npiece * (size_t)(work + part) * sizeof(RK_T) + 64);
     if (raw == NULL) {  /* no memory for the pieces: plain loops, k in order */
@@ -155,11 +159,13 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
             for (ptrdiff_t j = 0; j < n; j++) {
                 RK_T s = 0;
                 for (ptrdiff_t r = 0; r < k; r++)
-                    s += a[r * lda + i] * (j < n1 ? b1[r * ldb1 + j] : b2[r * ldb2 + j - n1]);
+                    s += a[r * lda + i] * (j < n1 ? b1[r * ldb1 + j] : j < n1 + n2 ? b2[r * ldb2 + j - n1] : 1);
                 if (j < n1)
                     c1[i * ldc1 + j] = s;
-                else
+                else if (j < n1 + n2)
                     c2[i * ldc2 + j - n1] = s;
+                else
+                    csum[i] = s;
             }
         }
         return;
@@ -169,7 +175,7 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
     for (piece = 0; piece < npiece; piece++) {
         ptrdiff_t r0 = piece * size, r1 = r0 + size > k ? k : r0 + size;
         RK_G(wgrad_t)(m, r1 > r0 ? r1 - r0 : 0, a + r0 * lda, lda, n1, b1 + r0 * ldb1, ldb1,
-                      n2, n2 > 0 ? b2 + r0 * ldb2 : b2, ldb2,
+                      n2, n2 > 0 ? b2 + r0 * ldb2 : b2, ldb2, ones,
                       base + npiece * work + piece * part, base + piece * work);
     }
     /* c[i, j] = sum over pieces of out_piece[j, i], sixteen rows of c at a
@@ -184,8 +190,10 @@ static void RK_F(rk_weight_grads)(int nthreads, int npiece, ptrdiff_t m, ptrdiff
                     s = s + src[q * part];
                 if (j < n1)
                     c1[i * ldc1 + j] = s;
-                else
+                else if (j < n1 + n2)
                     c2[i * ldc2 + j - n1] = s;
+                else
+                    csum[i] = s;
             }
     }
     free(raw);
@@ -673,7 +681,7 @@ static void RK_F(rk_backward_row)(const rk_backward* p, const rk_cell* cell, con
 static void RK_F(rk_backward_tile)(const rk_backward* p, const rk_cell* cell, const RK_F(rk_bstep)* st,
                                    ptrdiff_t k, RK_T* work)
 {
-    const int G = cell->gates, two_phase = (cell->flags & RK_TWO_PHASE) != 0;
+    const int G = cell->gates;
     const ptrdiff_t H = p->H, P = p->P, GH = G * H, u0 = p->tiles[k], ub = p->tiles[k + 1] - u0;
     const int zh = p->zh != NULL || p->zh_rate >= 0;
     RK_T* dgates = (RK_T*)p->dgates;
@@ -717,19 +725,14 @@ static void RK_F(rk_backward_tile)(const rk_backward* p, const rk_cell* cell, co
             RK_F(rk_backward_row)(p, cell, st, j, u0, ub, &r, d_cell, carry_h, carry_c, 0);
         }
     }
-    if (!two_phase) {
-        RK_F(rk_sum_rows)(st->n, G * ub, dgates + st->off * GH + G * u0, GH, (RK_T*)p->db + G * u0);
-        if (p->dgh != NULL)
-            RK_F(rk_sum_rows)(st->n, G * ub, (const RK_T*)p->dgh + (st->s % 2) * p->B * GH + G * u0, GH,
-                              (RK_T*)p->db_hh + G * u0);
-    }
+    /* a one-phase cell's bias gradients are the gate gradients' column sums
+     * over all rows, taken with the weight gradients after the loop */
 }
 
 /* One tile of one backward step for the rows of one lane (the batch-row
- * split, rk_backward_lanes): the tile split's work row by row, except that
- * each row's bias gradient goes to its batch slot's sums. */
+ * split, rk_backward_lanes): the tile split's work row by row. */
 static void RK_F(rk_backward_tile_lane)(const rk_backward* p, const rk_cell* cell, const RK_F(rk_bstep)* st,
-                                        ptrdiff_t k, ptrdiff_t t, ptrdiff_t L, RK_T* slots)
+                                        ptrdiff_t k, ptrdiff_t t, ptrdiff_t L)
 {
     const int G = cell->gates;
     const ptrdiff_t H = p->H, P = p->P, GH = G * H, u0 = p->tiles[k], ub = p->tiles[k + 1] - u0;
@@ -748,30 +751,22 @@ static void RK_F(rk_backward_tile_lane)(const rk_backward* p, const rk_cell* cel
                      (const RK_T*)p->w_bwd + p->w_bwd_starts[k], dh + t * P + u0, L * P,
                      (cell->flags & RK_CARRY) != 0);
     for (ptrdiff_t j = t; j < st->n; j += L) {
-        RK_T* restrict slot = slots + j * GH + G * u0;
-        const RK_T* restrict dg = dgates + (st->off + j) * GH + G * u0;
         if (p->dy != NULL)
             RK_F(rk_add_dy)(1, ub, (const RK_T*)p->dy + u0, p->dy_rows, st->off + j, P, dh + j * P + u0, P);
         RK_F(rk_fill_bwd_row)(p, st, j, u0, G, &r);
         RK_CELL_BWD(cell)(ub, &r);
-        for (ptrdiff_t u = 0; u < G * ub; u++)
-            slot[u] += dg[u];
     }
 }
 
 /* The batch-row split of backward (ops chooses it with forward's, for the
  * plain LSTM and RNN): thread t of L owns the rows t, t + L, ... through
- * every step, so the steps need no barrier; the bias gradient is summed per
- * batch slot and the slots in slot order after the loop, so the bits do not
- * depend on the thread count.  Returns 0, or -1 out of memory. */
-static int RK_F(rk_backward_lanes)(rk_backward* p, const rk_cell* cell)
+ * every step, so the steps need no barrier; the bias gradient is summed
+ * after the loop, with the weight gradients. */
+static void RK_F(rk_backward_lanes)(rk_backward* p, const rk_cell* cell)
 {
     const int G = cell->gates;
     const ptrdiff_t GH = G * p->H, P = p->P;
     int team = 1;
-    RK_T* slots = (RK_T*)calloc((size_t)(p->B > 0 ? p->B : 1) * (size_t)GH, sizeof(RK_T));
-    if (slots == NULL)
-        return -1;
     #pragma omp parallel num_threads(p->step_threads)
     {
         const ptrdiff_t t = rk_thread_num(), L = rk_team_size();
@@ -780,7 +775,7 @@ static int RK_F(rk_backward_lanes)(rk_backward* p, const rk_cell* cell)
         for (ptrdiff_t s = p->S - 1; s >= 0; s--) {
             RK_F(rk_bstep) st = RK_F(rk_bstep_at)(p, s);
             for (ptrdiff_t k = 0; k < p->ntiles; k++)
-                RK_F(rk_backward_tile_lane)(p, cell, &st, k, t, L, slots);
+                RK_F(rk_backward_tile_lane)(p, cell, &st, k, t, L);
         }
         /* dL/dh0 for the lane's rows active at step 0 */
         if (p->S > 0 && rk_lane_rows(p->counts[0], t, L) > 0)
@@ -791,10 +786,7 @@ static int RK_F(rk_backward_lanes)(rk_backward* p, const rk_cell* cell)
                              (cell->flags & RK_CARRY) != 0);
             }
     }
-    RK_F(rk_slot_sums)(p->B, GH, slots, GH, (RK_T*)p->db);
-    free(slots);
     p->team = team;
-    return 0;
 }
 
 /* Phase 2 of a two-phase cell: drh = dn @ W_hn[:, tile]; r's gradient and the
@@ -881,10 +873,7 @@ static void RK_F(rk_backward)(rk_backward* p)
         return;
     }
     if (p->rows) {
-        if (RK_F(rk_backward_lanes)(p, cell) < 0) {
-            p->team = -1;  /* out of memory: ops raises MemoryError */
-            return;
-        }
+        RK_F(rk_backward_lanes)(p, cell);
         goto merged;
     }
     work = (RK_T*)malloc((size_t)(p->step_threads > 0 ? p->step_threads : 1) * (size_t)per_thread * sizeof(RK_T) + 64);
@@ -924,20 +913,22 @@ merged:
             /* input side first (dW_ih), then dgates becomes the recurrent side
              * in place (n columns times r) for dW_hh */
             RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, dg, GH, I, (const RK_T*)p->x, I,
-                                  (RK_T*)p->dw_ih, I, 0, NULL, 0, NULL, 0);
+                                  (RK_T*)p->dw_ih, I, 0, NULL, 0, NULL, 0, (RK_T*)p->db);
             RK_F(rk_scale_n_by_r)(p, dg);
             RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, dg, GH, P, hsrc, P,
-                                  (RK_T*)p->dw_hh, P, 0, NULL, 0, NULL, 0);
+                                  (RK_T*)p->dw_hh, P, 0, NULL, 0, NULL, 0, (RK_T*)p->db_hh);
         } else {
+            /* a two-phase cell's steps summed its bias gradient (rk_backward_tile2) */
             RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, dg, GH, I, (const RK_T*)p->x, I,
-                                  (RK_T*)p->dw_ih, I, P, hsrc, P, (RK_T*)p->dw_hh, P);
+                                  (RK_T*)p->dw_ih, I, P, hsrc, P, (RK_T*)p->dw_hh, P,
+                                  cell->flags & RK_TWO_PHASE ? NULL : (RK_T*)p->db);
         }
         if (cell->flags & RK_TWO_PHASE)  /* W_hn multiplies r * h: its rows' gradient comes from aux */
             RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, dg, GH, H, (const RK_T*)p->aux, H,
-                                  (RK_T*)p->dw_hn, H, 0, NULL, 0, NULL, 0);
+                                  (RK_T*)p->dw_hn, H, 0, NULL, 0, NULL, 0, NULL);
         if (p->m != NULL)
             RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, P, N, (const RK_T*)p->dhp, P, H,
-                                  (const RK_T*)p->m, H, (RK_T*)p->dw_hr, H, 0, NULL, 0, NULL, 0);
+                                  (const RK_T*)p->m, H, (RK_T*)p->dw_hr, H, 0, NULL, 0, NULL, 0, NULL);
     }
 }
 
@@ -1162,7 +1153,7 @@ static void RK_F(rk_backward_rows)(rk_backward* p, const rk_cell* cell)
         RK_F(rk_gemm_rows)(p->nthreads, N, I, GH, drec_x, GH, NULL, NULL,
                            (const RK_T*)p->w_ih, I, (RK_T*)p->dx, I, p->dx_rows);
     RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, drec_x, GH, I,
-                          (const RK_T*)p->x, I, (RK_T*)p->dw_ih, I, 0, NULL, 0, NULL, 0);
+                          (const RK_T*)p->x, I, (RK_T*)p->dw_ih, I, 0, NULL, 0, NULL, 0, NULL);
     RK_F(rk_weight_grads)(p->nthreads, p->wgrad_pieces, GH, N, drec, GH, P, (const RK_T*)p->h, P,
-                          (RK_T*)p->dw_hh, P, 0, NULL, 0, NULL, 0);
+                          (RK_T*)p->dw_hh, P, 0, NULL, 0, NULL, 0, NULL);
 }

@@ -243,13 +243,13 @@ static void NAME##_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T* a, ptr
  * while the smaller B1, B2 are packed into blocks of MR values per row         \
  * (NAME##_pack_at) for the broadcasts.  The usual blocking of a large GEMM:    \
  * RK_KC rows at a time, RK_WG_NC of A's columns per packed panel group.        \
- * out: (n1 + n2) x m, dW1^T then dW2^T, overwritten.  Sums over k in          \
- * increasing order. */                                                         \
+ * out: (n1 + n2) x m, dW1^T then dW2^T, overwritten (with ``ones``, one row   \
+ * more: A's column sums).  Sums over k in increasing order. */                                                         \
 static inline ptrdiff_t NAME##_blocks(ptrdiff_t n) { return (n + RK_MR - 1) / RK_MR; }  \
                                                                                          \
-static inline ptrdiff_t NAME##_wgrad_work(ptrdiff_t n1, ptrdiff_t n2)                   \
+static inline ptrdiff_t NAME##_wgrad_work(ptrdiff_t n1, ptrdiff_t n2, int ones)         \
 {   /* values of the work buffer NAME##_wgrad_t needs */                                \
-    return (NAME##_blocks(n1) + NAME##_blocks(n2)) * RK_MR * RK_KC                       \
+    return (NAME##_blocks(n1) + NAME##_blocks(n2) + (ones != 0)) * RK_MR * RK_KC         \
            + NAME##_packed_size(RK_KC, RK_WG_NC);                                        \
 }                                                                                        \
                                                                                          \
@@ -282,28 +282,36 @@ static __attribute__((noinline)) void NAME##_wgrad_panel(ptrdiff_t mr, ptrdiff_t
 static void NAME##_wgrad_t(ptrdiff_t m, ptrdiff_t k, const T* a, ptrdiff_t lda,          \
                            ptrdiff_t n1, const T* b1, ptrdiff_t ldb1,                    \
                            ptrdiff_t n2, const T* b2, ptrdiff_t ldb2,                    \
-                           T* out,   /* (n1 + n2) x m */                                 \
-                           T* work)  /* NAME##_wgrad_work(n1, n2) values, 64-byte aligned */ \
+                           int ones, /* also row n1 + n2 of out: A's column sums */     \
+                           T* out,   /* (n1 + n2 + ones) x m */                          \
+                           T* work)  /* NAME##_wgrad_work(n1, n2, ones) values, 64-byte aligned */ \
 {                                                                                        \
-    ptrdiff_t nb1 = NAME##_blocks(n1), nb = nb1 + NAME##_blocks(n2);                     \
+    /* The column sums (a bias's gradient) are the product with a column of \
+       ones: one more block of B^T, of which only the first row is used, so   \
+       the kernel runs it as a one-row block, about 1/16 of a full one. */    \
+    ptrdiff_t nb1 = NAME##_blocks(n1), nb2 = nb1 + NAME##_blocks(n2), nb = nb2 + (ones != 0); \
+    ptrdiff_t n = n1 + n2 + (ones != 0);                                                 \
     T* bt = work;                                                                        \
     T* ap = work + nb * RK_MR * RK_KC;                                                   \
-    ptrdiff_t k0, kc, j0, nc, jj, q, row, mr;                                            \
+    ptrdiff_t k0, kc, j0, nc, jj, q, row, mr, p;                                         \
     if (k <= 0) {                                                                        \
-        memset(out, 0, (size_t)((n1 + n2) * m) * sizeof(T));                             \
+        memset(out, 0, (size_t)(n * m) * sizeof(T));                                     \
         return;                                                                          \
     }                                                                                    \
     for (k0 = 0; k0 < k; k0 += RK_KC) {                                                  \
         kc = k - k0 < RK_KC ? k - k0 : RK_KC;                                            \
         NAME##_pack_at(kc, n1, b1 + k0 * ldb1, ldb1, bt);                                \
         NAME##_pack_at(kc, n2, b2 + k0 * ldb2, ldb2, bt + nb1 * kc * RK_MR);             \
+        if (ones)                                                                        \
+            for (p = 0; p < kc; p++)                                                     \
+                bt[(nb2 * kc + p) * RK_MR] = 1;  /* the block's other rows are never read */ \
         for (j0 = 0; j0 < m; j0 += RK_WG_NC) {                                           \
             nc = m - j0 < RK_WG_NC ? m - j0 : RK_WG_NC;                                  \
             NAME##_pack_b(kc, nc, a + k0 * lda + j0, lda, ap);                           \
             for (jj = 0; jj < nc; jj += NAME##_NR)                                       \
                 for (q = 0; q < nb; q++) {                                               \
-                    row = q < nb1 ? q * RK_MR : n1 + (q - nb1) * RK_MR;                  \
-                    mr = (q < nb1 ? n1 : n1 + n2) - row;                                 \
+                    row = q < nb1 ? q * RK_MR : q < nb2 ? n1 + (q - nb1) * RK_MR : n1 + n2; \
+                    mr = (q < nb1 ? n1 : q < nb2 ? n1 + n2 : n) - row;                   \
                     NAME##_wgrad_panel(mr < RK_MR ? mr : RK_MR,                          \
                                        nc - jj < NAME##_NR ? nc - jj : NAME##_NR, kc,    \
                                        bt + q * kc * RK_MR, ap + jj * kc,                \

@@ -330,9 +330,8 @@ def lane_split(cell_name, plan, weight_bytes, backward=False):
     the first step has two rows or more and all of W_hh (``weight_bytes``)
     fits in half the L2 cache CPUID reports, since every thread then reads all
     of it at every step.  From the sizes and the CPU alone, never the thread
-    count: forward's bits are the same either way, backward's bias gradient
-    is summed per batch slot on the row split, so the two must agree for
-    every thread count."""
+    count, so a forward and its backward agree on it for every thread count
+    (the bits are the same under both splits either way)."""
     cells = _BACKWARD_LANE_CELLS if backward else _LANE_CELLS
     if cell_name not in cells or plan.n_first < 2:
         return False
