@@ -587,6 +587,10 @@ def matmul(const floating[:, ::1] a,      # IN  (m, k)
 
 
 # ------------------------------------------------------ weights into panels
+cdef extern from "_transpose.h" nogil:
+    void rk_transpose_panel_f(const float** srcs, Py_ssize_t wd, Py_ssize_t k, Py_ssize_t nr, float* panel)
+
+
 def panel_values(str dtype, Py_ssize_t k, Py_ssize_t n):
     """Values a (k x n) matrix takes in the kernels' packed panel layout
     (whole panels of NR columns; NR depends on the dtype and the vector width)."""
@@ -616,12 +620,15 @@ cdef void _pack_block(const floating* w, const Py_ssize_t* rows,  # IN  W = w[ro
             for q in range(wd):
                 r = b0 + j0 + q
                 srcs[q] = w + (rows[r] if rows != NULL else r) * C
-            # Write the panel in order, reading NR rows at once.  Walking a
-            # column at a time instead wrote one value per 64-byte line, k
-            # lines apart: several times slower, the lines falling into a few L1 sets.
-            for p in range(k):
-                for q in range(wd):
-                    panel[p * nr + q] = srcs[q][p]
+            if floating is float:  # 8 x 8 blocks through registers (_transpose.h)
+                rk_transpose_panel_f(<const float**>srcs, wd, k, nr, panel)
+            else:
+                # Write the panel in order, reading NR rows at once.  Walking a
+                # column at a time instead wrote one value per 64-byte line, k
+                # lines apart: several times slower, the lines falling into a few L1 sets.
+                for p in range(k):
+                    for q in range(wd):
+                        panel[p * nr + q] = srcs[q][p]
         else:  # row p of the panel is part of row p of W
             for p in range(k):
                 r = rows[p] if rows != NULL else p

@@ -19,7 +19,8 @@ def _panels_numpy(src, nr):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows,cols,bounds", [(1, 1, [0, 1]), (13, 7, [0, 5, 5, 13]),
                                               (96, 128, [0, 64, 96]), (40, 33, [0, 17, 40]),
-                                              (64, 5, [0, 32, 64])])
+                                              (64, 5, [0, 32, 64]), (24, 20, [0, 11, 24]),
+                                              (48, 136, [0, 8, 48])])
 @pytest.mark.parametrize("row_blocks", [False, True])
 @pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
