@@ -27,3 +27,31 @@ def pair(keras, ours_cls, theirs_cls, x_shape, dtype, rng, **config):
 
 def flatten(result):
     return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def run(layer, x, weights_of, mask=None, initial_state=None, training=False, graph=False, seed=7):
+    """Outputs of ``layer(x)`` and the gradients of a random projection of all of them with
+    respect to x, the initial states (if given) and the layer's weights; TensorFlow backend
+    (GradientTape)."""
+    import tensorflow as tf
+    x = tf.constant(x)
+    init = None if initial_state is None else [tf.constant(s) for s in initial_state]
+    kwargs = {} if mask is None else {"mask": tf.constant(mask)}
+
+    def body(x, init):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if init is not None:
+                tape.watch(init)
+            outs = flatten(layer(x, initial_state=init, training=training, **kwargs))
+            loss = 0
+            for k, o in enumerate(outs):
+                w = tf.constant(np.random.default_rng(seed + k).standard_normal(o.shape), o.dtype)
+                loss += tf.reduce_sum(w * o)
+        sources = [x] + ([] if init is None else list(init)) + list(weights_of(layer))
+        return outs, tape.gradient(loss, sources)
+
+    if graph:
+        body = tf.function(body)
+    outs, grads = body(x, init)
+    return [o.numpy() for o in outs], [g.numpy() for g in grads]

@@ -7,7 +7,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from helpers.keras_parity import TOL, flatten, pair, right_padded_mask  # noqa: E402
+from helpers.keras_parity import TOL, pair, right_padded_mask, run  # noqa: E402
 from rnnkernels.keras import GRU, LSTM, Bidirectional, SimpleRNN  # noqa: E402
 
 CELLS = {
@@ -18,32 +18,6 @@ CELLS = {
     "rnn_relu": (SimpleRNN, keras.layers.SimpleRNN, {"activation": "relu"}),
 }
 N_STATES = {"lstm": 2}
-
-
-def run(layer, x, weights_of, mask=None, initial_state=None, training=False, graph=False, seed=7):
-    """Outputs of ``layer(x)`` and the gradients of a random projection of all of them with
-    respect to x, the initial states (if given) and the layer's weights."""
-    x = tf.constant(x)
-    init = None if initial_state is None else [tf.constant(s) for s in initial_state]
-    kwargs = {} if mask is None else {"mask": tf.constant(mask)}
-
-    def body(x, init):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            if init is not None:
-                tape.watch(init)
-            outs = flatten(layer(x, initial_state=init, training=training, **kwargs))
-            loss = 0
-            for k, o in enumerate(outs):
-                w = tf.constant(np.random.default_rng(seed + k).standard_normal(o.shape), o.dtype)
-                loss += tf.reduce_sum(w * o)
-        sources = [x] + ([] if init is None else list(init)) + list(weights_of(layer))
-        return outs, tape.gradient(loss, sources)
-
-    if graph:
-        body = tf.function(body)
-    outs, grads = body(x, init)
-    return [o.numpy() for o in outs], [g.numpy() for g in grads]
 
 
 def assert_same(a, b, dtype, what):

@@ -57,8 +57,9 @@ def test_layers_match_keras_under_torch(results):
 def test_torch_backend_gives_the_tensorflow_backends_numbers(child):
     """Each layer case of the child, rerun here under TensorFlow (GradientTape, the same
     projection of the outputs), gives the child's outputs and gradients in float64."""
-    tf = pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow")
     import keras
+    from helpers.keras_parity import run
     from rnnkernels.keras import GRU, SimpleRNN
     from rnnkernels.keras import LSTM as OurLSTM
     assert keras.backend.backend() == "tensorflow"
@@ -75,15 +76,9 @@ def test_torch_backend_gives_the_tensorflow_backends_numbers(child):
         x = arrays[f"{case}|x"]
         layer.build(x.shape)
         layer.set_weights([arrays[f"{case}|weight{k}"] for k in range(len(layer.get_weights()))])
-        mask = arrays.get(f"{case}|mask")
-        xt = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            outs = layer(xt, **({} if mask is None else {"mask": tf.constant(mask)}))
-            loss = sum(tf.reduce_sum(o * np.random.default_rng(k).standard_normal(tuple(o.shape)))
-                       for k, o in enumerate(outs))
-        grads = tape.gradient(loss, [xt] + list(layer.trainable_weights))
-        got = [o.numpy() for o in outs] + [g.numpy() for g in grads]
+        # the child's projection of the outputs: seeds 0, 1, ...
+        outs, grads = run(layer, x, lambda lay: lay.trainable_weights, arrays.get(f"{case}|mask"), seed=0)
+        got = outs + grads
         want = [arrays[f"{case}|got{k}"] for k in range(len(got))]
         assert f"{case}|got{len(got)}" not in arrays, case
         assert layer.last_path == "rnnkernels", case
