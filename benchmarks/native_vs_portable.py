@@ -5,12 +5,15 @@ baseline) and on a ``-march=native`` build of the same sources, in alternating
 child processes (never two builds in one process; the machine's noise moves
 both alike).
 
-    python benchmarks/native_vs_portable.py [--pairs 5] [--build DIR]
+    python benchmarks/native_vs_portable.py [--pairs 5] [--build DIR] [--wheel-python PY]
 
 Without ``--build`` it copies the checkout to a temporary folder and builds it
 there with ``RNNKERNELS_NATIVE=1`` (a minute or two), which adds the native
 kernels beside the portable ones; both sides then run from that one build, told
-apart by ``RNNKERNELS_ISA``.  Prints per case the medians and native / portable
+apart by ``RNNKERNELS_ISA``.  With ``--wheel-python`` the portable side is instead
+the Python of an environment where the wheel is installed (``pip wheel .`` then
+``auditwheel repair``: its own copy of libgomp included), run without PYTHONPATH.
+Prints per case the medians and native / portable
 (the issue's target: the portable build within 5% of native, so >= 0.95).
 """
 import argparse
@@ -66,20 +69,30 @@ def build_native(dest):
         sys.exit(f"the native build failed:\n{built.stderr[-4000:]}")
 
 
-def portable_isa(build):
+def _env(build, **extra):
+    """The environment of a child: the build on PYTHONPATH, or (build None) the installed package."""
+    env = dict(os.environ, **extra)
+    if build is None:
+        env.pop("PYTHONPATH", None)
+    else:
+        env["PYTHONPATH"] = build
+    return env
+
+
+def portable_isa(python, build):
     """The widest portable kernel build this CPU runs (what a wheel would load)."""
     code = ("from rnnkernels._core import isa; "
             "print(next(n for n in isa.available() if n != 'native'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=build), cwd=tempfile.gettempdir())
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
+                         env=_env(build), cwd=tempfile.gettempdir())
     return out.stdout.strip()
 
 
-def child(build, isa_name, cell, size):
+def child(python, build, isa_name, cell, size):
     T, B, I, H, calls = SIZES[size]
-    out = subprocess.run([sys.executable, "-c", CHILD, cell, str(T), str(B), str(I), str(H), str(calls)],
+    out = subprocess.run([python, "-c", CHILD, cell, str(T), str(B), str(I), str(H), str(calls)],
                          capture_output=True, text=True, check=True, cwd=tempfile.gettempdir(),
-                         env=dict(os.environ, PYTHONPATH=build, RNNKERNELS_ISA=isa_name))
+                         env=_env(build, RNNKERNELS_ISA=isa_name))
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["isa"] != isa_name:
         raise RuntimeError(f"asked for the {isa_name!r} kernels, the child ran {result['isa']!r}")
@@ -90,20 +103,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--build", help="a checkout already built with RNNKERNELS_NATIVE=1 (built here if left out)")
+    parser.add_argument("--wheel-python", help="the Python of an environment with the portable wheel installed "
+                                               "(the portable side; default: the native build's portable kernels)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rnnkernels-native-") as tmp:
         build = args.build or tmp
         if not args.build:
             build_native(build)
-        portable = portable_isa(build)
-        print(f"portable kernels: {portable}; native: -march=native; {args.pairs} alternating pairs per case")
+        wheel = (args.wheel_python, None) if args.wheel_python else (sys.executable, build)
+        portable = portable_isa(*wheel)
+        where = f"the wheel installed for {args.wheel_python}" if args.wheel_python else "the same build"
+        print(f"portable: {where}, {portable} kernels; native: -march=native; {args.pairs} alternating pairs per case")
         print(f"{'cell':5} {'size':7} {'portable ms':>12} {'native ms':>10} {'native/portable':>16}")
         ratios = []
         for cell, size in CASES:
             ms = {"portable": [], "native": []}
             for _ in range(args.pairs):
-                ms["portable"].append(child(build, portable, cell, size))
-                ms["native"].append(child(build, "native", cell, size))
+                ms["portable"].append(child(*wheel, portable, cell, size))
+                ms["native"].append(child(sys.executable, build, "native", cell, size))
             ratio = statistics.median(n / p for n, p in zip(ms["native"], ms["portable"]))
             ratios.append(ratio)
             print(f"{cell:5} {size:7} {statistics.median(ms['portable']):12.2f} "
