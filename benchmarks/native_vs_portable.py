@@ -30,24 +30,18 @@ SIZES = {"small": (100, 32, 40, 128, 20), "medium": (100, 64, 80, 256, 6), "larg
 CASES = [(cell, size) for cell in ("rnn", "lstm", "gru") for size in SIZES]
 
 CHILD = r'''
-import json, statistics, sys, time
-import numpy as np
+import json, statistics, sys, time, types
 from rnnkernels import ops
 from rnnkernels._core import tuning
+from rnnkernels.bench.cases import make_inputs
 cell, T, B, I, H, calls = sys.argv[1], *map(int, sys.argv[2:7])
-G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
-rng = np.random.default_rng(0)
-x = rng.standard_normal((T, B, I)).astype(np.float32)
-dy = rng.standard_normal((T, B, H)).astype(np.float32)
-w_ih = (0.1 * rng.standard_normal((G * H, I))).astype(np.float32)
-w_hh = (0.1 * rng.standard_normal((G * H, H))).astype(np.float32)
-b = np.zeros(G * H, np.float32)
+d = make_inputs(cell, types.SimpleNamespace(T=T, B=B, I=I, H=H), "float32", seed=0)
 fwd, bwd = getattr(ops, cell + "_forward"), getattr(ops, cell + "_backward")
 times = []
 for i in range(2 + calls):
     t0 = time.perf_counter()
-    out = fwd(x, w_ih, w_hh, b, b, training=True)
-    bwd(out[-1], dy)
+    out = fwd(d["x"], d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"], training=True)
+    bwd(out[-1], d["dy"])
     if i >= 2:
         times.append(time.perf_counter() - t0)
 print(json.dumps({"ms": 1e3 * statistics.median(times), "isa": tuning.current().isa}))

@@ -21,28 +21,21 @@ SHAPES = [("rnn", 4, 128), ("rnn", 8, 128), ("rnn", 16, 128), ("rnn", 32, 64),
           ("lstm", 8, 64), ("lstm", 16, 64), ("gru", 8, 128), ("gru", 16, 64)]
 
 CHILD = r'''
-import json, statistics, sys, time
-import numpy as np
+import json, statistics, sys, time, types
 from rnnkernels import ops
 from rnnkernels._core import threads, tuning
+from rnnkernels.bench.cases import make_inputs
 cell, B, H, calls, rule = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 if rule == "unit":
     tuning.use(tuning.current().replace(min_lane_flops=tuning.current().min_step_flops))
-G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
-T, I = 100, 40
-rng = np.random.default_rng(0)
-x = rng.standard_normal((T, B, I)).astype(np.float32)
-dy = rng.standard_normal((T, B, H)).astype(np.float32)
-w_ih = (0.1 * rng.standard_normal((G * H, I))).astype(np.float32)
-w_hh = (0.1 * rng.standard_normal((G * H, H))).astype(np.float32)
-b = np.zeros(G * H, np.float32)
+d = make_inputs(cell, types.SimpleNamespace(T=100, B=B, I=40, H=H), "float32", seed=0)
 fwd, bwd = getattr(ops, cell + "_forward"), getattr(ops, cell + "_backward")
 teams = []
 for i in range(5 + calls):
     t0 = time.perf_counter()
-    out = fwd(x, w_ih, w_hh, b, b, training=True)
+    out = fwd(d["x"], d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"], training=True)
     teams.append(threads.usage()["last_call"]["time_loop_threads"])
-    bwd(out[-1], dy)
+    bwd(out[-1], d["dy"])
     teams.append(threads.usage()["last_call"]["time_loop_threads"])
     if i == 4:
         times = []
