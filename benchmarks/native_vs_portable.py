@@ -26,16 +26,16 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZES = {"small": (100, 32, 40, 128, 20), "medium": (100, 64, 80, 256, 6), "large": (200, 64, 128, 512, 3)}
-CASES = [(cell, size) for cell in ("rnn", "lstm", "gru") for size in SIZES]
+CALLS = {"small": 20, "medium": 6, "large": 3}   # timed calls a child, per size of rnnkernels.bench.cases.SIZES
+CASES = [(cell, size) for cell in ("rnn", "lstm", "gru") for size in CALLS]
 
 CHILD = r'''
-import json, statistics, sys, time, types
+import json, statistics, sys, time
 from rnnkernels import ops
 from rnnkernels._core import tuning
-from rnnkernels.bench.cases import make_inputs
-cell, T, B, I, H, calls = sys.argv[1], *map(int, sys.argv[2:7])
-d = make_inputs(cell, types.SimpleNamespace(T=T, B=B, I=I, H=H), "float32", seed=0)
+from rnnkernels.bench.cases import SIZES, make_inputs
+cell, size, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+d = make_inputs(cell, SIZES[size], "float32", seed=0)
 fwd, bwd = getattr(ops, cell + "_forward"), getattr(ops, cell + "_backward")
 times = []
 for i in range(2 + calls):
@@ -83,8 +83,7 @@ def portable_isa(python, build):
 
 
 def child(python, build, isa_name, cell, size):
-    T, B, I, H, calls = SIZES[size]
-    out = subprocess.run([python, "-c", CHILD, cell, str(T), str(B), str(I), str(H), str(calls)],
+    out = subprocess.run([python, "-c", CHILD, cell, size, str(CALLS[size])],
                          capture_output=True, text=True, check=True, cwd=tempfile.gettempdir(),
                          env=_env(build, RNNKERNELS_ISA=isa_name))
     result = json.loads(out.stdout.strip().splitlines()[-1])
